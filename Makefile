@@ -1,0 +1,52 @@
+# Two entry points for a fresh machine: `make serve` and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+DATA ?= .data
+HOST ?= 127.0.0.1
+PORT ?= 8000
+
+.PHONY: serve test lint typecheck pytest bench clean venv dev tiny
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	# torch first: the CPU build that lies on this disk; anything after it sees torch satisfied.
+	$(PIP) install -q torch==2.13.0
+	$(PIP) install -q -e .
+	touch $@
+
+$(VENV)/.dev: $(VENV)/.installed
+	$(PIP) install -q -e '.[dev]'
+	touch $@
+
+venv: $(VENV)/.installed
+dev: $(VENV)/.dev
+
+$(DATA)/tiny/.done: $(VENV)/.installed
+	$(VENV)/bin/rwkv-rag make-tiny-models $(DATA)/tiny
+	touch $@
+
+tiny: $(DATA)/tiny/.done
+
+serve: $(VENV)/.installed $(DATA)/tiny/.done
+	RWKV_RAG_DATA_DIR=$(DATA) $(VENV)/bin/rwkv-rag serve --host $(HOST) --port $(PORT)
+
+lint: $(VENV)/.dev
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+typecheck: $(VENV)/.dev
+	$(VENV)/bin/mypy
+
+pytest: $(VENV)/.dev
+	$(VENV)/bin/pytest -q
+
+test: lint typecheck pytest
+
+bench: $(VENV)/.dev
+	$(PY) bench/embeddings.py
+
+clean:
+	rm -rf $(VENV) $(DATA) .pytest_cache .mypy_cache .ruff_cache

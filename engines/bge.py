@@ -1,0 +1,107 @@
+"""BGE embedders through FlagEmbedding (FlagModel, BGEM3FlagModel) on a local path.
+
+FlagEmbedding loads the model, tokenizer and (for BGE-M3) its heads. Its ``encode`` runs a
+probe forward on every call to size batches; our batcher already sizes batches, so we call
+the loaded modules directly: one forward per batch (bench/embeddings.py measures the probe).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from engines.base import ModelInfo
+from engines.hf import HFTokenizer, offline_env, pick_device
+
+__all__ = ["BGEEmbedder"]
+
+log = logging.getLogger(__name__)
+
+
+class BGEEmbedder:
+    def __init__(self, info: ModelInfo, path: Path, options: dict[str, Any]) -> None:
+        offline_env()
+        import torch
+        from FlagEmbedding import BGEM3FlagModel, FlagModel
+
+        self._torch = torch
+        self.device = pick_device(options.get("device"))
+        use_fp16 = bool(options.get("fp16", self.device.startswith("cuda")))
+        self.is_m3 = bool(options.get("m3", (path / "colbert_linear.pt").exists()))
+        self.pooling = str(options.get("pooling", "cls"))
+        self.query_instruction = options.get("query_instruction")
+        if self.is_m3:
+            flag: Any = BGEM3FlagModel(
+                str(path), use_fp16=use_fp16, devices=self.device, pooling_method="cls"
+            )
+            self.pooling = "cls"
+        else:
+            flag = FlagModel(
+                str(path),
+                use_fp16=use_fp16,
+                devices=self.device,
+                pooling_method=self.pooling,
+                normalize_embeddings=True,
+            )
+        self._flag = flag
+        model = flag.model
+        if self.device == "cpu":
+            model.float()
+        model.to(self.device)
+        model.eval()
+        self._model = model
+        self._hf_tokenizer = flag.tokenizer
+        config = model.config if not self.is_m3 else model.model.config
+        model_max = int(getattr(config, "max_position_embeddings", 512))
+        if getattr(config, "model_type", "") in ("xlm-roberta", "roberta"):
+            model_max -= 2  # RoBERTa position ids start after the padding index
+        self.max_input_tokens = min(int(options.get("max_length", model_max)), model_max)
+        self.dimensions = int(config.hidden_size)
+        self.tokenizer = HFTokenizer(self._hf_tokenizer, self.max_input_tokens)
+        self.info = ModelInfo(
+            id=info.id,
+            kind=info.kind,
+            engine="bge-m3" if self.is_m3 else "bge",
+            owned_by=info.owned_by,
+            created=info.created,
+            dimensions=self.dimensions,
+            max_input_tokens=self.max_input_tokens,
+            extra={"pooling": self.pooling, "device": self.device},
+        )
+
+    def embed(self, texts: list[str]) -> np.ndarray:
+        torch = self._torch
+        enc = self._hf_tokenizer(
+            list(texts),
+            padding=True,
+            truncation=True,
+            max_length=self.max_input_tokens,
+            return_tensors="pt",
+        ).to(self.device)
+        with torch.inference_mode():
+            if self.is_m3:
+                out = self._model(text_input=dict(enc), return_dense=True)
+                vecs = out["dense_vecs"]
+            else:
+                hidden = self._model(**enc, return_dict=True).last_hidden_state
+                if self.pooling == "mean":
+                    mask = enc["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+                    vecs = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+                else:
+                    vecs = hidden[:, 0]
+            vecs = torch.nn.functional.normalize(vecs.float(), dim=-1)
+        return vecs.cpu().numpy().astype(np.float32, copy=False)
+
+    def flag_encode(self, texts: list[str]) -> np.ndarray:
+        """FlagEmbedding's own encode (with its probe forward); for the benchmark only."""
+        out = self._flag.encode(list(texts), batch_size=max(1, len(texts)))
+        if isinstance(out, dict):
+            out = out["dense_vecs"]
+        return np.asarray(out, dtype=np.float32)
+
+    def close(self) -> None:
+        self._model = None
+        self._flag = None

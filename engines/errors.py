@@ -1,0 +1,93 @@
+"""The one error hierarchy. Domain code raises these; the gateway renders them.
+
+Each class carries its HTTP status, OpenAI error ``type`` and ``code`` as class attributes,
+so no caller maps errors by message text.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "APIError",
+    "AuthenticationError",
+    "ContextLengthError",
+    "EngineError",
+    "EngineUnavailableError",
+    "InvalidRequestError",
+    "ModelNotFoundError",
+    "NotFoundError",
+    "PayloadTooLargeError",
+    "QueueFullError",
+]
+
+
+class APIError(Exception):
+    status_code: int = 500
+    type: str = "server_error"
+    code: str | None = "internal_error"
+
+    def __init__(self, message: str, *, param: str | None = None, code: str | None = None):
+        super().__init__(message)
+        self.message = message
+        self.param = param
+        if code is not None:
+            self.code = code
+
+    def to_dict(self) -> dict[str, dict[str, str | None]]:
+        return {
+            "error": {
+                "message": self.message,
+                "type": self.type,
+                "param": self.param,
+                "code": self.code,
+            }
+        }
+
+
+class InvalidRequestError(APIError):
+    status_code = 400
+    type = "invalid_request_error"
+    code = "invalid_value"
+
+
+class ContextLengthError(InvalidRequestError):
+    code = "context_length_exceeded"
+
+
+class AuthenticationError(APIError):
+    status_code = 401
+    type = "invalid_request_error"
+    code = "invalid_api_key"
+
+
+class NotFoundError(APIError):
+    status_code = 404
+    type = "invalid_request_error"
+    code = "not_found"
+
+
+class ModelNotFoundError(NotFoundError):
+    code = "model_not_found"
+
+
+class PayloadTooLargeError(APIError):
+    status_code = 413
+    type = "invalid_request_error"
+    code = "request_too_large"
+
+
+class QueueFullError(APIError):
+    status_code = 429
+    type = "rate_limit_error"
+    code = "queue_full"
+
+
+class EngineUnavailableError(APIError):
+    status_code = 503
+    type = "server_error"
+    code = "engine_unavailable"
+
+
+class EngineError(APIError):
+    status_code = 500
+    type = "server_error"
+    code = "engine_error"

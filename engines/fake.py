@@ -1,0 +1,123 @@
+"""Deterministic fake engines, selectable by config (`engine: fake`), for HTTP-layer tests.
+
+They are real backends with trivial maths: hashed bag-of-words vectors and word-overlap
+scores. Options: ``dimensions`` (embedding size), ``delay_ms`` (simulated compute per
+batch), ``fail_marker`` (a batch containing this text raises, to exercise failure paths).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import time
+from typing import Any
+
+import numpy as np
+
+from engines.base import ModelInfo
+
+__all__ = ["FakeEmbedder", "FakeReranker", "FakeTokenizer"]
+
+_WORD = re.compile(r"\w+", re.UNICODE)
+
+
+class FakeTokenizer:
+    """One token per word (CJK: per character), plus none for specials."""
+
+    def __init__(self, max_length: int) -> None:
+        self.max_length = max_length
+
+    @staticmethod
+    def _spans(text: str) -> list[tuple[int, int]]:
+        spans: list[tuple[int, int]] = []
+        for m in _WORD.finditer(text):
+            word = m.group()
+            if any("\u4e00" <= ch <= "\u9fff" for ch in word):
+                spans.extend((m.start() + i, m.start() + i + 1) for i in range(len(word)))
+            else:
+                spans.append(m.span())
+        return spans
+
+    def words(self, text: str) -> list[str]:
+        return [text[a:b].lower() for a, b in self._spans(text)]
+
+    def count(self, texts: list[str]) -> list[int]:
+        return [max(1, len(self._spans(t))) for t in texts]
+
+    def truncate(self, text: str, max_tokens: int) -> str:
+        spans = self._spans(text)
+        if len(spans) <= max_tokens:
+            return text
+        return text[: spans[max_tokens - 1][1]] if max_tokens > 0 else ""
+
+
+class _FakeBase:
+    def __init__(self, info: ModelInfo, options: dict[str, Any]) -> None:
+        self.max_input_tokens = int(options.get("max_length", 512))
+        self.tokenizer = FakeTokenizer(self.max_input_tokens)
+        self._delay = float(options.get("delay_ms", 0.0)) / 1000.0
+        self._fail_marker = options.get("fail_marker")
+
+    def _work(self, texts: list[str]) -> None:
+        if self._fail_marker and any(self._fail_marker in t for t in texts):
+            raise RuntimeError("fake engine asked to fail")
+        if self._delay:
+            time.sleep(self._delay)
+
+    def close(self) -> None:
+        return None
+
+
+class FakeEmbedder(_FakeBase):
+    def __init__(self, info: ModelInfo, options: dict[str, Any]) -> None:
+        super().__init__(info, options)
+        self.dimensions = int(options.get("dimensions", 64))
+        self.info = ModelInfo(
+            id=info.id,
+            kind="embedding",
+            engine="fake",
+            owned_by=info.owned_by,
+            created=info.created,
+            dimensions=self.dimensions,
+            max_input_tokens=self.max_input_tokens,
+        )
+
+    def embed(self, texts: list[str]) -> np.ndarray:
+        self._work(texts)
+        out = np.zeros((len(texts), self.dimensions), dtype=np.float32)
+        for row, text in enumerate(texts):
+            for word in self.tokenizer.words(text) or [""]:
+                out[row] += self._word_vector(word)
+            norm = float(np.linalg.norm(out[row]))
+            out[row] = out[row] / norm if norm > 0 else self._word_vector("")
+        return out
+
+    def _word_vector(self, word: str) -> np.ndarray:
+        # A dense pseudo-random unit vector per word: texts sharing words are similar.
+        seed = int.from_bytes(hashlib.blake2b(word.encode(), digest_size=8).digest(), "little")
+        vec = np.random.default_rng(seed).standard_normal(self.dimensions).astype(np.float32)
+        return vec / np.linalg.norm(vec)
+
+
+class FakeReranker(_FakeBase):
+    def __init__(self, info: ModelInfo, options: dict[str, Any]) -> None:
+        super().__init__(info, options)
+        self.info = ModelInfo(
+            id=info.id,
+            kind="rerank",
+            engine="fake",
+            owned_by=info.owned_by,
+            created=info.created,
+            max_input_tokens=self.max_input_tokens,
+        )
+
+    def score(self, pairs: list[tuple[str, str]]) -> list[float]:
+        self._work([q + "\n" + d for q, d in pairs])
+        scores = []
+        for query, doc in pairs:
+            q = set(self.tokenizer.words(query))
+            d = set(self.tokenizer.words(doc))
+            overlap = len(q & d) / len(q) if q else 0.0
+            # Ties broken by length so the order is total and stable.
+            scores.append(round(overlap / (1.0 + 0.001 * len(d)), 6))
+        return scores

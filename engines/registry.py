@@ -1,0 +1,243 @@
+"""EngineRegistry: model ids and aliases -> loaded engines with their batchers.
+
+Backends are imported lazily by engine name, so a registry of fake engines never imports
+torch, transformers or FlagEmbedding.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from engines.base import ModelInfo
+from engines.batching import BatchObserver, DynamicBatcher
+from engines.errors import EngineUnavailableError, InvalidRequestError, ModelNotFoundError
+from engines.paths import resolve_model_path
+
+if TYPE_CHECKING:
+    from gateway.settings import ModelConfig, Settings
+
+__all__ = ["EngineRegistry", "ServedModel"]
+
+log = logging.getLogger(__name__)
+
+# engine name -> "module:Class"; the class takes (ModelInfo, Path | None, options).
+_BACKENDS: dict[tuple[str, str], str] = {
+    ("embedding", "bge"): "engines.bge:BGEEmbedder",
+    ("embedding", "fake"): "engines.fake:FakeEmbedder",
+    ("rerank", "flag-reranker"): "engines.reranker:FlagCrossEncoder",
+    ("rerank", "fake"): "engines.fake:FakeReranker",
+}
+_AUTO = {"embedding": "bge", "rerank": "flag-reranker", "chat": "rwkv"}
+_PATHLESS = {"fake", "cosine"}
+
+
+@dataclass
+class ServedModel:
+    config: ModelConfig
+    info: ModelInfo
+    status: str = "pending"  # pending | loading | ready | failed
+    engine: Any = None
+    batcher: DynamicBatcher[Any, Any] | None = None
+    error: str | None = None
+    # For `cosine` rerank: the embedding model whose vectors score the pairs.
+    via: ServedModel | None = None
+    capabilities: list[str] = field(default_factory=list)
+
+    @property
+    def kind(self) -> str:
+        return self.info.kind
+
+    @property
+    def healthy(self) -> bool:
+        if self.status != "ready":
+            return False
+        if self.batcher is not None and not self.batcher.healthy:
+            return False
+        return self.via.healthy if self.via is not None else True
+
+
+class EngineRegistry:
+    def __init__(self, settings: Settings, observer: BatchObserver | None = None) -> None:
+        self.settings = settings
+        self.observer = observer
+        self.models: dict[str, ServedModel] = {}
+        self.aliases = dict(settings.aliases)
+        self.default_reranker: str | None = None
+        self._loaded = False
+        created = int(time.time())
+        for cfg in settings.models:
+            engine = _AUTO.get(cfg.kind, cfg.engine) if cfg.engine == "auto" else cfg.engine
+            info = ModelInfo(
+                id=cfg.id, kind=cfg.kind, engine=engine, owned_by=cfg.owned_by, created=created
+            )
+            self.models[cfg.id] = ServedModel(config=cfg, info=info, capabilities=[cfg.kind])
+        self._wire_rerank_fallback()
+
+    def _wire_rerank_fallback(self) -> None:
+        rerankers = [m for m in self.models.values() if m.kind == "rerank"]
+        for m in rerankers:
+            if m.info.engine == "cosine":
+                target = m.config.options.get("embedding_model")
+                m.via = self._embedding_target(target, f"rerank model {m.info.id!r}")
+        if rerankers:
+            self.default_reranker = rerankers[0].info.id
+            return
+        fallback = self.settings.rerank_fallback
+        if fallback is None:
+            return
+        embedders = [m for m in self.models.values() if m.kind == "embedding"]
+        if not embedders:
+            return
+        target = embedders[0] if fallback == "auto" else self._embedding_target(fallback, "")
+        target.capabilities.append("rerank")
+        self.default_reranker = target.info.id
+
+    def _embedding_target(self, name: str | None, what: str) -> ServedModel:
+        model = self.models.get(self.aliases.get(name or "", name or ""))
+        if model is None or model.kind != "embedding":
+            raise ValueError(f"{what}: {name!r} is not a configured embedding model")
+        return model
+
+    # -- lookup --------------------------------------------------------------------------
+
+    def resolve(self, name: str | None, kind: str, *, param: str = "model") -> ServedModel:
+        """The model named ``name`` (id or alias) able to serve ``kind``."""
+        if not name:
+            if kind == "rerank" and self.default_reranker:
+                name = self.default_reranker
+            else:
+                raise InvalidRequestError("you must provide a model parameter", param=param)
+        model = self.models.get(self.aliases.get(name, name))
+        if model is None:
+            raise ModelNotFoundError(f"the model {name!r} does not exist", param=param)
+        if kind not in model.capabilities:
+            raise InvalidRequestError(
+                f"the model {name!r} is a {model.kind} model and cannot serve {kind}",
+                param=param,
+                code="model_not_supported",
+            )
+        if model.status != "ready":
+            detail = f": {model.error}" if model.error else ""
+            raise EngineUnavailableError(f"the model {name!r} is {model.status}{detail}")
+        return model
+
+    @property
+    def loaded(self) -> bool:
+        """The load pass has finished (some models may have failed)."""
+        return self._loaded
+
+    @property
+    def ready(self) -> bool:
+        return self._loaded and all(m.status == "ready" for m in self.models.values())
+
+    @property
+    def healthy(self) -> bool:
+        return self.ready and all(m.healthy for m in self.models.values())
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    async def load(self) -> None:
+        """Load every model (in a worker thread each) and start their batchers."""
+        if self.settings.torch_threads:
+            await asyncio.to_thread(_set_torch_threads, self.settings.torch_threads)
+        for model in self.models.values():
+            if model.engine is not None or (model.status == "ready" and model.via is not None):
+                if model.batcher is None:
+                    self._start_batcher(model)
+                model.status = "ready"
+                continue
+            model.status = "loading"
+            started = time.perf_counter()
+            try:
+                await asyncio.to_thread(self._build, model)
+            except Exception as exc:
+                model.status = "failed"
+                model.error = f"{type(exc).__name__}: {exc}"
+                log.exception("model failed to load", extra={"model": model.info.id})
+                continue
+            self._start_batcher(model)
+            model.status = "ready"
+            log.info(
+                "model loaded",
+                extra={
+                    "model": model.info.id,
+                    "engine": model.info.engine,
+                    "seconds": round(time.perf_counter() - started, 3),
+                },
+            )
+        self._loaded = True
+
+    def _build(self, model: ServedModel) -> None:
+        cfg = model.config
+        engine_name = model.info.engine
+        if cfg.kind == "rerank" and engine_name == "cosine":
+            return
+        target = _BACKENDS.get((cfg.kind, engine_name))
+        if target is None:
+            target = self._extra_backend(cfg.kind, engine_name)
+        module_name, cls_name = target.split(":")
+        cls = getattr(importlib.import_module(module_name), cls_name)
+        path: Path | None = None
+        if engine_name not in _PATHLESS or cfg.path:
+            path = resolve_model_path(cfg.path, self.settings.data_dir)
+        options = dict(cfg.options)
+        if path is None:
+            model.engine = cls(model.info, options)
+        else:
+            model.engine = cls(model.info, path, options)
+        model.info = model.engine.info
+
+    def _extra_backend(self, kind: str, engine_name: str) -> str:
+        raise ValueError(f"no {kind} backend named {engine_name!r}")
+
+    def _start_batcher(self, model: ServedModel) -> None:
+        engine = model.engine
+        if engine is None:
+            return
+        batching = model.config.batching or self.settings.batching
+        fn: Callable[[list[Any]], Any]
+        if model.kind == "embedding":
+            fn = engine.embed
+        elif model.kind == "rerank":
+            fn = engine.score
+        else:
+            return
+        model.batcher = DynamicBatcher(
+            model.info.id,
+            fn,
+            max_batch_size=batching.max_batch_size,
+            max_wait_ms=batching.max_wait_ms,
+            max_queue=batching.max_queue,
+            observer=self.observer,
+        )
+        model.batcher.start()
+
+    async def stop(self) -> None:
+        """Stop the batchers (bound to the running event loop); engines stay loaded."""
+        for model in self.models.values():
+            if model.batcher is not None:
+                await model.batcher.stop()
+                model.batcher = None
+
+    async def close(self) -> None:
+        """Stop batchers and release every engine."""
+        await self.stop()
+        for model in self.models.values():
+            if model.engine is not None and hasattr(model.engine, "close"):
+                await asyncio.to_thread(model.engine.close)
+            model.engine = None
+            model.status = "pending"
+        self._loaded = False
+
+
+def _set_torch_threads(n: int) -> None:
+    import torch
+
+    torch.set_num_threads(n)

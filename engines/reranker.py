@@ -1,0 +1,76 @@
+"""Cross-encoder reranker through FlagEmbedding's FlagReranker on a local path.
+
+FlagReranker loads the tokenizer and sequence-classification model; like the embedder we
+run one forward per batch instead of ``compute_score`` (which probes first). Scores are
+the model's logit through a sigmoid, so every ``relevance_score`` is in [0, 1].
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from engines.base import ModelInfo
+from engines.hf import HFTokenizer, offline_env, pick_device
+
+__all__ = ["FlagCrossEncoder"]
+
+
+class FlagCrossEncoder:
+    def __init__(self, info: ModelInfo, path: Path, options: dict[str, Any]) -> None:
+        offline_env()
+        import torch
+        from FlagEmbedding import FlagReranker
+
+        self._torch = torch
+        self.device = pick_device(options.get("device"))
+        use_fp16 = bool(options.get("fp16", self.device.startswith("cuda")))
+        flag: Any = FlagReranker(str(path), use_fp16=use_fp16, devices=self.device)
+        self._flag = flag
+        model = flag.model
+        if self.device == "cpu":
+            model.float()
+        model.to(self.device)
+        model.eval()
+        self._model = model
+        self._hf_tokenizer = flag.tokenizer
+        config = model.config
+        model_max = int(getattr(config, "max_position_embeddings", 512))
+        if getattr(config, "model_type", "") in ("xlm-roberta", "roberta"):
+            model_max -= 2
+        self.max_input_tokens = min(int(options.get("max_length", model_max)), model_max)
+        self.normalize = bool(options.get("normalize", True))
+        self.tokenizer = HFTokenizer(self._hf_tokenizer, self.max_input_tokens)
+        self.info = ModelInfo(
+            id=info.id,
+            kind="rerank",
+            engine="flag-reranker",
+            owned_by=info.owned_by,
+            created=info.created,
+            max_input_tokens=self.max_input_tokens,
+            extra={"device": self.device},
+        )
+
+    def score(self, pairs: list[tuple[str, str]]) -> list[float]:
+        torch = self._torch
+        enc = self._hf_tokenizer(
+            [q for q, _ in pairs],
+            [d for _, d in pairs],
+            padding=True,
+            truncation=True,
+            max_length=self.max_input_tokens,
+            return_tensors="pt",
+        ).to(self.device)
+        with torch.inference_mode():
+            logits = self._model(**enc, return_dict=True).logits.view(-1).float()
+            scores = torch.sigmoid(logits) if self.normalize else logits
+        return [float(s) for s in scores.cpu().tolist()]
+
+    def flag_compute_score(self, pairs: list[tuple[str, str]]) -> list[float]:
+        """FlagEmbedding's own compute_score (with its probe forward); for the benchmark."""
+        out = self._flag.compute_score([list(p) for p in pairs], normalize=self.normalize)
+        return [float(x) for x in (out if isinstance(out, list) else [out])]
+
+    def close(self) -> None:
+        self._model = None
+        self._flag = None

@@ -1,0 +1,92 @@
+"""Render every error as ``{"error": {message, type, param, code}}`` in one place."""
+
+from __future__ import annotations
+
+import logging
+import re
+from typing import Any
+
+from litestar import Request, Response
+from litestar.exceptions import HTTPException, ValidationException
+from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
+
+from engines.errors import APIError
+
+__all__ = ["exception_handlers", "render_error"]
+
+log = logging.getLogger("gateway.errors")
+
+_STATUS_TYPES: dict[int, tuple[str, str]] = {
+    400: ("invalid_request_error", "invalid_value"),
+    401: ("invalid_request_error", "invalid_api_key"),
+    403: ("invalid_request_error", "forbidden"),
+    404: ("invalid_request_error", "not_found"),
+    405: ("invalid_request_error", "method_not_allowed"),
+    413: ("invalid_request_error", "request_too_large"),
+    415: ("invalid_request_error", "unsupported_media_type"),
+    429: ("rate_limit_error", "rate_limit_exceeded"),
+    503: ("server_error", "service_unavailable"),
+}
+_PARAM = re.compile(r"\$\.([A-Za-z_][\w.\[\]]*)")
+_FIELD = re.compile(r"field `([^`]+)`")
+
+
+def render_error(
+    status: int, message: str, type_: str, param: str | None, code: str | None
+) -> Response[Any]:
+    body = {"error": {"message": message, "type": type_, "param": param, "code": code}}
+    return Response(content=body, status_code=status, media_type="application/json")
+
+
+def _api_error(_: Request[Any, Any, Any], exc: APIError) -> Response[Any]:
+    if exc.status_code >= 500:
+        log.warning("request failed: %s", exc.message, extra={"code": exc.code})
+    return render_error(exc.status_code, exc.message, exc.type, exc.param, exc.code)
+
+
+def _validation_error(_: Request[Any, Any, Any], exc: ValidationException) -> Response[Any]:
+    message = str(exc.detail)
+    param: str | None = None
+    extra = exc.extra
+    if isinstance(extra, list) and extra and isinstance(extra[0], dict):
+        first = extra[0]
+        key = first.get("key")
+        inner = str(first.get("message", ""))
+        found = _PARAM.search(inner) or _FIELD.search(inner)
+        param = found.group(1) if found else (key if key and key not in ("body", "data") else None)
+        message = inner or message
+        if message.startswith("Object missing required field"):
+            message = message.replace("Object missing required field", "missing required field")
+    elif "JSON" in message or "decode" in message.lower():
+        message = "the request body is not valid JSON"
+    return render_error(400, message, "invalid_request_error", param, "invalid_value")
+
+
+def _http_error(_: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:
+    status = exc.status_code
+    type_, code = _STATUS_TYPES.get(
+        status, ("invalid_request_error" if status < 500 else "server_error", None)
+    )
+    if status >= 500:
+        log.error("server error: %s", exc.detail)
+        return render_error(status, "internal server error", type_, None, code)
+    return render_error(status, str(exc.detail), type_, None, code)
+
+
+def _unexpected(_: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
+    log.exception("unhandled error", exc_info=exc)
+    return render_error(
+        HTTP_500_INTERNAL_SERVER_ERROR,
+        "the server had an error while processing your request",
+        "server_error",
+        None,
+        "internal_error",
+    )
+
+
+exception_handlers: dict[type[Exception], Any] = {
+    APIError: _api_error,
+    ValidationException: _validation_error,
+    HTTPException: _http_error,
+    Exception: _unexpected,
+}

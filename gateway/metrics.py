@@ -1,0 +1,79 @@
+"""Prometheus metrics, one registry per app (no module-level singletons)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+__all__ = ["Metrics"]
+
+_LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+_BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.requests = Counter(
+            "rwkv_rag_requests",
+            "HTTP requests by route, method and status.",
+            ["route", "method", "status"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "rwkv_rag_request_duration_seconds",
+            "HTTP request latency by route.",
+            ["route", "method"],
+            buckets=_LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.batch_size = Histogram(
+            "rwkv_rag_batch_size",
+            "Items per engine batch.",
+            ["model"],
+            buckets=_BATCH_BUCKETS,
+            registry=self.registry,
+        )
+        self.batch_seconds = Histogram(
+            "rwkv_rag_batch_duration_seconds",
+            "Engine time per batch.",
+            ["model"],
+            buckets=_LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.batch_failures = Counter(
+            "rwkv_rag_batch_failures",
+            "Batches that raised.",
+            ["model"],
+            registry=self.registry,
+        )
+        self.queue = Gauge(
+            "rwkv_rag_queue_depth",
+            "Items waiting for an engine batch.",
+            ["model"],
+            registry=self.registry,
+        )
+        self.items = Counter(
+            "rwkv_rag_engine_items",
+            "Items (texts, pairs) processed by engine.",
+            ["model"],
+            registry=self.registry,
+        )
+
+    # BatchObserver
+    def batch_done(self, name: str, size: int, seconds: float, ok: bool) -> None:
+        self.batch_size.labels(name).observe(size)
+        self.batch_seconds.labels(name).observe(seconds)
+        if ok:
+            self.items.labels(name).inc(size)
+        else:
+            self.batch_failures.labels(name).inc()
+
+    def queue_depth(self, name: str, depth: int) -> None:
+        self.queue.labels(name).set(depth)
+
+    def observe_request(self, route: str, method: str, status: int, seconds: float) -> None:
+        self.requests.labels(route, method, str(status)).inc()
+        self.latency.labels(route, method).observe(seconds)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

@@ -1,0 +1,54 @@
+"""GET /v1/models, GET /v1/models/{id}."""
+
+from __future__ import annotations
+
+from litestar import get
+from litestar.datastructures import State
+from litestar.params import FromPath
+
+from engines.errors import ModelNotFoundError
+from engines.registry import ServedModel
+from gateway.schemas import Model, ModelList
+from gateway.state import ctx_of
+
+
+def _wire(m: ServedModel, aliases: list[str]) -> Model:
+    info = m.info
+    return Model(
+        id=info.id,
+        created=info.created,
+        owned_by=info.owned_by,
+        kind=info.kind,
+        capabilities=list(m.capabilities),
+        engine=info.engine,
+        dimensions=info.dimensions,
+        max_input_tokens=info.max_input_tokens,
+        rerank=(
+            "cosine-similarity" if m.kind == "embedding" and "rerank" in m.capabilities else None
+        ),
+        status=m.status,
+        aliases=aliases or None,
+    )
+
+
+def _aliases(state: State, model_id: str) -> list[str]:
+    return sorted(a for a, t in ctx_of(state).registry.aliases.items() if t == model_id)
+
+
+@get("/v1/models", sync_to_thread=False)
+def list_models(state: State) -> ModelList:
+    reg = ctx_of(state).registry
+    return ModelList(data=[_wire(m, _aliases(state, m.info.id)) for m in reg.models.values()])
+
+
+@get("/v1/models/{model_id:path}", sync_to_thread=False)
+def retrieve_model(state: State, model_id: FromPath[str]) -> Model:
+    reg = ctx_of(state).registry
+    name = model_id.lstrip("/")
+    m = reg.models.get(reg.aliases.get(name, name))
+    if m is None:
+        raise ModelNotFoundError(f"the model {name!r} does not exist", param="model")
+    return _wire(m, _aliases(state, m.info.id))
+
+
+routes = [list_models, retrieve_model]

@@ -1,0 +1,208 @@
+"""Embeddings and rerank services: wire request in, wire response out, engines in between."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import uuid
+from typing import Any
+
+import numpy as np
+
+from engines.errors import InvalidRequestError
+from engines.registry import EngineRegistry, ServedModel
+from gateway.schemas import (
+    EmbeddingObject,
+    EmbeddingRequest,
+    EmbeddingResponse,
+    EmbeddingUsage,
+    RerankDocument,
+    RerankRequest,
+    RerankResponse,
+    RerankResult,
+    RerankUsage,
+)
+from gateway.settings import LimitSettings
+
+__all__ = ["EmbeddingService", "RerankService"]
+
+
+def _texts_from_input(raw: str | list[Any], max_inputs: int) -> list[str]:
+    if isinstance(raw, str):
+        texts = [raw]
+    else:
+        if not raw:
+            raise InvalidRequestError("'input' must not be an empty list", param="input")
+        if all(isinstance(x, int) for x in raw) or all(isinstance(x, list) for x in raw):
+            raise InvalidRequestError(
+                "token-id arrays are not supported by this server; send strings",
+                param="input",
+                code="unsupported_input",
+            )
+        if not all(isinstance(x, str) for x in raw):
+            raise InvalidRequestError(
+                "'input' must be a string or a list of strings", param="input"
+            )
+        texts = list(raw)
+    if len(texts) > max_inputs:
+        raise InvalidRequestError(
+            f"'input' has {len(texts)} items; at most {max_inputs} per request",
+            param="input",
+            code="too_many_inputs",
+        )
+    for i, t in enumerate(texts):
+        if not t:
+            raise InvalidRequestError(f"input[{i}] is an empty string", param="input")
+    return texts
+
+
+class _TokenLimiter:
+    def __init__(self, limits: LimitSettings) -> None:
+        self.limits = limits
+
+    async def fit(
+        self, model: ServedModel, texts: list[str], param: str, *, rewrite: bool = True
+    ) -> list[int]:
+        """Count tokens; truncate over-long texts in place or refuse them, as configured.
+
+        With ``rewrite=False`` the engine truncates by itself (cross-encoder pairs); only
+        the refusal applies and counts are capped at the limit.
+        """
+        tok = model.engine.tokenizer if model.engine is not None else model.via.engine.tokenizer  # type: ignore[union-attr]
+        max_engine = (
+            model.engine.max_input_tokens if model.engine else model.via.engine.max_input_tokens  # type: ignore[union-attr]
+        )
+        limit = min(self.limits.max_tokens_per_input, int(max_engine))
+        counts: list[int] = await asyncio.to_thread(tok.count, texts)
+        for i, n in enumerate(counts):
+            if n <= limit:
+                continue
+            if not self.limits.truncate_inputs:
+                raise InvalidRequestError(
+                    f"{param}[{i}] has {n} tokens; the limit is {limit}",
+                    param=param,
+                    code="context_length_exceeded",
+                )
+            if rewrite:
+                texts[i] = await asyncio.to_thread(tok.truncate, texts[i], limit)
+            counts[i] = limit
+        return counts
+
+
+class EmbeddingService:
+    def __init__(self, registry: EngineRegistry, limits: LimitSettings) -> None:
+        self.registry = registry
+        self.limits = limits
+        self._limiter = _TokenLimiter(limits)
+
+    async def embed_texts(self, model_name: str, texts: list[str]) -> tuple[np.ndarray, list[int]]:
+        """Vectors and token counts for ``texts`` (used by the KB too)."""
+        model = self.registry.resolve(model_name, "embedding")
+        texts = list(texts)
+        counts = await self._limiter.fit(model, texts, "input")
+        assert model.batcher is not None
+        rows = await model.batcher.submit(texts)
+        return np.stack(rows).astype(np.float32, copy=False), counts
+
+    async def create(self, req: EmbeddingRequest) -> EmbeddingResponse:
+        model = self.registry.resolve(req.model, "embedding")
+        texts = _texts_from_input(req.input, self.limits.max_inputs_per_request)
+        dims = model.info.dimensions or 0
+        if req.dimensions is not None and not 1 <= req.dimensions <= dims:
+            raise InvalidRequestError(
+                f"'dimensions' must be between 1 and {dims} for model {req.model!r}",
+                param="dimensions",
+            )
+        vectors, counts = await self.embed_texts(req.model, texts)
+        if req.dimensions is not None and req.dimensions < dims:
+            vectors = vectors[:, : req.dimensions]
+            norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+            vectors = vectors / np.maximum(norms, 1e-12)
+        vectors = np.ascontiguousarray(vectors, dtype="<f4")
+        data = [
+            EmbeddingObject(
+                index=i,
+                embedding=(
+                    base64.b64encode(row.tobytes()).decode("ascii")
+                    if req.encoding_format == "base64"
+                    else row.tolist()
+                ),
+            )
+            for i, row in enumerate(vectors)
+        ]
+        total = int(sum(counts))
+        return EmbeddingResponse(
+            data=data,
+            model=req.model,
+            usage=EmbeddingUsage(prompt_tokens=total, total_tokens=total),
+        )
+
+
+class RerankService:
+    def __init__(self, registry: EngineRegistry, limits: LimitSettings) -> None:
+        self.registry = registry
+        self.limits = limits
+        self._limiter = _TokenLimiter(limits)
+
+    async def scores(
+        self, model_name: str | None, query: str, docs: list[str]
+    ) -> tuple[ServedModel, list[float], int]:
+        """Relevance of each doc to ``query`` in [0, 1], and the tokens it took."""
+        model = self.registry.resolve(model_name, "rerank")
+        if model.kind == "embedding" or model.via is not None:
+            embedder = model if model.kind == "embedding" else model.via
+            assert embedder is not None and embedder.batcher is not None
+            texts = [query, *docs]
+            counts = await self._limiter.fit(embedder, texts, "documents")
+            rows = await embedder.batcher.submit(texts)
+            mat = np.stack(rows)
+            sims = mat[1:] @ mat[0]
+            # Cosine in [-1, 1] mapped to [0, 1] so scores read like a reranker's.
+            return model, [float((s + 1.0) / 2.0) for s in sims], int(sum(counts))
+        assert model.batcher is not None
+        pairs_text = [f"{query}\n{d}" for d in docs]
+        counts = await self._limiter.fit(model, pairs_text, "documents", rewrite=False)
+        q_tokens = (await asyncio.to_thread(model.engine.tokenizer.count, [query]))[0]
+        limit = min(self.limits.max_tokens_per_input, model.engine.max_input_tokens)
+        if q_tokens >= limit:
+            raise InvalidRequestError(
+                f"the query has {q_tokens} tokens; the limit is {limit}",
+                param="query",
+                code="context_length_exceeded",
+            )
+        scores = await model.batcher.submit([(query, d) for d in docs])
+        return model, [float(s) for s in scores], int(sum(counts))
+
+    async def rerank(self, req: RerankRequest) -> RerankResponse:
+        if not req.query:
+            raise InvalidRequestError("'query' must not be empty", param="query")
+        if not req.documents:
+            raise InvalidRequestError("'documents' must not be empty", param="documents")
+        if len(req.documents) > self.limits.max_inputs_per_request:
+            raise InvalidRequestError(
+                f"'documents' has {len(req.documents)} items; at most "
+                f"{self.limits.max_inputs_per_request} per request",
+                param="documents",
+                code="too_many_inputs",
+            )
+        if req.top_n is not None and req.top_n < 1:
+            raise InvalidRequestError("'top_n' must be at least 1", param="top_n")
+        docs = [d if isinstance(d, str) else d.text for d in req.documents]
+        model, scores, tokens = await self.scores(req.model, req.query, docs)
+        order = sorted(range(len(docs)), key=lambda i: (-scores[i], i))
+        if req.top_n is not None:
+            order = order[: req.top_n]
+        results = [
+            RerankResult(
+                index=i,
+                relevance_score=scores[i],
+                document=RerankDocument(text=docs[i]) if req.return_documents else None,
+            )
+            for i in order
+        ]
+        return RerankResponse(
+            id=f"rerank-{uuid.uuid4().hex}",
+            model=req.model or model.info.id,
+            results=results,
+            usage=RerankUsage(total_tokens=tokens),
+        )

@@ -1,0 +1,190 @@
+"""One settings object, read once: env (prefix ``RWKV_RAG_``), a YAML file, CLI flags."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    YamlConfigSettingsSource,
+)
+
+__all__ = ["BatchingSettings", "LimitSettings", "ModelConfig", "Settings", "load_settings"]
+
+ModelKind = Literal["embedding", "rerank", "chat"]
+
+
+class BatchingSettings(BaseModel):
+    """Dynamic batching for embedding and rerank engines."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_batch_size: int = Field(32, ge=1, description="Most items (texts or pairs) per forward.")
+    max_wait_ms: float = Field(
+        2.0, ge=0, description="How long a batch waits for more items once the first arrived."
+    )
+    max_queue: int = Field(
+        4096, ge=1, description="Items waiting beyond this answer 429 (queue full)."
+    )
+
+
+class ModelConfig(BaseModel):
+    """One served model: ``{id, kind, engine, path, ...engine options}``."""
+
+    model_config = ConfigDict(extra="allow")
+
+    id: str = Field(description="The model id clients send in `model`.")
+    kind: ModelKind = Field(description="embedding | rerank | chat")
+    engine: str = Field(
+        "auto",
+        description=(
+            "Backend: `bge` (embedding), `flag-reranker` (rerank), `cosine` (rerank through "
+            "an embedding model), `rwkv` (chat), `fake` (tests), `remote`. `auto` picks by kind."
+        ),
+    )
+    path: str | None = Field(
+        None,
+        description=(
+            "Local model path. `builtin:all-minilm-l6-v2` is the offline MiniLM shipped as a "
+            "package. Never a hub id: nothing is downloaded at run time."
+        ),
+    )
+    owned_by: str = Field("rwkv-rag-gateway", description="`owned_by` in /v1/models.")
+    options: dict[str, Any] = Field(
+        default_factory=dict, description="Engine options (pooling, device, fp16, ...)."
+    )
+    batching: BatchingSettings | None = Field(
+        None, description="Per-model batching; falls back to the global `batching`."
+    )
+
+
+class LimitSettings(BaseModel):
+    """Every limit the HTTP layer enforces."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_body_bytes: int = Field(
+        8 * 1024 * 1024, ge=1024, description="Largest JSON request body; larger answers 413."
+    )
+    max_inputs_per_request: int = Field(
+        2048, ge=1, description="Most texts in one embeddings request (or documents in a rerank)."
+    )
+    max_tokens_per_input: int = Field(
+        512, ge=1, description="Most tokens of one embedding/rerank input."
+    )
+    truncate_inputs: bool = Field(
+        True,
+        description="Over-long inputs are truncated to `max_tokens_per_input` (else 400).",
+    )
+
+
+def _default_models() -> list[ModelConfig]:
+    return [
+        ModelConfig(
+            id="all-minilm-l6-v2",
+            kind="embedding",
+            engine="bge",
+            path="builtin:all-minilm-l6-v2",
+            options={"pooling": "mean"},
+        )
+    ]
+
+
+class Settings(BaseSettings):
+    """Gateway settings. Precedence: CLI flags > environment > YAML file > defaults."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="RWKV_RAG_",
+        env_nested_delimiter="__",
+        extra="forbid",
+        yaml_file=None,
+    )
+
+    host: str = Field("127.0.0.1", description="Interface to bind.")
+    port: int = Field(8000, ge=0, le=65535, description="TCP port to bind.")
+    data_dir: Path = Field(Path(".data"), description="Where the knowledge base and models live.")
+    log_level: str = Field("INFO", description="Root log level.")
+    log_json: bool = Field(True, description="Structured (JSON lines) logs.")
+    api_keys: list[str] = Field(
+        default_factory=list,
+        description="Bearer keys; when set, every route but /health needs one.",
+    )
+    models: list[ModelConfig] = Field(
+        default_factory=_default_models, description="The models this gateway serves."
+    )
+    aliases: dict[str, str] = Field(
+        default_factory=dict, description="Extra names for model ids (`alias: id`)."
+    )
+    rerank_fallback: str | None = Field(
+        "auto",
+        description=(
+            "When no rerank model is configured, serve /v1/rerank by this embedding model's "
+            "cosine similarity (`auto` = the first embedding model, null = off)."
+        ),
+    )
+    batching: BatchingSettings = Field(
+        default_factory=lambda: BatchingSettings(),
+        description="Default batching for embedding and rerank engines.",
+    )
+    limits: LimitSettings = Field(
+        default_factory=lambda: LimitSettings(), description="Request limits."
+    )
+    load_in_background: bool = Field(
+        True,
+        description=(
+            "Start answering at once and load models in the background (/health says 503 "
+            "until they are ready); false blocks startup until every model is loaded."
+        ),
+    )
+    torch_threads: int = Field(
+        0, ge=0, description="torch intra-op threads for local engines (0 = library default)."
+    )
+
+    @model_validator(mode="after")
+    def _check_models(self) -> Settings:
+        ids = [m.id for m in self.models]
+        dupes = {i for i in ids if ids.count(i) > 1}
+        if dupes:
+            raise ValueError(f"duplicate model ids: {sorted(dupes)}")
+        for alias, target in self.aliases.items():
+            if target not in ids:
+                raise ValueError(f"alias {alias!r} points at unknown model {target!r}")
+            if alias in ids:
+                raise ValueError(f"alias {alias!r} shadows a model id")
+        return self
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (
+            init_settings,
+            env_settings,
+            YamlConfigSettingsSource(settings_cls),
+            file_secret_settings,
+        )
+
+
+def load_settings(config: str | Path | None = None, **overrides: Any) -> Settings:
+    """Build settings from an optional YAML file, the environment and explicit overrides."""
+    overrides = {k: v for k, v in overrides.items() if v is not None}
+    if config is None:
+        return Settings(**overrides)
+    path = Path(config)
+    if not path.is_file():
+        raise FileNotFoundError(f"config file not found: {path}")
+    file_cls = type(
+        "FileSettings",
+        (Settings,),
+        {"model_config": SettingsConfigDict(**{**Settings.model_config, "yaml_file": path})},
+    )
+    return file_cls(**overrides)

@@ -1,0 +1,31 @@
+"""What the app's lifespan owns, reachable from handlers as ``app.state.ctx``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from litestar.datastructures import State
+
+from engines.registry import EngineRegistry
+from gateway.metrics import Metrics
+from gateway.services.embeddings import EmbeddingService, RerankService
+from gateway.settings import Settings
+
+__all__ = ["AppContext", "ctx_of"]
+
+
+@dataclass
+class AppContext:
+    settings: Settings
+    registry: EngineRegistry
+    metrics: Metrics
+    embeddings: EmbeddingService
+    rerank: RerankService
+    extras: dict[str, Any] = field(default_factory=dict)
+    loading_error: str | None = None
+
+
+def ctx_of(state: State) -> AppContext:
+    ctx: AppContext = state.ctx
+    return ctx

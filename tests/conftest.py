@@ -1,0 +1,136 @@
+"""Shared fixtures: settings builders, in-process clients, tiny checkpoints, a real server."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import yaml
+from litestar import Litestar
+from litestar.testing import AsyncTestClient
+
+from gateway.app import create_app
+from gateway.settings import Settings
+
+ROOT = Path(__file__).resolve().parent.parent
+
+FAKE_MODELS: list[dict[str, Any]] = [
+    {"id": "fake-embed", "kind": "embedding", "engine": "fake", "options": {"dimensions": 64}},
+    {"id": "fake-rerank", "kind": "rerank", "engine": "fake"},
+]
+
+
+def fake_settings(**overrides: Any) -> Settings:
+    models = overrides.get("models", FAKE_MODELS)
+    base: dict[str, Any] = {
+        "models": FAKE_MODELS,
+        "aliases": (
+            {"text-embedding-3-small": "fake-embed"}
+            if any(m["id"] == "fake-embed" for m in models)
+            else {}
+        ),
+        "load_in_background": False,
+        "log_json": False,
+    }
+    base.update(overrides)
+    return Settings(**base)
+
+
+@contextlib.asynccontextmanager
+async def asgi_client(app: Litestar) -> AsyncIterator[httpx.AsyncClient]:
+    """httpx over ASGITransport with the app's lifespan running: truly concurrent requests."""
+    async with (
+        app.lifespan(),
+        httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://testserver.local"
+        ) as c,
+    ):
+        yield c
+
+
+@pytest.fixture
+async def client() -> AsyncIterator[AsyncTestClient[Any]]:
+    async with AsyncTestClient(create_app(fake_settings())) as c:
+        yield c
+
+
+@pytest.fixture(scope="session")
+def tiny_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from engines.tiny import make_tiny_models
+
+    out = tmp_path_factory.mktemp("tiny")
+    make_tiny_models(out)
+    return out
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class RunningServer:
+    def __init__(self, proc: subprocess.Popen[bytes], base_url: str, log: Path) -> None:
+        self.proc = proc
+        self.base_url = base_url
+        self.log = log
+
+
+def start_server(config: dict[str, Any], tmp: Path, timeout: float = 120.0) -> RunningServer:
+    """Start `rwkv-rag serve` as a real subprocess and wait (bounded) until /health is 200."""
+    port = free_port()
+    cfg = tmp / "config.yaml"
+    cfg.write_text(yaml.safe_dump({**config, "port": port, "host": "127.0.0.1"}))
+    log = tmp / "server.log"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env.pop("RWKV_RAG_CONFIG", None)
+    with log.open("wb") as sink:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "gateway.cli", "serve", "--config", str(cfg)],
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=str(ROOT),
+        )
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + timeout
+    headers = {"Authorization": f"Bearer {config['api_keys'][0]}"} if config.get("api_keys") else {}
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited early:\n{log.read_text()[-4000:]}")
+        try:
+            if httpx.get(f"{base}/health", timeout=2, headers=headers).status_code == 200:
+                return RunningServer(proc, base, log)
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    proc.kill()
+    raise RuntimeError(f"server not healthy in {timeout}s:\n{log.read_text()[-4000:]}")
+
+
+def stop_server(server: RunningServer) -> None:
+    server.proc.terminate()
+    try:
+        server.proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        server.proc.kill()
+        server.proc.wait(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def fake_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
+    tmp = tmp_path_factory.mktemp("fake-server")
+    server = start_server(
+        {"models": FAKE_MODELS, "aliases": {"text-embedding-3-small": "fake-embed"}}, tmp
+    )
+    yield server
+    stop_server(server)
