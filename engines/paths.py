@@ -18,6 +18,29 @@ def _builtin_minilm() -> Path:
 
 _BUILTINS = {"all-minilm-l6-v2": _builtin_minilm}
 
+# Tiny random RWKV checkpoints, generated offline into data_dir on first use.
+_GENERATED = {
+    "rwkv7-tiny-random": ("tiny/rwkv7-tiny-random.pth", "x070"),
+    "rwkv6-tiny-random": ("tiny/rwkv6-tiny-random.pth", "x060"),
+    "rwkv7-tiny-random-state": ("tiny/rwkv7-tiny-random-state.pth", "state"),
+    "rwkv6-tiny-random-state": ("tiny/rwkv6-tiny-random-state.pth", "state"),
+}
+
+
+def _generated(name: str, data_dir: Path) -> Path:
+    from engines.rwkv_tiny import write_rwkv_checkpoint, write_state_file
+
+    rel, kind = _GENERATED[name]
+    target = data_dir / rel
+    if not target.exists():
+        tmp = target.with_suffix(".tmp.pth")
+        if kind == "state":
+            write_state_file(tmp)
+        else:
+            write_rwkv_checkpoint(tmp, kind)
+        os.replace(tmp, target)
+    return target
+
 
 def resolve_model_path(path: str | None, data_dir: Path | None = None) -> Path:
     """A local directory or file for ``path``; never a hub id."""
@@ -25,8 +48,11 @@ def resolve_model_path(path: str | None, data_dir: Path | None = None) -> Path:
         raise InvalidRequestError("model path is required")
     if path.startswith("builtin:"):
         name = path.removeprefix("builtin:")
+        if name in _GENERATED:
+            return _generated(name, data_dir or Path(".data"))
         if name not in _BUILTINS:
-            raise InvalidRequestError(f"unknown builtin model {name!r}; known: {sorted(_BUILTINS)}")
+            known = sorted([*_BUILTINS, *_GENERATED])
+            raise InvalidRequestError(f"unknown builtin model {name!r}; known: {known}")
         return _BUILTINS[name]()
     expanded = Path(os.path.expandvars(os.path.expanduser(path)))
     if not expanded.is_absolute() and data_dir is not None and not expanded.exists():

@@ -33,6 +33,7 @@ _BACKENDS: dict[tuple[str, str], str] = {
     ("embedding", "fake"): "engines.fake:FakeEmbedder",
     ("rerank", "flag-reranker"): "engines.reranker:FlagCrossEncoder",
     ("rerank", "fake"): "engines.fake:FakeReranker",
+    ("chat", "rwkv"): "engines.rwkv_engine:RWKVChatEngine",
 }
 _AUTO = {"embedding": "bge", "rerank": "flag-reranker", "chat": "rwkv"}
 _PATHLESS = {"fake", "cosine"}
@@ -59,6 +60,8 @@ class ServedModel:
         if self.status != "ready":
             return False
         if self.batcher is not None and not self.batcher.healthy:
+            return False
+        if self.engine is not None and getattr(self.engine, "healthy", True) is False:
             return False
         return self.via.healthy if self.via is not None else True
 
@@ -188,6 +191,7 @@ class EngineRegistry:
         if engine_name not in _PATHLESS or cfg.path:
             path = resolve_model_path(cfg.path, self.settings.data_dir)
         options = dict(cfg.options)
+        options.setdefault("_base_dir", str(self.settings.data_dir))
         if path is None:
             model.engine = cls(model.info, options)
         else:

@@ -7,7 +7,8 @@ code), so tests and the demo never touch a model hub:
   with a WordPiece tokenizer, loadable by FlagEmbedding's FlagReranker;
 - ``tiny-bge-m3/``: an XLM-RoBERTa encoder with a Unigram tokenizer and BGE-M3's
   ``colbert_linear.pt`` / ``sparse_linear.pt`` heads, loadable by BGEM3FlagModel;
-- RWKV x060/x070 checkpoints and a State file (see ``engines.rwkv_tiny``).
+- ``rwkv6-tiny-random.pth`` / ``rwkv7-tiny-random.pth``: RWKV x060/x070 checkpoints and
+  a State file that fits both (see ``engines.rwkv_tiny``).
 """
 
 from __future__ import annotations
@@ -350,9 +351,35 @@ def write_tiny_bge_m3(out: Path, seed: int = 0) -> Path:
     return out
 
 
+def _rwkv(version: str) -> Callable[[Path, int], Path]:
+    def write(out: Path, seed: int) -> Path:
+        from engines.rwkv_tiny import write_rwkv_checkpoint
+
+        return write_rwkv_checkpoint(out, version, seed=seed)
+
+    return write
+
+
+def _state(out: Path, seed: int) -> Path:
+    from engines.rwkv_tiny import write_state_file
+
+    return write_state_file(out, seed=seed + 1)
+
+
+def _bad_state(out: Path, seed: int) -> Path:
+    from engines.rwkv_tiny import write_state_file
+
+    # Wrong width on purpose: loading it must fail at startup (tests use it).
+    return write_state_file(out, n_embd=256, seed=seed + 2)
+
+
 TINY_WRITERS: dict[str, Callable[[Path, int], Path]] = {
     "tiny-bert-reranker": write_tiny_reranker,
     "tiny-bge-m3": write_tiny_bge_m3,
+    "rwkv6-tiny-random.pth": _rwkv("x060"),
+    "rwkv7-tiny-random.pth": _rwkv("x070"),
+    "rwkv-tiny-random-state.pth": _state,
+    "rwkv-tiny-mismatched-state.pth": _bad_state,
 }
 
 

@@ -16,7 +16,8 @@ from engines.registry import EngineRegistry
 from gateway.errors import exception_handlers
 from gateway.metrics import Metrics
 from gateway.middleware import AuthMiddleware, MetricsMiddleware
-from gateway.routes import embeddings, health, models, rerank
+from gateway.routes import chat, embeddings, health, models, rerank
+from gateway.services.chat import ChatService
 from gateway.services.embeddings import EmbeddingService, RerankService
 from gateway.settings import Settings
 from gateway.state import AppContext
@@ -40,6 +41,7 @@ def create_app(settings: Settings | None = None, engines: EngineRegistry | None 
         metrics=metrics,
         embeddings=EmbeddingService(registry, settings.limits),
         rerank=RerankService(registry, settings.limits),
+        chat=ChatService(registry, settings.chat),
     )
 
     @contextlib.asynccontextmanager
@@ -65,6 +67,7 @@ def create_app(settings: Settings | None = None, engines: EngineRegistry | None 
         *models.routes,
         *embeddings.routes,
         *rerank.routes,
+        *chat.routes,
         *health.routes,
     ]
     app = Litestar(

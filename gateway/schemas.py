@@ -52,6 +52,7 @@ class Model(msgspec.Struct, omit_defaults=True):
     rerank: str | None = None
     status: str | None = None
     aliases: list[str] | None = None
+    details: dict[str, Any] | None = None
 
 
 class ModelList(msgspec.Struct):

@@ -13,7 +13,14 @@ from pydantic_settings import (
     YamlConfigSettingsSource,
 )
 
-__all__ = ["BatchingSettings", "LimitSettings", "ModelConfig", "Settings", "load_settings"]
+__all__ = [
+    "BatchingSettings",
+    "ChatSettings",
+    "LimitSettings",
+    "ModelConfig",
+    "Settings",
+    "load_settings",
+]
 
 ModelKind = Literal["embedding", "rerank", "chat"]
 
@@ -82,6 +89,29 @@ class LimitSettings(BaseModel):
     )
 
 
+class ChatSettings(BaseModel):
+    """Defaults and limits for /v1/chat/completions and /v1/completions."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    default_max_tokens: int = Field(
+        512, ge=1, description="max_tokens when a chat request names none."
+    )
+    max_tokens_limit: int = Field(
+        4096, ge=1, description="Upper bound on max_tokens for any request."
+    )
+    default_temperature: float = Field(1.0, ge=0, le=2, description="temperature default.")
+    default_top_p: float = Field(1.0, gt=0, le=1, description="top_p default.")
+    penalty_decay: float = Field(
+        0.996,
+        gt=0,
+        le=1,
+        description="RWKV-style penalty decay: past-token counts shrink by this each step.",
+    )
+    max_n: int = Field(8, ge=1, description="Most choices (n, or prompts x n) per request.")
+    max_stop_sequences: int = Field(4, ge=1, description="Most stop strings per request.")
+
+
 def _default_models() -> list[ModelConfig]:
     return [
         ModelConfig(
@@ -90,7 +120,14 @@ def _default_models() -> list[ModelConfig]:
             engine="bge",
             path="builtin:all-minilm-l6-v2",
             options={"pooling": "mean"},
-        )
+        ),
+        ModelConfig(
+            id="rwkv7-tiny-random",
+            kind="chat",
+            engine="rwkv",
+            path="builtin:rwkv7-tiny-random",
+            options={"strategy": "cpu fp32", "states": {"demo": "builtin:rwkv7-tiny-random-state"}},
+        ),
     ]
 
 
@@ -139,6 +176,9 @@ class Settings(BaseSettings):
             "Start answering at once and load models in the background (/health says 503 "
             "until they are ready); false blocks startup until every model is loaded."
         ),
+    )
+    chat: ChatSettings = Field(
+        default_factory=lambda: ChatSettings(), description="Chat/completions defaults."
     )
     torch_threads: int = Field(
         0, ge=0, description="torch intra-op threads for local engines (0 = library default)."

@@ -9,6 +9,7 @@ from litestar.datastructures import State
 
 from engines.registry import EngineRegistry
 from gateway.metrics import Metrics
+from gateway.services.chat import ChatService
 from gateway.services.embeddings import EmbeddingService, RerankService
 from gateway.settings import Settings
 
@@ -22,6 +23,7 @@ class AppContext:
     metrics: Metrics
     embeddings: EmbeddingService
     rerank: RerankService
+    chat: ChatService
     extras: dict[str, Any] = field(default_factory=dict)
     loading_error: str | None = None
 

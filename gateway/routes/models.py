@@ -28,6 +28,7 @@ def _wire(m: ServedModel, aliases: list[str]) -> Model:
         ),
         status=m.status,
         aliases=aliases or None,
+        details=dict(info.extra) or None,
     )
 
 

@@ -1,0 +1,83 @@
+"""Domain types for text generation (no torch): parameters, requests, streamed events."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
+
+from engines.base import ModelInfo
+
+__all__ = [
+    "ChatEngine",
+    "FinishEvent",
+    "GenerationRequest",
+    "SamplingParams",
+    "TokenEvent",
+    "TopLogprob",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class SamplingParams:
+    max_tokens: int = 256
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = 0
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    penalty_decay: float = 0.996
+    stop: tuple[str, ...] = ()
+    seed: int | None = None
+    logprobs: bool = False
+    top_logprobs: int = 0
+
+
+@dataclass(slots=True)
+class GenerationRequest:
+    prompt_tokens: list[int]
+    params: SamplingParams
+    n: int = 1
+    state: str | None = None
+    # Token offsets after which the prefix state is worth caching (message ends).
+    boundaries: list[int] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class TopLogprob:
+    token: str
+    logprob: float
+    bytes: list[int]
+
+
+@dataclass(frozen=True, slots=True)
+class TokenEvent:
+    index: int  # which of the n choices
+    text: str  # decoded text to emit now (may be empty while a stop string is pending)
+    token_id: int
+    token_text: str
+    logprob: float | None = None
+    top_logprobs: tuple[TopLogprob, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class FinishEvent:
+    index: int
+    reason: str  # stop | length | error
+    completion_tokens: int
+    text: str = ""  # any held-back text flushed at the end
+    error: Exception | None = None
+
+
+@runtime_checkable
+class ChatEngine(Protocol):
+    info: ModelInfo
+    context_length: int
+    state_names: list[str]
+
+    def encode(self, text: str) -> list[int]: ...
+
+    def decode(self, tokens: list[int]) -> str: ...
+
+    def generate(self, request: GenerationRequest) -> object:
+        """An async iterator of TokenEvent / FinishEvent."""
+        ...

@@ -1,0 +1,34 @@
+"""POST /v1/chat/completions and POST /v1/completions (JSON or SSE)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from litestar import Response, post
+from litestar.datastructures import State
+from litestar.params import JSONBody
+from litestar.response import Stream
+
+from gateway.schemas_chat import ChatCompletionRequest, CompletionRequest
+from gateway.state import ctx_of
+
+_SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+
+
+def _respond(result: Any) -> Response[Any]:
+    if hasattr(result, "__aiter__"):
+        return Stream(result, media_type="text/event-stream", headers=_SSE_HEADERS)
+    return Response(result, status_code=200)
+
+
+@post("/v1/chat/completions", status_code=200)
+async def chat_completions(state: State, data: JSONBody[ChatCompletionRequest]) -> Response[Any]:
+    return _respond(await ctx_of(state).chat.chat(data))
+
+
+@post("/v1/completions", status_code=200)
+async def completions(state: State, data: JSONBody[CompletionRequest]) -> Response[Any]:
+    return _respond(await ctx_of(state).chat.complete(data))
+
+
+routes = [chat_completions, completions]
