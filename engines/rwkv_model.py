@@ -19,6 +19,7 @@ import logging
 import os
 import sys
 import threading
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -41,7 +42,9 @@ def _rwkv_module(v7: bool, jit: bool, cuda: bool) -> ModuleType:
     """The package's model module with the switches set just before its import."""
     key = "x070" if v7 else "x060"
     # The package prints banners to stdout; stdout may be an MCP stdio channel.
-    with _IMPORT_LOCK, contextlib.redirect_stdout(sys.stderr):
+    with _IMPORT_LOCK, contextlib.redirect_stdout(sys.stderr), warnings.catch_warnings():
+        # The package scripts its kernels with torch.jit, which torch now deprecates.
+        warnings.simplefilter("ignore", DeprecationWarning)
         if key in _MODULES:
             return _MODULES[key]
         _set_switches(v7, jit, cuda)
@@ -126,7 +129,8 @@ def load_rwkv(
         raise ValueError(f"unsupported strategy {strategy!r}: use '<cpu|cuda> <fp32|fp16|bf16>'")
     # Both loaders append .pth to the name they are given.
     stem = str(path)[: -len(".pth")] if str(path).endswith(".pth") else str(path)
-    with contextlib.redirect_stdout(sys.stderr):
+    with contextlib.redirect_stdout(sys.stderr), warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
         model = (
             module.RWKV_x070(stem, strategy)
             if version == "x070"

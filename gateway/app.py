@@ -35,6 +35,7 @@ def create_app(settings: Settings | None = None, engines: EngineRegistry | None 
     registry = engines or EngineRegistry(settings, observer=metrics)
     if registry.observer is None:
         registry.observer = metrics
+    metrics.attach_engines(registry)
     ctx = AppContext(
         settings=settings,
         registry=registry,
@@ -51,6 +52,10 @@ def create_app(settings: Settings | None = None, engines: EngineRegistry | None 
             loader = asyncio.get_running_loop().create_task(registry.load(), name="load-engines")
         else:
             await registry.load()
+            failed = {m.info.id: m.error for m in registry.models.values() if m.error}
+            if failed and settings.strict_startup:
+                await registry.stop()
+                raise RuntimeError(f"models failed to load: {failed}")
         try:
             yield
         finally:

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 __all__ = ["Metrics"]
 
@@ -75,5 +80,56 @@ class Metrics:
         self.requests.labels(route, method, str(status)).inc()
         self.latency.labels(route, method).observe(seconds)
 
+    def attach_engines(self, registry: Any) -> None:
+        """Expose chat engines' live numbers (read at scrape time)."""
+        self.registry.register(_ChatEngineCollector(registry))
+
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+class _ChatEngineCollector(Collector):
+    def __init__(self, engines: Any) -> None:
+        self.engines = engines
+
+    def collect(self) -> Iterator[Metric]:
+        active = GaugeMetricFamily(
+            "rwkv_rag_chat_active_sequences", "Sequences prefilling or decoding.", labels=["model"]
+        )
+        queued = GaugeMetricFamily(
+            "rwkv_rag_chat_queued_requests", "Requests waiting for a batch slot.", labels=["model"]
+        )
+        cache_bytes = GaugeMetricFamily(
+            "rwkv_rag_prefix_cache_bytes", "Bytes held by the prefix-state cache.", labels=["model"]
+        )
+        hits = CounterMetricFamily(
+            "rwkv_rag_prefix_cache_hits",
+            "Prompts that reused a cached prefix state.",
+            labels=["model"],
+        )
+        misses = CounterMetricFamily(
+            "rwkv_rag_prefix_cache_misses", "Prompts with no cached prefix.", labels=["model"]
+        )
+        hit_tokens = CounterMetricFamily(
+            "rwkv_rag_prefix_cache_hit_tokens",
+            "Prompt tokens not prefilled thanks to the cache.",
+            labels=["model"],
+        )
+        tokens = CounterMetricFamily(
+            "rwkv_rag_chat_tokens", "Tokens by phase.", labels=["model", "phase"]
+        )
+        for model in list(self.engines.models.values()):
+            engine = model.engine
+            if model.kind != "chat" or engine is None or not hasattr(engine, "cache"):
+                continue
+            mid = model.info.id
+            active.add_metric([mid], engine.active)
+            queued.add_metric([mid], engine.queued)
+            cache_bytes.add_metric([mid], engine.cache.bytes)
+            hits.add_metric([mid], engine.cache.hits)
+            misses.add_metric([mid], engine.cache.misses)
+            hit_tokens.add_metric([mid], engine.cache.hit_tokens)
+            tokens.add_metric([mid, "prompt"], engine.stats["prompt_tokens"])
+            tokens.add_metric([mid, "prefill"], engine.stats["prefill_tokens"])
+            tokens.add_metric([mid, "generated"], engine.stats["generated_tokens"])
+        yield from (active, queued, cache_bytes, hits, misses, hit_tokens, tokens)

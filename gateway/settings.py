@@ -180,6 +180,13 @@ class Settings(BaseSettings):
     chat: ChatSettings = Field(
         default_factory=lambda: ChatSettings(), description="Chat/completions defaults."
     )
+    strict_startup: bool = Field(
+        True,
+        description=(
+            "With load_in_background=false, a model that fails to load (bad path, a State "
+            "of the wrong shape) stops startup instead of leaving the model failed."
+        ),
+    )
     torch_threads: int = Field(
         0, ge=0, description="torch intra-op threads for local engines (0 = library default)."
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import socket
@@ -47,14 +48,34 @@ def fake_settings(**overrides: Any) -> Settings:
 
 @contextlib.asynccontextmanager
 async def asgi_client(app: Litestar) -> AsyncIterator[httpx.AsyncClient]:
-    """httpx over ASGITransport with the app's lifespan running: truly concurrent requests."""
-    async with (
-        app.lifespan(),
-        httpx.AsyncClient(
+    """httpx over ASGITransport with the app's lifespan running: truly concurrent requests.
+
+    The lifespan runs in its own task, so this works from fixtures whose setup and
+    teardown happen in different tasks.
+    """
+    started: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    done = asyncio.Event()
+
+    async def run_lifespan() -> None:
+        try:
+            async with app.lifespan():
+                started.set_result(None)
+                await done.wait()
+        except BaseException as exc:
+            if not started.done():
+                started.set_exception(exc)
+            raise
+
+    task = asyncio.create_task(run_lifespan())
+    await started
+    try:
+        async with httpx.AsyncClient(
             transport=httpx.ASGITransport(app=app), base_url="http://testserver.local"
-        ) as c,
-    ):
-        yield c
+        ) as c:
+            yield c
+    finally:
+        done.set()
+        await task
 
 
 @pytest.fixture
@@ -134,3 +155,14 @@ def fake_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningSer
     )
     yield server
     stop_server(server)
+
+
+async def startup_error(app: Litestar) -> str:
+    """Enter and leave the app's lifespan; the text of the error startup raised."""
+    try:
+        async with app.lifespan():
+            pass
+    except BaseException as exc:  # Litestar may wrap it in an ExceptionGroup
+        parts = [exc, *getattr(exc, "exceptions", [])]
+        return " | ".join(f"{type(e).__name__}: {e}" for e in parts)
+    raise AssertionError("startup did not fail")

@@ -9,7 +9,7 @@ import pytest
 from litestar.testing import AsyncTestClient
 
 from gateway.app import create_app
-from tests.conftest import asgi_client, fake_settings
+from tests.conftest import asgi_client, fake_settings, startup_error
 
 
 def assert_error(r: Any, status: int, code: str | None = None, param: str | None = None) -> None:
@@ -158,10 +158,20 @@ async def test_failed_batch_fails_its_requests_marks_unhealthy_and_recovers() ->
 
 
 async def test_model_that_fails_to_load_is_503_not_500() -> None:
-    models = [{"id": "broken", "kind": "embedding", "engine": "bge", "path": "/no/such/model"}]
-    async with AsyncTestClient(create_app(fake_settings(models=models))) as c:
+    models = [
+        {"id": "broken", "kind": "embedding", "engine": "bge", "path": "/no/such/model"},
+        {"id": "fine", "kind": "embedding", "engine": "fake"},
+    ]
+    settings = fake_settings(models=models, strict_startup=False)
+    async with AsyncTestClient(create_app(settings)) as c:
         h = await c.get("/health")
         assert h.status_code == 503
         assert h.json()["models"]["broken"]["status"] == "failed"
         r = await c.post("/v1/embeddings", json={"model": "broken", "input": "x"})
         assert_error(r, 503, "engine_unavailable")
+
+
+async def test_strict_startup_refuses_to_start_with_a_broken_model() -> None:
+    models = [{"id": "broken", "kind": "embedding", "engine": "bge", "path": "/no/such/model"}]
+    error = await startup_error(create_app(fake_settings(models=models)))
+    assert "broken" in error and "does not exist" in error

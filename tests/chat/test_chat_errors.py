@@ -1,0 +1,166 @@
+"""Parameters the engine cannot honour are a 400 naming the parameter; nothing is ignored."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from gateway.app import create_app
+from gateway.settings import Settings
+from tests.chat.conftest import chat_models
+
+HELLO = [{"role": "user", "content": "hi"}]
+
+
+@pytest.mark.parametrize(
+    ("extra", "status", "param", "code"),
+    [
+        (
+            {"tools": [{"type": "function", "function": {"name": "f"}}]},
+            400,
+            "tools",
+            "unsupported_parameter",
+        ),
+        (
+            {"response_format": {"type": "json_object"}},
+            400,
+            "response_format",
+            "unsupported_parameter",
+        ),
+        (
+            {
+                "messages": [
+                    {
+                        "role": "user",
+                        "content": [{"type": "image_url", "image_url": {"url": "http://x/y.png"}}],
+                    }
+                ]
+            },
+            400,
+            "messages[0].content",
+            "unsupported_content",
+        ),
+        (
+            {
+                "messages": [
+                    {
+                        "role": "user",
+                        "content": [
+                            {"type": "input_audio", "input_audio": {"data": "", "format": "wav"}}
+                        ],
+                    }
+                ]
+            },
+            400,
+            "messages[0].content",
+            "unsupported_content",
+        ),
+        ({"messages": [{"role": "tool", "content": "x"}]}, 400, "messages[0].role", None),
+        ({"messages": []}, 400, "messages", None),
+        ({"n": 0}, 400, "n", None),
+        ({"n": 99}, 400, "n", None),
+        ({"temperature": 3}, 400, "temperature", None),
+        ({"top_p": 0}, 400, "top_p", None),
+        ({"max_tokens": 0}, 400, "max_tokens", None),
+        ({"stop": ["a", "b", "c", "d", "e"]}, 400, "stop", None),
+        ({"logit_bias": {"42": 5}}, 400, "logit_bias", "unsupported_parameter"),
+        ({"top_logprobs": 3}, 400, "top_logprobs", None),
+        ({"state": "missing"}, 400, "state", "state_not_found"),
+        ({"model": "nope"}, 404, "model", "model_not_found"),
+        ({"messages": "hello"}, 400, "messages", None),
+        ({"knowledge": {"vector_store_ids": ["vs_1"]}}, 400, "knowledge", None),
+    ],
+)
+async def test_bad_chat_requests_are_4xx(
+    http: httpx.AsyncClient, extra: dict[str, Any], status: int, param: str, code: str | None
+) -> None:
+    body = {"model": "rwkv7-tiny", "messages": HELLO, **extra}
+    r = await http.post("/v1/chat/completions", json=body)
+    assert r.status_code == status, r.text
+    err = r.json()["error"]
+    assert err["param"] == param
+    if code:
+        assert err["code"] == code
+
+
+@pytest.mark.parametrize(
+    ("extra", "param"),
+    [
+        ({"suffix": "x"}, "suffix"),
+        ({"best_of": 3}, "best_of"),
+        ({"prompt": []}, "prompt"),
+        ({"prompt": [70000]}, "prompt"),
+        ({"prompt": [{"a": 1}]}, "prompt"),
+        ({"logprobs": 9}, "logprobs"),
+    ],
+)
+async def test_bad_completion_requests_are_400(
+    http: httpx.AsyncClient, extra: dict[str, Any], param: str
+) -> None:
+    r = await http.post("/v1/completions", json={"model": "rwkv6-tiny", "prompt": "x", **extra})
+    assert r.status_code == 400, r.text
+    assert r.json()["error"]["param"] == param
+
+
+async def test_token_id_prompts_are_accepted(http: httpx.AsyncClient) -> None:
+    r = await http.post(
+        "/v1/completions", json={"model": "rwkv6-tiny", "prompt": [[510, 3658]], "max_tokens": 2}
+    )
+    assert r.status_code == 200
+    assert r.json()["usage"]["prompt_tokens"] == 2
+
+
+async def test_prompt_over_the_context_limit_is_context_length_exceeded(tiny_dir: Path) -> None:
+    from tests.conftest import asgi_client
+
+    settings = Settings(models=chat_models(tiny_dir, context_length=32), load_in_background=False)
+    async with asgi_client(create_app(settings)) as c:
+        long = " ".join(["word"] * 100)
+        r = await c.post(
+            "/v1/chat/completions",
+            json={"model": "rwkv7-tiny", "messages": [{"role": "user", "content": long}]},
+        )
+        assert r.status_code == 400
+        assert r.json()["error"]["code"] == "context_length_exceeded"
+        ok = await c.post(
+            "/v1/chat/completions",
+            json={"model": "rwkv7-tiny", "messages": HELLO, "max_tokens": 1000},
+        )
+        assert ok.status_code == 200
+        # max_tokens is capped by the room left in the context.
+        assert ok.json()["usage"]["total_tokens"] <= 32
+
+
+async def test_mismatched_state_file_fails_at_startup(tiny_dir: Path) -> None:
+    models = [
+        {
+            "id": "bad",
+            "kind": "chat",
+            "engine": "rwkv",
+            "path": str(tiny_dir / "rwkv7-tiny-random.pth"),
+            "options": {"states": {"wrong": str(tiny_dir / "rwkv-tiny-mismatched-state.pth")}},
+        }
+    ]
+    from tests.conftest import startup_error
+
+    error = await startup_error(create_app(Settings(models=models, load_in_background=False)))
+    assert "has shape (4, 64, 64), model needs (2, 64, 64)" in error
+
+
+async def test_full_queue_answers_429(tiny_dir: Path) -> None:
+    import asyncio
+
+    from tests.conftest import asgi_client
+
+    settings = Settings(
+        models=chat_models(tiny_dir, max_batch_size=1, max_queued=1), load_in_background=False
+    )
+    async with asgi_client(create_app(settings)) as c:
+        body = {"model": "rwkv7-tiny", "messages": HELLO, "max_tokens": 200, "temperature": 0}
+        rs = await asyncio.gather(*(c.post("/v1/chat/completions", json=body) for _ in range(6)))
+        codes = [r.status_code for r in rs]
+        assert 429 in codes and 200 in codes and set(codes) <= {200, 429}
+        assert all(r.json()["error"]["code"] == "queue_full" for r in rs if r.status_code == 429)
