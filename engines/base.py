@@ -62,6 +62,10 @@ class Embedder(Protocol):
         """Normalised float32 matrix ``[len(texts), dimensions]``."""
         ...
 
+    def encode(self, texts: list[str], max_tokens: int) -> EmbeddingBatch:
+        """Vectors of texts truncated to ``max_tokens``, with each one's token count."""
+        ...
+
     def close(self) -> None: ...
 
 
@@ -74,5 +78,9 @@ class Reranker(Protocol):
     tokenizer: Tokenizer
 
     def score(self, pairs: list[tuple[str, str]]) -> list[float]: ...
+
+    def score_pairs(self, pairs: list[tuple[str, str]], max_tokens: int) -> RerankScores:
+        """Scores of pairs truncated to ``max_tokens``, with each pair's token count."""
+        ...
 
     def close(self) -> None: ...

@@ -65,6 +65,9 @@ class DynamicBatcher(Generic[I, R]):
         self._task: asyncio.Task[None] | None = None
         self.healthy = True
         self.last_error: str | None = None
+        # Waiting for company only pays when requests overlap; a lone caller (the last
+        # batch held one item) is served at once.
+        self._last_batch_size = 0
 
     @property
     def depth(self) -> int:
@@ -116,7 +119,8 @@ class DynamicBatcher(Generic[I, R]):
             while not self._queue:
                 self._wakeup.clear()
                 await self._wakeup.wait()
-            if len(self._queue) < self.max_batch_size and self.max_wait > 0:
+            overlapping = self._last_batch_size > 1 or len(self._queue) > 1
+            if len(self._queue) < self.max_batch_size and self.max_wait > 0 and overlapping:
                 deadline = loop.time() + self.max_wait
                 while len(self._queue) < self.max_batch_size:
                     remaining = deadline - loop.time()
@@ -134,6 +138,7 @@ class DynamicBatcher(Generic[I, R]):
                     batch.append(item)
             self._report_depth()
             if batch:
+                self._last_batch_size = len(batch)
                 await self._execute(loop, batch)
 
     async def _execute(self, loop: asyncio.AbstractEventLoop, batch: list[_Item[I, R]]) -> None:

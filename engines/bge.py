@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from engines.base import ModelInfo
+from engines.base import EmbeddingBatch, ModelInfo
 from engines.hf import HFTokenizer, offline_env, pick_device
 
 __all__ = ["BGEEmbedder"]
@@ -73,14 +73,18 @@ class BGEEmbedder:
         )
 
     def embed(self, texts: list[str]) -> np.ndarray:
+        return self.encode(texts, self.max_input_tokens).vectors
+
+    def encode(self, texts: list[str], max_tokens: int) -> EmbeddingBatch:
         torch = self._torch
         enc = self._hf_tokenizer(
             list(texts),
             padding=True,
             truncation=True,
-            max_length=self.max_input_tokens,
+            max_length=min(max_tokens, self.max_input_tokens),
             return_tensors="pt",
         ).to(self.device)
+        counts = [int(n) for n in enc["attention_mask"].sum(dim=1).tolist()]
         with torch.inference_mode():
             if self.is_m3:
                 out = self._model(text_input=dict(enc), return_dense=True)
@@ -93,7 +97,7 @@ class BGEEmbedder:
                 else:
                     vecs = hidden[:, 0]
             vecs = torch.nn.functional.normalize(vecs.float(), dim=-1)
-        return vecs.cpu().numpy().astype(np.float32, copy=False)
+        return EmbeddingBatch(vecs.cpu().numpy().astype(np.float32, copy=False), counts)
 
     def flag_encode(self, texts: list[str]) -> np.ndarray:
         """FlagEmbedding's own encode (with its probe forward); for the benchmark only."""

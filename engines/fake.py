@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from engines.base import ModelInfo
+from engines.base import EmbeddingBatch, ModelInfo, RerankScores
 
 __all__ = ["FakeEmbedder", "FakeReranker", "FakeTokenizer"]
 
@@ -82,6 +82,11 @@ class FakeEmbedder(_FakeBase):
             max_input_tokens=self.max_input_tokens,
         )
 
+    def encode(self, texts: list[str], max_tokens: int) -> EmbeddingBatch:
+        limit = min(max_tokens, self.max_input_tokens)
+        texts = [self.tokenizer.truncate(t, limit) for t in texts]
+        return EmbeddingBatch(self.embed(texts), self.tokenizer.count(texts))
+
     def embed(self, texts: list[str]) -> np.ndarray:
         self._work(texts)
         out = np.zeros((len(texts), self.dimensions), dtype=np.float32)
@@ -110,6 +115,11 @@ class FakeReranker(_FakeBase):
             created=info.created,
             max_input_tokens=self.max_input_tokens,
         )
+
+    def score_pairs(self, pairs: list[tuple[str, str]], max_tokens: int) -> RerankScores:
+        limit = min(max_tokens, self.max_input_tokens)
+        counts = [min(limit, n) for n in self.tokenizer.count([f"{q} {d}" for q, d in pairs])]
+        return RerankScores(self.score(pairs), counts)
 
     def score(self, pairs: list[tuple[str, str]]) -> list[float]:
         self._work([q + "\n" + d for q, d in pairs])

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import copy
 import os
+import threading
 from typing import Any
 
 __all__ = ["HFTokenizer", "offline_env", "pick_device"]
@@ -28,17 +30,27 @@ def pick_device(requested: str | None) -> str:
 
 
 class HFTokenizer:
-    """Counts and truncates with the model's own tokenizer (special tokens included)."""
+    """Counts and truncates with the model's own tokenizer (special tokens included).
+
+    A fast tokenizer is not safe to call from two threads at once ("Already borrowed"),
+    and the engine's batch thread uses its own; this keeps a private copy behind a lock.
+    """
 
     def __init__(self, tokenizer: Any, max_length: int) -> None:
-        self._tok = tokenizer
+        self._tok = copy.deepcopy(tokenizer)
+        self._lock = threading.Lock()
         self.max_length = max_length
 
     def count(self, texts: list[str]) -> list[int]:
-        enc = self._tok(list(texts), add_special_tokens=True, truncation=False)
+        with self._lock:
+            enc = self._tok(list(texts), add_special_tokens=True, truncation=False)
         return [len(ids) for ids in enc["input_ids"]]
 
     def truncate(self, text: str, max_tokens: int) -> str:
+        with self._lock:
+            return self._truncate(text, max_tokens)
+
+    def _truncate(self, text: str, max_tokens: int) -> str:
         enc = self._tok(
             text,
             add_special_tokens=True,

@@ -206,11 +206,22 @@ class EngineRegistry:
         if engine is None:
             return
         batching = model.config.batching or self.settings.batching
+        limit = min(self.settings.limits.max_tokens_per_input, int(engine.max_input_tokens))
         fn: Callable[[list[Any]], Any]
+        # Each item comes back as (result, its token count): usage is counted by the same
+        # tokenization the forward used, at no extra cost.
         if model.kind == "embedding":
-            fn = engine.embed
+
+            def fn(texts: list[str]) -> list[tuple[Any, int]]:
+                out = engine.encode(texts, limit)
+                return list(zip(out.vectors, out.token_counts, strict=True))
+
         elif model.kind == "rerank":
-            fn = engine.score
+
+            def fn(pairs: list[tuple[str, str]]) -> list[tuple[float, int]]:
+                out = engine.score_pairs(pairs, limit)
+                return list(zip(out.scores, out.token_counts, strict=True))
+
         else:
             return
         model.batcher = DynamicBatcher(

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from engines.base import ModelInfo
+from engines.base import ModelInfo, RerankScores
 from engines.hf import HFTokenizer, offline_env, pick_device
 
 __all__ = ["FlagCrossEncoder"]
@@ -52,19 +52,23 @@ class FlagCrossEncoder:
         )
 
     def score(self, pairs: list[tuple[str, str]]) -> list[float]:
+        return self.score_pairs(pairs, self.max_input_tokens).scores
+
+    def score_pairs(self, pairs: list[tuple[str, str]], max_tokens: int) -> RerankScores:
         torch = self._torch
         enc = self._hf_tokenizer(
             [q for q, _ in pairs],
             [d for _, d in pairs],
             padding=True,
             truncation=True,
-            max_length=self.max_input_tokens,
+            max_length=min(max_tokens, self.max_input_tokens),
             return_tensors="pt",
         ).to(self.device)
+        counts = [int(n) for n in enc["attention_mask"].sum(dim=1).tolist()]
         with torch.inference_mode():
             logits = self._model(**enc, return_dict=True).logits.view(-1).float()
             scores = torch.sigmoid(logits) if self.normalize else logits
-        return [float(s) for s in scores.cpu().tolist()]
+        return RerankScores([float(s) for s in scores.cpu().tolist()], counts)
 
     def flag_compute_score(self, pairs: list[tuple[str, str]]) -> list[float]:
         """FlagEmbedding's own compute_score (with its probe forward); for the benchmark."""

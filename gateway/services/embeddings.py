@@ -57,36 +57,28 @@ def _texts_from_input(raw: str | list[Any], max_inputs: int) -> list[str]:
 
 
 class _TokenLimiter:
+    """Refuses over-long inputs when ``truncate_inputs`` is off.
+
+    When it is on (the default) nothing is counted here: the engine truncates while it
+    tokenizes for the forward and reports each input's token count with its result.
+    """
+
     def __init__(self, limits: LimitSettings) -> None:
         self.limits = limits
 
-    async def fit(
-        self, model: ServedModel, texts: list[str], param: str, *, rewrite: bool = True
-    ) -> list[int]:
-        """Count tokens; truncate over-long texts in place or refuse them, as configured.
-
-        With ``rewrite=False`` the engine truncates by itself (cross-encoder pairs); only
-        the refusal applies and counts are capped at the limit.
-        """
-        tok = model.engine.tokenizer if model.engine is not None else model.via.engine.tokenizer  # type: ignore[union-attr]
-        max_engine = (
-            model.engine.max_input_tokens if model.engine else model.via.engine.max_input_tokens  # type: ignore[union-attr]
-        )
-        limit = min(self.limits.max_tokens_per_input, int(max_engine))
-        counts: list[int] = await asyncio.to_thread(tok.count, texts)
+    async def check(self, model: ServedModel, texts: list[str], param: str) -> None:
+        if self.limits.truncate_inputs:
+            return
+        engine = model.engine if model.engine is not None else model.via.engine  # type: ignore[union-attr]
+        limit = min(self.limits.max_tokens_per_input, int(engine.max_input_tokens))
+        counts: list[int] = await asyncio.to_thread(engine.tokenizer.count, texts)
         for i, n in enumerate(counts):
-            if n <= limit:
-                continue
-            if not self.limits.truncate_inputs:
+            if n > limit:
                 raise InvalidRequestError(
                     f"{param}[{i}] has {n} tokens; the limit is {limit}",
                     param=param,
                     code="context_length_exceeded",
                 )
-            if rewrite:
-                texts[i] = await asyncio.to_thread(tok.truncate, texts[i], limit)
-            counts[i] = limit
-        return counts
 
 
 class EmbeddingService:
@@ -98,11 +90,11 @@ class EmbeddingService:
     async def embed_texts(self, model_name: str, texts: list[str]) -> tuple[np.ndarray, list[int]]:
         """Vectors and token counts for ``texts`` (used by the KB too)."""
         model = self.registry.resolve(model_name, "embedding")
-        texts = list(texts)
-        counts = await self._limiter.fit(model, texts, "input")
+        await self._limiter.check(model, texts, "input")
         assert model.batcher is not None
         rows = await model.batcher.submit(texts)
-        return np.stack(rows).astype(np.float32, copy=False), counts
+        vectors = np.stack([v for v, _ in rows]).astype(np.float32, copy=False)
+        return vectors, [n for _, n in rows]
 
     async def create(self, req: EmbeddingRequest) -> EmbeddingResponse:
         model = self.registry.resolve(req.model, "embedding")
@@ -153,25 +145,16 @@ class RerankService:
             embedder = model if model.kind == "embedding" else model.via
             assert embedder is not None and embedder.batcher is not None
             texts = [query, *docs]
-            counts = await self._limiter.fit(embedder, texts, "documents")
+            await self._limiter.check(embedder, texts, "documents")
             rows = await embedder.batcher.submit(texts)
-            mat = np.stack(rows)
+            mat = np.stack([v for v, _ in rows])
             sims = mat[1:] @ mat[0]
             # Cosine in [-1, 1] mapped to [0, 1] so scores read like a reranker's.
-            return model, [float((s + 1.0) / 2.0) for s in sims], int(sum(counts))
+            return model, [float((s + 1.0) / 2.0) for s in sims], sum(n for _, n in rows)
         assert model.batcher is not None
-        pairs_text = [f"{query}\n{d}" for d in docs]
-        counts = await self._limiter.fit(model, pairs_text, "documents", rewrite=False)
-        q_tokens = (await asyncio.to_thread(model.engine.tokenizer.count, [query]))[0]
-        limit = min(self.limits.max_tokens_per_input, model.engine.max_input_tokens)
-        if q_tokens >= limit:
-            raise InvalidRequestError(
-                f"the query has {q_tokens} tokens; the limit is {limit}",
-                param="query",
-                code="context_length_exceeded",
-            )
-        scores = await model.batcher.submit([(query, d) for d in docs])
-        return model, [float(s) for s in scores], int(sum(counts))
+        await self._limiter.check(model, [f"{query}\n{d}" for d in docs], "documents")
+        results = await model.batcher.submit([(query, d) for d in docs])
+        return model, [float(s) for s, _ in results], sum(n for _, n in results)
 
     async def rerank(self, req: RerankRequest) -> RerankResponse:
         if not req.query:
