@@ -31,11 +31,52 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-WORDS = (
-    "the a model search vector index query answer document chunk retrieval fast small large "
-    "river city music paper market price engine token batch server memory cache network data "
-    "quick brown fox jumps over lazy dog while careful readers note every detail of the story"
-).split()
+WORDS = [
+    "the",
+    "a",
+    "model",
+    "search",
+    "vector",
+    "index",
+    "query",
+    "answer",
+    "document",
+    "chunk",
+    "retrieval",
+    "fast",
+    "small",
+    "large",
+    "river",
+    "city",
+    "music",
+    "paper",
+    "market",
+    "price",
+    "engine",
+    "token",
+    "batch",
+    "server",
+    "memory",
+    "cache",
+    "network",
+    "data",
+    "quick",
+    "brown",
+    "fox",
+    "jumps",
+    "over",
+    "lazy",
+    "dog",
+    "while",
+    "careful",
+    "readers",
+    "note",
+    "every",
+    "detail",
+    "of",
+    "the",
+    "story",
+]
 
 
 def make_texts(n: int, seed: int = 0) -> list[str]:
@@ -49,7 +90,9 @@ def start(config: dict[str, Any], tmp: Path, port: int) -> subprocess.Popen[byte
     log = (tmp / f"bench-{port}.log").open("wb")
     proc = subprocess.Popen(
         [sys.executable, "-m", "gateway.cli", "serve", "--config", str(cfg)],
-        stdout=log, stderr=subprocess.STDOUT, cwd=str(ROOT),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        cwd=str(ROOT),
     )
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
@@ -63,24 +106,44 @@ def start(config: dict[str, Any], tmp: Path, port: int) -> subprocess.Popen[byte
     raise RuntimeError("server did not start")
 
 
-def run_wrk(base: str, texts: list[str], per_request: int, concurrency: int, tmp: Path,
-            seconds: int) -> float:
+def run_wrk(
+    base: str, texts: list[str], per_request: int, concurrency: int, tmp: Path, seconds: int
+) -> float:
     """texts/s with wrk (C, one thread): a load generator light enough for a 2-core box."""
     bodies = tmp / f"bodies-{per_request}.jsonl"
     batches = [texts[i : i + per_request] for i in range(0, len(texts), per_request)]
-    bodies.write_text("\n".join(
-        json.dumps({"model": "minilm", "input": b if per_request > 1 else b[0],
-                    "encoding_format": "base64"}) for b in batches))
+    bodies.write_text(
+        "\n".join(
+            json.dumps(
+                {
+                    "model": "minilm",
+                    "input": b if per_request > 1 else b[0],
+                    "encoding_format": "base64",
+                }
+            )
+            for b in batches
+        )
+    )
     env = {**os.environ, "BODIES": str(bodies), "BENCH_PATH": "/v1/embeddings"}
     httpx.post(f"{base}/v1/embeddings", json={"model": "minilm", "input": batches[0]})
     out = subprocess.run(
-        ["wrk", "-t1", f"-c{concurrency}", f"-d{seconds}s", "-s",
-         str(ROOT / "bench/lua/bodies.lua"), base],
-        capture_output=True, text=True, env=env, check=True,
+        [
+            "wrk",
+            "-t1",
+            f"-c{concurrency}",
+            f"-d{seconds}s",
+            "-s",
+            str(ROOT / "bench/lua/bodies.lua"),
+            base,
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=True,
     ).stdout
     if "Non-2xx" in out:
         raise RuntimeError(f"errors under load:\n{out}")
-    rps = float(next(l for l in out.splitlines() if l.startswith("Requests/sec")).split()[-1])
+    rps = float(next(x for x in out.splitlines() if x.startswith("Requests/sec")).split()[-1])
     return rps * per_request
 
 
@@ -99,8 +162,11 @@ async def run_http(base: str, texts: list[str], per_request: int, concurrency: i
                 batch = queue.get_nowait()
                 r = await client.post(
                     "/v1/embeddings",
-                    json={"model": "minilm", "input": batch if per_request > 1 else batch[0],
-                          "encoding_format": "base64"},
+                    json={
+                        "model": "minilm",
+                        "input": batch if per_request > 1 else batch[0],
+                        "encoding_format": "base64",
+                    },
                 )
                 r.raise_for_status()
 
@@ -122,10 +188,19 @@ def main() -> None:
     client = args.client
     if client == "auto":
         client = "wrk" if shutil.which("wrk") else "httpx"
-    model = {"id": "minilm", "kind": "embedding", "engine": "bge",
-             "path": "builtin:all-minilm-l6-v2", "options": {"pooling": "mean"}}
-    base_cfg = {"models": [model], "load_in_background": False, "torch_threads": args.threads,
-                "log_level": "WARNING"}
+    model = {
+        "id": "minilm",
+        "kind": "embedding",
+        "engine": "bge",
+        "path": "builtin:all-minilm-l6-v2",
+        "options": {"pooling": "mean"},
+    }
+    base_cfg = {
+        "models": [model],
+        "load_in_background": False,
+        "torch_threads": args.threads,
+        "log_level": "WARNING",
+    }
     results: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory() as tmpdir:
         tmp = Path(tmpdir)
@@ -144,8 +219,14 @@ def main() -> None:
                         tps = run_wrk(base, texts, per_request, conc, tmp, args.seconds)
                     else:
                         tps = asyncio.run(run_http(base, texts, per_request, conc))
-                    results.append({"mode": f"HTTP, {label}", "texts_per_request": per_request,
-                                    "concurrency": conc, "texts_per_s": round(tps, 1)})
+                    results.append(
+                        {
+                            "mode": f"HTTP, {label}",
+                            "texts_per_request": per_request,
+                            "concurrency": conc,
+                            "texts_per_s": round(tps, 1),
+                        }
+                    )
                     print(results[-1], flush=True)
             finally:
                 proc.terminate()
@@ -159,16 +240,25 @@ def main() -> None:
     from engines.paths import resolve_model_path
 
     torch.set_num_threads(args.threads)
-    engine = BGEEmbedder(ModelInfo("minilm", "embedding", "bge"),
-                         resolve_model_path("builtin:all-minilm-l6-v2"), {"pooling": "mean"})
+    engine = BGEEmbedder(
+        ModelInfo("minilm", "embedding", "bge"),
+        resolve_model_path("builtin:all-minilm-l6-v2"),
+        {"pooling": "mean"},
+    )
     engine.embed(texts[:32])
     for size in (64, 32, 1):
         started = time.perf_counter()
         for i in range(0, len(texts), size):
             engine.embed(texts[i : i + size])
         tps = len(texts) / (time.perf_counter() - started)
-        results.append({"mode": "direct engine.embed", "texts_per_request": size,
-                        "concurrency": 1, "texts_per_s": round(tps, 1)})
+        results.append(
+            {
+                "mode": "direct engine.embed",
+                "texts_per_request": size,
+                "concurrency": 1,
+                "texts_per_s": round(tps, 1),
+            }
+        )
         print(results[-1], flush=True)
     probe: dict[str, float] = {}
     for size in (1, 32):
@@ -185,37 +275,54 @@ def main() -> None:
         probe[f"batch {size}: FlagEmbedding.encode ms"] = round(theirs * 1000, 2)
 
     def rate(mode: str, per: int, conc: int) -> float:
-        return next(r["texts_per_s"] for r in results
-                    if r["mode"] == mode and r["texts_per_request"] == per
-                    and r["concurrency"] == conc)
+        return next(
+            r["texts_per_s"]
+            for r in results
+            if r["mode"] == mode and r["texts_per_request"] == per and r["concurrency"] == conc
+        )
 
     summary = {
         "dynamic vs batch-size-1 at c=64 (goal >= 3x)": round(
-            rate("HTTP, dynamic batching", 1, 64) / rate("HTTP, batch size 1", 1, 64), 2),
+            rate("HTTP, dynamic batching", 1, 64) / rate("HTTP, batch size 1", 1, 64), 2
+        ),
         "ceiling: direct batch 64 vs direct batch 1": round(
-            rate("direct engine.embed", 64, 1) / rate("direct engine.embed", 1, 1), 2),
+            rate("direct engine.embed", 64, 1) / rate("direct engine.embed", 1, 1), 2
+        ),
         "HTTP single-text c=64 vs direct batch 64": round(
-            rate("HTTP, dynamic batching", 1, 64) / rate("direct engine.embed", 64, 1), 2),
+            rate("HTTP, dynamic batching", 1, 64) / rate("direct engine.embed", 64, 1), 2
+        ),
         "HTTP 32-text (c=4) vs direct 32 (goal >= 0.85)": round(
-            rate("HTTP, dynamic batching", 32, 4) / rate("direct engine.embed", 32, 1), 2),
+            rate("HTTP, dynamic batching", 32, 4) / rate("direct engine.embed", 32, 1), 2
+        ),
         "HTTP 32-text (c=1) vs direct 32": round(
-            rate("HTTP, dynamic batching", 32, 1) / rate("direct engine.embed", 32, 1), 2),
+            rate("HTTP, dynamic batching", 32, 1) / rate("direct engine.embed", 32, 1), 2
+        ),
         **probe,
     }
     print()
     print(f"{'mode':<28}{'texts/req':>10}{'conc':>6}{'texts/s':>10}")
     for r in results:
-        print(f"{r['mode']:<28}{r['texts_per_request']:>10}{r['concurrency']:>6}"
-              f"{r['texts_per_s']:>10}")
+        print(
+            f"{r['mode']:<28}{r['texts_per_request']:>10}{r['concurrency']:>6}"
+            f"{r['texts_per_s']:>10}"
+        )
     print()
     for k, v in summary.items():
         print(f"{k}: {v}")
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({
-        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
-        "threads": args.threads, "client": client, "results": results, "summary": summary,
-    }, indent=2))
+    out.write_text(
+        json.dumps(
+            {
+                "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
+                "threads": args.threads,
+                "client": client,
+                "results": results,
+                "summary": summary,
+            },
+            indent=2,
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -205,6 +205,8 @@ class EngineRegistry:
         engine = model.engine
         if engine is None:
             return
+        if model.kind not in ("embedding", "rerank"):
+            return  # chat engines schedule their own batches
         batching = model.config.batching or self.settings.batching
         limit = min(self.settings.limits.max_tokens_per_input, int(engine.max_input_tokens))
         fn: Callable[[list[Any]], Any]
@@ -216,14 +218,12 @@ class EngineRegistry:
                 out = engine.encode(texts, limit)
                 return list(zip(out.vectors, out.token_counts, strict=True))
 
-        elif model.kind == "rerank":
+        else:
 
             def fn(pairs: list[tuple[str, str]]) -> list[tuple[float, int]]:
                 out = engine.score_pairs(pairs, limit)
                 return list(zip(out.scores, out.token_counts, strict=True))
 
-        else:
-            return
         model.batcher = DynamicBatcher(
             model.info.id,
             fn,

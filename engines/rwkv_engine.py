@@ -34,7 +34,7 @@ from engines.generation import (
 from engines.paths import resolve_model_path
 from engines.prefix_cache import PrefixStateCache
 from engines.rwkv_model import BatchedStep, LoadedRWKV, load_rwkv, load_state_file
-from engines.sampling import Sampler
+from engines.sampling import Sampler, sample_rows
 
 __all__ = ["RWKVChatEngine", "world_tokenizer"]
 
@@ -333,15 +333,19 @@ class RWKVChatEngine:
             logits = self.step(tokens, self._stacked)
         self.stats["decode_steps"] += 1
         self.stats["batched_rows"] += len(tokens)
+        picked, logprobs = sample_rows([s.sampler for s in self._batch], logits)
         for i, seq in enumerate(self._batch):
             if not seq.finished:
-                self._emit(seq, logits[i])
+                self._emit_token(seq, picked[i], logprobs[i])
 
     def _emit(self, seq: _Seq, logits: Any) -> None:
+        token, logprobs = seq.sampler.sample(logits)
+        self._emit_token(seq, token, logprobs)
+
+    def _emit_token(self, seq: _Seq, token: int, logprobs: Any) -> None:
         import torch
 
         params = seq.handle.request.params
-        token, logprobs = seq.sampler.sample(logits)
         seq.generated += 1
         self.stats["generated_tokens"] += 1
         seq.last_token = token

@@ -1,18 +1,26 @@
-"""Per-sequence sampling: RWKV-style penalties with decay, temperature, top-k, top-p."""
+"""Sampling for a batch of sequences, each with its own parameters and RNG.
+
+RWKV-style penalties with decay, temperature, top-k and top-p. The softmax and a top-k
+pre-selection run once over the whole batch; nucleus sampling then works on the
+``CANDIDATES`` most likely tokens of each row, falling back to a full sort for a row
+whose nucleus is wider. Each row's result depends only on its own logits and RNG, so a
+sequence samples the same tokens alone or in a batch.
+"""
 
 from __future__ import annotations
 
-import math
 import os
 from typing import Any
 
 from engines.generation import SamplingParams
 
-__all__ = ["Sampler"]
+__all__ = ["CANDIDATES", "Sampler", "sample_rows"]
+
+CANDIDATES = 1024
 
 
 class Sampler:
-    """Holds one sequence's RNG and penalty counts; ``sample`` picks the next token."""
+    """One sequence's sampling state: its RNG and its penalty counts."""
 
     def __init__(self, params: SamplingParams, choice_index: int = 0) -> None:
         import torch
@@ -25,35 +33,69 @@ class Sampler:
         self.gen = torch.Generator().manual_seed((seed * 1_000_003 + choice_index) % (2**63))
         self.occurrence: dict[int, float] = {}
 
-    def sample(self, logits: Any) -> tuple[int, Any]:
-        """Next token and the (penalised) log-probabilities it was drawn from."""
-        import torch
+    @property
+    def penalised(self) -> bool:
+        return bool(self.occurrence) and bool(self.p.presence_penalty or self.p.frequency_penalty)
 
+    def observe(self, token: int) -> None:
         p = self.p
-        logits = logits.float().cpu()
-        if self.occurrence and (p.presence_penalty or p.frequency_penalty):
-            ids = torch.tensor(list(self.occurrence.keys()), dtype=torch.long)
-            counts = torch.tensor(list(self.occurrence.values()), dtype=torch.float32)
-            logits = logits.clone()
-            logits[ids] -= p.presence_penalty + counts * p.frequency_penalty
-        logprobs = torch.log_softmax(logits, dim=-1)
-        if p.temperature <= 0.0:
-            token = int(torch.argmax(logits))
-        else:
-            scaled = logits / p.temperature
-            if p.top_k and p.top_k > 0:
-                kth = torch.topk(scaled, min(p.top_k, scaled.numel())).values[-1]
-                scaled = scaled.masked_fill(scaled < kth, -math.inf)
-            probs = torch.softmax(scaled, dim=-1)
-            if 0.0 < p.top_p < 1.0:
-                sorted_probs, order = torch.sort(probs, descending=True)
-                cum = torch.cumsum(sorted_probs, dim=-1)
-                drop = cum - sorted_probs > p.top_p
-                sorted_probs[drop] = 0.0
-                probs = torch.zeros_like(probs).scatter_(0, order, sorted_probs)
-            token = int(torch.multinomial(probs, 1, generator=self.gen))
         if p.presence_penalty or p.frequency_penalty:
             for key in self.occurrence:
                 self.occurrence[key] *= p.penalty_decay
             self.occurrence[token] = self.occurrence.get(token, 0.0) + 1.0
-        return token, logprobs
+
+    def sample(self, logits: Any) -> tuple[int, Any]:
+        tokens, logprobs = sample_rows([self], logits.unsqueeze(0))
+        return tokens[0], logprobs[0]
+
+
+def sample_rows(samplers: list[Sampler], logits: Any) -> tuple[list[int], list[Any]]:
+    """Next token of each row of ``logits [B, V]``; log-probs per row when a row asks."""
+    import torch
+
+    logits = logits.float()
+    if logits.device.type != "cpu":
+        logits = logits.cpu()
+    if any(s.penalised for s in samplers):
+        logits = logits.clone()
+        for row, s in enumerate(samplers):
+            if s.penalised:
+                ids = torch.tensor(list(s.occurrence), dtype=torch.long)
+                counts = torch.tensor(list(s.occurrence.values()), dtype=torch.float32)
+                logits[row, ids] -= s.p.presence_penalty + counts * s.p.frequency_penalty
+    want_lp = [s.p.logprobs for s in samplers]
+    log_probs: list[Any] = [None] * len(samplers)
+    if any(want_lp):
+        all_lp = torch.log_softmax(logits, dim=-1)
+        log_probs = [all_lp[i] if w else None for i, w in enumerate(want_lp)]
+    temps = torch.tensor(
+        [s.p.temperature if s.p.temperature > 0 else 1.0 for s in samplers], dtype=torch.float32
+    )
+    probs = torch.softmax(logits / temps.unsqueeze(1), dim=-1)
+    k = min(CANDIDATES, probs.shape[-1])
+    top_probs, top_ids = torch.topk(probs, k, dim=-1)
+    tokens: list[int] = []
+    for row, s in enumerate(samplers):
+        p = s.p
+        if p.temperature <= 0.0:
+            token = int(top_ids[row, 0])
+        else:
+            cand_p, cand_ids = top_probs[row], top_ids[row]
+            if p.top_k and p.top_k > 0:
+                cand_p, cand_ids = cand_p[: p.top_k], cand_ids[: p.top_k]
+                if p.top_k > k:
+                    cand_p, cand_ids = torch.sort(probs[row], descending=True)
+                    cand_p, cand_ids = cand_p[: p.top_k], cand_ids[: p.top_k]
+            elif p.top_p < 1.0 and float(cand_p.sum()) < p.top_p:
+                cand_p, cand_ids = torch.sort(probs[row], descending=True)  # wide nucleus
+            elif p.top_p >= 1.0:
+                cand_p, cand_ids = probs[row], torch.arange(probs.shape[-1])
+            if p.top_p < 1.0:
+                cum = torch.cumsum(cand_p, dim=-1)
+                keep = int(torch.searchsorted(cum, torch.tensor([p.top_p])).item()) + 1
+                cand_p, cand_ids = cand_p[:keep], cand_ids[:keep]
+            pick = int(torch.multinomial(cand_p, 1, generator=s.gen))
+            token = int(cand_ids[pick])
+        s.observe(token)
+        tokens.append(token)
+    return tokens, log_probs
