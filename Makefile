@@ -30,7 +30,8 @@ $(DATA)/tiny/.done: $(VENV)/.installed
 
 tiny: $(DATA)/tiny/.done
 
-serve: $(VENV)/.installed $(DATA)/tiny/.done
+# The default config generates its tiny random RWKV model into $(DATA) on first start.
+serve: $(VENV)/.installed
 	RWKV_RAG_DATA_DIR=$(DATA) $(VENV)/bin/rwkv-rag serve --host $(HOST) --port $(PORT)
 
 lint: $(VENV)/.dev

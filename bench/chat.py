@@ -269,8 +269,9 @@ def main() -> None:
     ap.add_argument("--embd", type=int, default=1024)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--tokens", type=int, default=128)
-    ap.add_argument("--stream-tokens", type=int, default=64)
+    ap.add_argument("--stream-tokens", type=int, default=128)
     ap.add_argument("--verify", action="store_true")
+    ap.add_argument("--verify-only", action="store_true")
     ap.add_argument("--model-dir", default=None, help="where to write/reuse the checkpoint")
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
@@ -299,9 +300,11 @@ def main() -> None:
             "threads": args.threads,
             "long_prefix_tokens": len(world_tokenizer().encode(f"System: {LONG_SYSTEM}\n\n")),
         }
-        if args.verify:
+        if args.verify or args.verify_only:
             result["verify"] = verify(path, strategy)
             print(result["verify"], flush=True)
+            if args.verify_only:
+                return
         result["package_generate_tps"] = package_generate_tps(path, strategy, args.tokens)
         print(f"package PIPELINE.generate: {result['package_generate_tps']:.1f} tok/s", flush=True)
         result.update(asyncio.run(run(args, path, tmp)))

@@ -55,6 +55,7 @@ class TokenEvent:
     text: str  # decoded text to emit now (may be empty while a stop string is pending)
     token_id: int
     token_text: str
+    token_bytes: bytes = b""
     logprob: float | None = None
     top_logprobs: tuple[TopLogprob, ...] = ()
 

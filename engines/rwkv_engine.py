@@ -369,7 +369,9 @@ class RWKVChatEngine:
             seq.text = seq.text[:stop_at]
             self._send(
                 seq,
-                TokenEvent(seq.index, seq.text[seq.emitted :], token, self._piece(token), lp, tops),
+                TokenEvent(
+                    seq.index, seq.text[seq.emitted :], token, self._piece(token), raw, lp, tops
+                ),
             )
             seq.emitted = len(seq.text)
             self._finish(seq, "stop")
@@ -377,7 +379,7 @@ class RWKVChatEngine:
         safe = len(seq.text) - _holdback(seq.text, params.stop)
         delta = seq.text[seq.emitted : safe]
         seq.emitted = max(seq.emitted, safe)
-        self._send(seq, TokenEvent(seq.index, delta, token, self._piece(token), lp, tops))
+        self._send(seq, TokenEvent(seq.index, delta, token, self._piece(token), raw, lp, tops))
         if seq.generated >= params.max_tokens:
             self._finish(seq, "length")
 

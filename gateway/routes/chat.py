@@ -6,10 +6,17 @@ from typing import Any
 
 from litestar import Response, post
 from litestar.datastructures import State
+from litestar.openapi import ResponseSpec
 from litestar.params import JSONBody
 from litestar.response import Stream
 
-from gateway.schemas_chat import ChatCompletionRequest, CompletionRequest
+from gateway.schemas import ErrorResponse
+from gateway.schemas_chat import (
+    ChatCompletion,
+    ChatCompletionRequest,
+    Completion,
+    CompletionRequest,
+)
 from gateway.state import ctx_of
 
 _SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
@@ -21,12 +28,26 @@ def _respond(result: Any) -> Response[Any]:
     return Response(result, status_code=200)
 
 
-@post("/v1/chat/completions", status_code=200)
+@post(
+    "/v1/chat/completions",
+    status_code=200,
+    responses={
+        200: ResponseSpec(ChatCompletion, description="A chat completion, or SSE chunks"),
+        400: ResponseSpec(ErrorResponse, description="Invalid request"),
+    },
+)
 async def chat_completions(state: State, data: JSONBody[ChatCompletionRequest]) -> Response[Any]:
     return _respond(await ctx_of(state).chat.chat(data))
 
 
-@post("/v1/completions", status_code=200)
+@post(
+    "/v1/completions",
+    status_code=200,
+    responses={
+        200: ResponseSpec(Completion, description="A text completion, or SSE chunks"),
+        400: ResponseSpec(ErrorResponse, description="Invalid request"),
+    },
+)
 async def completions(state: State, data: JSONBody[CompletionRequest]) -> Response[Any]:
     return _respond(await ctx_of(state).chat.complete(data))
 

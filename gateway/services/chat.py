@@ -594,7 +594,7 @@ def _chat_logprob(ev: TokenEvent) -> dict[str, Any]:
     return {
         "token": ev.token_text,
         "logprob": ev.logprob,
-        "bytes": list(ev.token_text.encode("utf-8")),
+        "bytes": list(ev.token_bytes),
         "top_logprobs": [
             {"token": t.token, "logprob": t.logprob, "bytes": t.bytes} for t in ev.top_logprobs
         ],
