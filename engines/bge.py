@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from engines.base import EmbeddingBatch, ModelInfo
-from engines.hf import HFTokenizer, offline_env, pick_device
+from engines.hf import HFTokenizer, max_input_tokens, offline_env, pick_device, place
 
 __all__ = ["BGEEmbedder"]
 
@@ -32,7 +32,6 @@ class BGEEmbedder:
         use_fp16 = bool(options.get("fp16", self.device.startswith("cuda")))
         self.is_m3 = bool(options.get("m3", (path / "colbert_linear.pt").exists()))
         self.pooling = str(options.get("pooling", "cls"))
-        self.query_instruction = options.get("query_instruction")
         if self.is_m3:
             flag: Any = BGEM3FlagModel(
                 str(path), use_fp16=use_fp16, devices=self.device, pooling_method="cls"
@@ -47,18 +46,10 @@ class BGEEmbedder:
                 normalize_embeddings=True,
             )
         self._flag = flag
-        model = flag.model
-        if self.device == "cpu":
-            model.float()
-        model.to(self.device)
-        model.eval()
-        self._model = model
+        self._model = place(flag.model, self.device)
         self._hf_tokenizer = flag.tokenizer
-        config = model.config if not self.is_m3 else model.model.config
-        model_max = int(getattr(config, "max_position_embeddings", 512))
-        if getattr(config, "model_type", "") in ("xlm-roberta", "roberta"):
-            model_max -= 2  # RoBERTa position ids start after the padding index
-        self.max_input_tokens = min(int(options.get("max_length", model_max)), model_max)
+        config = self._model.model.config if self.is_m3 else self._model.config
+        self.max_input_tokens = max_input_tokens(config, options)
         self.dimensions = int(config.hidden_size)
         self.tokenizer = HFTokenizer(self._hf_tokenizer, self.max_input_tokens)
         self.info = ModelInfo(

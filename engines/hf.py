@@ -7,7 +7,7 @@ import os
 import threading
 from typing import Any
 
-__all__ = ["HFTokenizer", "offline_env", "pick_device"]
+__all__ = ["HFTokenizer", "max_input_tokens", "offline_env", "pick_device", "place"]
 
 
 def offline_env() -> None:
@@ -27,6 +27,23 @@ def pick_device(requested: str | None) -> str:
     if requested and requested != "auto":
         return requested
     return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def place(model: Any, device: str) -> Any:
+    """Move a loaded model to ``device`` for inference (fp32 on CPU)."""
+    if device == "cpu":
+        model.float()
+    model.to(device)
+    model.eval()
+    return model
+
+
+def max_input_tokens(config: Any, options: dict[str, Any]) -> int:
+    """The model's usable positions (RoBERTa reserves two), capped by ``max_length``."""
+    positions = int(getattr(config, "max_position_embeddings", 512))
+    if getattr(config, "model_type", "") in ("xlm-roberta", "roberta"):
+        positions -= 2  # position ids start after the padding index
+    return min(int(options.get("max_length", positions)), positions)
 
 
 class HFTokenizer:

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from engines.base import ModelInfo, RerankScores
-from engines.hf import HFTokenizer, offline_env, pick_device
+from engines.hf import HFTokenizer, max_input_tokens, offline_env, pick_device, place
 
 __all__ = ["FlagCrossEncoder"]
 
@@ -27,18 +27,9 @@ class FlagCrossEncoder:
         use_fp16 = bool(options.get("fp16", self.device.startswith("cuda")))
         flag: Any = FlagReranker(str(path), use_fp16=use_fp16, devices=self.device)
         self._flag = flag
-        model = flag.model
-        if self.device == "cpu":
-            model.float()
-        model.to(self.device)
-        model.eval()
-        self._model = model
+        self._model = place(flag.model, self.device)
         self._hf_tokenizer = flag.tokenizer
-        config = model.config
-        model_max = int(getattr(config, "max_position_embeddings", 512))
-        if getattr(config, "model_type", "") in ("xlm-roberta", "roberta"):
-            model_max -= 2
-        self.max_input_tokens = min(int(options.get("max_length", model_max)), model_max)
+        self.max_input_tokens = max_input_tokens(self._model.config, options)
         self.normalize = bool(options.get("normalize", True))
         self.tokenizer = HFTokenizer(self._hf_tokenizer, self.max_input_tokens)
         self.info = ModelInfo(

@@ -8,12 +8,27 @@ The same writers make larger shapes for the benchmarks (``n_layer``, ``n_embd``)
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 __all__ = ["write_rwkv_checkpoint", "write_state_file"]
 
 VOCAB = 65536
 HEAD_SIZE = 64
+
+
+def _samplers(g: Any) -> tuple[Callable[..., Any], Callable[..., Any]]:
+    """Seeded normal (``std``) and uniform (``lo``..``hi``) tensor makers."""
+    import torch
+
+    def rnd(*shape: int, std: float = 0.02) -> torch.Tensor:
+        return torch.randn(*shape, generator=g) * std
+
+    def uni(*shape: int, lo: float = 0.0, hi: float = 1.0) -> torch.Tensor:
+        return torch.rand(*shape, generator=g) * (hi - lo) + lo
+
+    return rnd, uni
 
 
 def _x060(n_layer: int, n_embd: int, vocab: int, gen: object) -> dict[str, object]:
@@ -25,12 +40,7 @@ def _x060(n_layer: int, n_embd: int, vocab: int, gen: object) -> dict[str, objec
     F = int(C * 3.5) // 32 * 32
     D_mix, D_decay = 32, 64
 
-    def rnd(*shape: int, std: float = 0.02) -> torch.Tensor:
-        return torch.randn(*shape, generator=g) * std
-
-    def uni(*shape: int, lo: float = 0.0, hi: float = 1.0) -> torch.Tensor:
-        return torch.rand(*shape, generator=g) * (hi - lo) + lo
-
+    rnd, uni = _samplers(g)
     sd: dict[str, torch.Tensor] = {"emb.weight": rnd(vocab, C, std=0.5)}
     sd["blocks.0.ln0.weight"] = 1.0 + rnd(C, std=0.1)
     sd["blocks.0.ln0.bias"] = rnd(C, std=0.1)
@@ -71,12 +81,7 @@ def _x070(n_layer: int, n_embd: int, vocab: int, gen: object) -> dict[str, objec
     C, H, N = n_embd, n_embd // HEAD_SIZE, HEAD_SIZE
     D_w, D_a, D_v, D_g = 64, 64, 32, 128
 
-    def rnd(*shape: int, std: float = 0.02) -> torch.Tensor:
-        return torch.randn(*shape, generator=g) * std
-
-    def uni(*shape: int, lo: float = 0.0, hi: float = 1.0) -> torch.Tensor:
-        return torch.rand(*shape, generator=g) * (hi - lo) + lo
-
+    rnd, uni = _samplers(g)
     sd: dict[str, torch.Tensor] = {"emb.weight": rnd(vocab, C, std=0.5)}
     sd["blocks.0.ln0.weight"] = 1.0 + rnd(C, std=0.1)
     sd["blocks.0.ln0.bias"] = rnd(C, std=0.1)
