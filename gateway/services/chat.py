@@ -228,16 +228,18 @@ class ChatService:
         fp = self._fingerprint(model)
         if req.stream:
             include_usage = bool(req.stream_options and req.stream_options.include_usage)
-            return self._chat_stream(
-                engine,
-                handle,
-                rid,
-                created,
-                req.model,
-                fp,
-                len(rendered.tokens),
-                include_usage,
-                prepared.citations,
+            return _guard(
+                self._chat_stream(
+                    engine,
+                    handle,
+                    rid,
+                    created,
+                    req.model,
+                    fp,
+                    len(rendered.tokens),
+                    include_usage,
+                    prepared.citations,
+                )
             )
         texts, reasons, counts, logprobs = await _collect(engine, handle, req.n)
         choices = [
@@ -293,69 +295,56 @@ class ChatService:
         n = handle.request.n
         completion = 0
         cited = citations is None
-        try:
-            yield chunk(
-                [
-                    {
-                        "index": i,
-                        "delta": {"role": "assistant", "content": "", "refusal": None},
-                        "logprobs": None,
-                        "finish_reason": None,
-                    }
-                    for i in range(n)
-                ]
-            )
-            async for ev in engine.events(handle):
-                if isinstance(ev, TokenEvent):
-                    if not ev.text and not handle.request.params.logprobs:
-                        continue
-                    extra: dict[str, Any] = {}
-                    if not cited and ev.text:
-                        extra["citations"] = citations
-                        cited = True
-                    yield chunk(
-                        [
-                            {
-                                "index": ev.index,
-                                "delta": {"content": ev.text},
-                                "logprobs": {"content": [_chat_logprob(ev)], "refusal": None}
-                                if handle.request.params.logprobs
-                                else None,
-                                "finish_reason": None,
-                            }
-                        ],
-                        **extra,
-                    )
-                else:
-                    if ev.reason == "error":
-                        raise ev.error or EngineError("generation failed")
-                    completion += ev.completion_tokens
-                    delta = {"content": ev.text} if ev.text else {}
-                    yield chunk(
-                        [
-                            {
-                                "index": ev.index,
-                                "delta": delta,
-                                "logprobs": None,
-                                "finish_reason": ev.reason,
-                            }
-                        ]
-                    )
-            if include_usage:
+        yield chunk(
+            [
+                {
+                    "index": i,
+                    "delta": {"role": "assistant", "content": "", "refusal": None},
+                    "logprobs": None,
+                    "finish_reason": None,
+                }
+                for i in range(n)
+            ]
+        )
+        async for ev in engine.events(handle):
+            if isinstance(ev, TokenEvent):
+                if not ev.text and not handle.request.params.logprobs:
+                    continue
+                extra: dict[str, Any] = {}
+                if not cited and ev.text:
+                    extra["citations"] = citations
+                    cited = True
                 yield chunk(
-                    [],
-                    usage={
-                        "prompt_tokens": prompt_tokens,
-                        "completion_tokens": completion,
-                        "total_tokens": prompt_tokens + completion,
-                    },
+                    [
+                        {
+                            "index": ev.index,
+                            "delta": {"content": ev.text},
+                            "logprobs": {"content": [_chat_logprob(ev)], "refusal": None}
+                            if handle.request.params.logprobs
+                            else None,
+                            "finish_reason": None,
+                        }
+                    ],
+                    **extra,
                 )
-            yield b"data: [DONE]\n\n"
-        except APIError as exc:
-            yield sse(exc.to_dict())
-        except Exception:
-            log.exception("stream failed")
-            yield sse(EngineError("the server had an error while streaming").to_dict())
+            else:
+                if ev.reason == "error":
+                    raise ev.error or EngineError("generation failed")
+                completion += ev.completion_tokens
+                delta = {"content": ev.text} if ev.text else {}
+                yield chunk(
+                    [
+                        {
+                            "index": ev.index,
+                            "delta": delta,
+                            "logprobs": None,
+                            "finish_reason": ev.reason,
+                        }
+                    ]
+                )
+        if include_usage:
+            yield chunk([], usage=_usage(prompt_tokens, completion))
+        yield b"data: [DONE]\n\n"
 
     # -- completions ---------------------------------------------------------------------
 
@@ -400,8 +389,18 @@ class ChatService:
         echoes = [engine.decode(t) if req.echo else "" for t in prompts]
         if req.stream:
             include_usage = bool(req.stream_options and req.stream_options.include_usage)
-            return self._completion_stream(
-                engine, handles, rid, created, req.model, fp, prompt_total, include_usage, echoes
+            return _guard(
+                self._completion_stream(
+                    engine,
+                    handles,
+                    rid,
+                    created,
+                    req.model,
+                    fp,
+                    prompt_total,
+                    include_usage,
+                    echoes,
+                )
             )
         choices: list[CompletionChoice] = []
         completion = 0
@@ -513,20 +512,31 @@ class ChatService:
                         ]
                     )
             if include_usage:
-                yield chunk(
-                    [],
-                    usage={
-                        "prompt_tokens": prompt_tokens,
-                        "completion_tokens": completion,
-                        "total_tokens": prompt_tokens + completion,
-                    },
-                )
+                yield chunk([], usage=_usage(prompt_tokens, completion))
             yield b"data: [DONE]\n\n"
-        except APIError as exc:
-            yield sse(exc.to_dict())
         finally:
             for t in tasks:
                 t.cancel()
+
+
+def _usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
+    return {
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": completion_tokens,
+        "total_tokens": prompt_tokens + completion_tokens,
+    }
+
+
+async def _guard(stream: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    """A failure after the stream has started becomes one error event, then the end."""
+    try:
+        async for item in stream:
+            yield item
+    except APIError as exc:
+        yield sse(exc.to_dict())
+    except Exception:
+        log.exception("stream failed")
+        yield sse(EngineError("the server had an error while streaming").to_dict())
 
 
 def _text_content(content: str | list[dict[str, Any]] | None, i: int) -> str:

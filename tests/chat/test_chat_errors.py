@@ -164,3 +164,25 @@ async def test_full_queue_answers_429(tiny_dir: Path) -> None:
         codes = [r.status_code for r in rs]
         assert 429 in codes and 200 in codes and set(codes) <= {200, 429}
         assert all(r.json()["error"]["code"] == "queue_full" for r in rs if r.status_code == 429)
+
+
+async def test_a_failure_mid_stream_is_one_error_event_then_the_end() -> None:
+    import json
+    from collections.abc import AsyncIterator
+
+    from engines.errors import EngineError
+    from gateway.services.chat import _guard, sse
+
+    async def failing(exc: Exception) -> AsyncIterator[bytes]:
+        yield sse({"choices": []})
+        raise exc
+
+    for exc, code, type_ in (
+        (EngineError("model failed"), "engine_error", "server_error"),
+        (RuntimeError("unexpected"), "engine_error", "server_error"),
+    ):
+        events = [e async for e in _guard(failing(exc))]
+        assert len(events) == 2
+        error = json.loads(events[1].removeprefix(b"data: "))["error"]
+        assert error["code"] == code and error["type"] == type_
+        assert "unexpected" not in error["message"]  # internals are not leaked
