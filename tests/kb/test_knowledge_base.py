@@ -1,0 +1,125 @@
+"""KnowledgeBase end to end on the real MiniLM: ingest, hybrid search, persistence, rebuild."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from engines.base import ModelInfo, Tokenizer
+from engines.bge import BGEEmbedder
+from engines.errors import InvalidRequestError, NotFoundError
+from engines.paths import resolve_model_path
+from kb.chunking import ChunkingStrategy
+from kb.service import KnowledgeBase
+
+
+class MiniLMProvider:
+    def __init__(self) -> None:
+        self.engine = BGEEmbedder(
+            ModelInfo("minilm", "embedding", "bge"),
+            resolve_model_path("builtin:all-minilm-l6-v2"),
+            {"pooling": "mean"},
+        )
+
+    async def embed(self, model: str, texts: list[str]) -> tuple[np.ndarray, list[int]]:
+        out = self.engine.encode(texts, 256)
+        return out.vectors, out.token_counts
+
+    def tokenizer(self, model: str) -> Tokenizer:
+        return self.engine.tokenizer
+
+    def dimensions(self, model: str) -> int:
+        return 384
+
+
+@pytest.fixture(scope="module")
+def provider() -> Iterator[MiniLMProvider]:
+    yield MiniLMProvider()
+
+
+MANUAL = {
+    "pump.md": "To reset the water pump, hold the red button for ten seconds until the light "
+    "blinks twice. The pump restarts after one minute.",
+    "billing.md": "Invoices are sent on the first business day of each month. Refunds take "
+    "five to seven days to reach your bank account.",
+    "travel.md": "The museum opens at nine in the morning and closes at six in the evening. "
+    "Tickets can be bought online.",
+    "zh.md": "退款通常需要五到七个工作日才能到账。发票在每月第一个工作日发送。",
+}
+
+
+@pytest.fixture
+async def kb(tmp_path: Path, provider: MiniLMProvider) -> AsyncIterator[tuple[KnowledgeBase, str]]:
+    base = KnowledgeBase(tmp_path, provider)
+    cid = base.create_collection("manuals", "minilm")
+    for name, text in MANUAL.items():
+        await base.add_text(
+            cid, name, text, strategy=ChunkingStrategy(100, 20), attributes={"source": name}
+        )
+    yield base, cid
+    base.close()
+
+
+async def test_paraphrased_question_finds_the_right_manual(kb: tuple[KnowledgeBase, str]) -> None:
+    base, cid = kb
+    hits = await base.search(cid, "How long until my money comes back?", 2)
+    assert hits[0].file_id == "billing.md"
+    hits = await base.search(cid, "restart the pump", 1, mode="dense")
+    assert hits[0].file_id == "pump.md" and hits[0].attributes == {"source": "pump.md"}
+
+
+async def test_chinese_question_is_carried_by_keywords(kb: tuple[KnowledgeBase, str]) -> None:
+    base, cid = kb
+    hits = await base.search(cid, "退款要多久", 1)
+    assert hits[0].file_id == "zh.md" and hits[0].keyword_rank == 1
+
+
+async def test_reingest_is_a_noop_and_delete_removes_everywhere(
+    kb: tuple[KnowledgeBase, str],
+) -> None:
+    base, cid = kb
+    assert (
+        await base.add_text(cid, "pump.md", MANUAL["pump.md"], strategy=ChunkingStrategy(100, 20))
+        == 0
+    )
+    assert await base.delete_file(cid, "pump.md") == 1
+    hits = await base.search(cid, "reset the water pump red button", 5)
+    assert all(h.file_id != "pump.md" for h in hits)
+    ids, _ = base.store.vectors(cid)
+    assert base.index(cid).ids() == set(ids.tolist())
+
+
+async def test_index_persists_and_is_rebuilt_when_missing_or_stale(
+    tmp_path: Path, kb: tuple[KnowledgeBase, str], provider: MiniLMProvider
+) -> None:
+    base, cid = kb
+    expected = [h.chunk_id for h in await base.search(cid, "museum tickets", 3)]
+    base.close()
+    reopened = KnowledgeBase(tmp_path, provider)
+    assert [h.chunk_id for h in await reopened.search(cid, "museum tickets", 3)] == expected
+    # A stale index (missing a chunk SQLite has) is detected and rebuilt.
+    path = tmp_path / "indexes" / f"{cid}.faiss"
+    stale = reopened.index(cid)
+    stale.remove([expected[0]])
+    stale.save(path)
+    reopened.close()
+    again = KnowledgeBase(tmp_path, provider)
+    assert expected[0] in again.index(cid).ids()
+    path.unlink()
+    again._indexes.clear()
+    assert [h.chunk_id for h in await again.search(cid, "museum tickets", 3)] == expected
+    again.close()
+
+
+async def test_wrong_model_and_unknown_store_are_clear_errors(
+    kb: tuple[KnowledgeBase, str],
+) -> None:
+    base, cid = kb
+    with pytest.raises(InvalidRequestError) as err:
+        await base.search(cid, "x", model="bge-m3")
+    assert err.value.code == "embedding_model_mismatch"
+    with pytest.raises(NotFoundError):
+        await base.search("vs_missing", "x")
