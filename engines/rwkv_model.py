@@ -39,7 +39,11 @@ def _set_switches(v7: bool, jit: bool, cuda: bool) -> None:
 
 
 def _rwkv_module(v7: bool, jit: bool, cuda: bool) -> ModuleType:
-    """The package's model module with the switches set just before its import."""
+    """The package's model module with the switches set just before its import.
+
+    The package reads its switches once, at import: the first model of each version
+    decides ``jit``/``cuda_kernels`` for every later model of that version in the process.
+    """
     key = "x070" if v7 else "x060"
     # The package prints banners to stdout; stdout may be an MCP stdio channel.
     with _IMPORT_LOCK, contextlib.redirect_stdout(sys.stderr), warnings.catch_warnings():
