@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from engines.base import ModelInfo
 
@@ -71,6 +72,8 @@ class FinishEvent:
 
 @runtime_checkable
 class ChatEngine(Protocol):
+    """What the chat service needs of a generation engine."""
+
     info: ModelInfo
     context_length: int
     state_names: list[str]
@@ -79,6 +82,10 @@ class ChatEngine(Protocol):
 
     def decode(self, tokens: list[int]) -> str: ...
 
-    def generate(self, request: GenerationRequest) -> object:
-        """An async iterator of TokenEvent / FinishEvent."""
+    def submit(self, request: GenerationRequest) -> Any:
+        """Queue a request; raises at once (400/429) when it cannot be taken."""
+        ...
+
+    def events(self, handle: Any) -> AsyncIterator[TokenEvent | FinishEvent]:
+        """The submitted request's events; closing the iterator cancels it."""
         ...

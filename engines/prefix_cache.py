@@ -57,10 +57,6 @@ class PrefixStateCache:
             self.misses += 1
             return 0, None
 
-    def contains(self, state_name: str, tokens: list[int]) -> bool:
-        with self._lock:
-            return (state_name, tuple(tokens)) in self._entries
-
     def put(self, state_name: str, tokens: list[int], state: list[Any], logits: Any) -> None:
         if self.max_bytes <= 0 or not tokens:
             return

@@ -184,7 +184,7 @@ class EngineRegistry:
             return
         target = _BACKENDS.get((cfg.kind, engine_name))
         if target is None:
-            target = self._extra_backend(cfg.kind, engine_name)
+            raise ValueError(f"no {cfg.kind} backend named {engine_name!r}")
         module_name, cls_name = target.split(":")
         cls = getattr(importlib.import_module(module_name), cls_name)
         path: Path | None = None
@@ -197,9 +197,6 @@ class EngineRegistry:
         else:
             model.engine = cls(model.info, path, options)
         model.info = model.engine.info
-
-    def _extra_backend(self, kind: str, engine_name: str) -> str:
-        raise ValueError(f"no {kind} backend named {engine_name!r}")
 
     def _start_batcher(self, model: ServedModel) -> None:
         engine = model.engine

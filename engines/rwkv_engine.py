@@ -16,7 +16,6 @@ import contextlib
 import functools
 import logging
 import threading
-import time
 from collections import deque
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -57,7 +56,6 @@ class _Handle:
     loop: asyncio.AbstractEventLoop
     queue: asyncio.Queue[TokenEvent | FinishEvent]
     cancelled: bool = False
-    submitted: float = field(default_factory=time.perf_counter)
 
 
 @dataclass(eq=False)
@@ -126,13 +124,7 @@ class RWKVChatEngine:
         )
         self.healthy = True
         self.last_error: str | None = None
-        self.stats = {
-            "prompt_tokens": 0,
-            "prefill_tokens": 0,
-            "generated_tokens": 0,
-            "decode_steps": 0,
-            "batched_rows": 0,
-        }
+        self.stats = {"prompt_tokens": 0, "prefill_tokens": 0, "generated_tokens": 0}
         self._pending: deque[_Handle] = deque()
         self._prefill: deque[_Prefill] = deque()
         self._batch: list[_Seq] = []
@@ -331,8 +323,6 @@ class RWKVChatEngine:
             logits = logits.float().unsqueeze(0)
         else:
             logits = self.step(tokens, self._stacked)
-        self.stats["decode_steps"] += 1
-        self.stats["batched_rows"] += len(tokens)
         picked, logprobs = sample_rows([s.sampler for s in self._batch], logits)
         for i, seq in enumerate(self._batch):
             if not seq.finished:
@@ -349,7 +339,8 @@ class RWKVChatEngine:
         seq.generated += 1
         self.stats["generated_tokens"] += 1
         seq.last_token = token
-        raw = self.tokenizer.decodeBytes([token]) if token != 0 else b""
+        raw = self._bytes(token)
+        piece = raw.decode("utf-8", errors="replace")
         lp: float | None = None
         tops: tuple[TopLogprob, ...] = ()
         if params.logprobs:
@@ -357,8 +348,10 @@ class RWKVChatEngine:
             if params.top_logprobs:
                 values, ids = torch.topk(logprobs, params.top_logprobs)
                 tops = tuple(
-                    TopLogprob(self._piece(int(t)), float(v), list(self._bytes(int(t))))
-                    for v, t in zip(values.tolist(), ids.tolist(), strict=True)
+                    TopLogprob(b.decode("utf-8", errors="replace"), float(v), list(b))
+                    for v, b in zip(
+                        values.tolist(), (self._bytes(int(t)) for t in ids.tolist()), strict=True
+                    )
                 )
         if token == 0:  # end of text
             self._finish(seq, "stop")
@@ -369,9 +362,7 @@ class RWKVChatEngine:
             seq.text = seq.text[:stop_at]
             self._send(
                 seq,
-                TokenEvent(
-                    seq.index, seq.text[seq.emitted :], token, self._piece(token), raw, lp, tops
-                ),
+                TokenEvent(seq.index, seq.text[seq.emitted :], token, piece, raw, lp, tops),
             )
             seq.emitted = len(seq.text)
             self._finish(seq, "stop")
@@ -379,12 +370,9 @@ class RWKVChatEngine:
         safe = len(seq.text) - _holdback(seq.text, params.stop)
         delta = seq.text[seq.emitted : safe]
         seq.emitted = max(seq.emitted, safe)
-        self._send(seq, TokenEvent(seq.index, delta, token, self._piece(token), raw, lp, tops))
+        self._send(seq, TokenEvent(seq.index, delta, token, piece, raw, lp, tops))
         if seq.generated >= params.max_tokens:
             self._finish(seq, "length")
-
-    def _piece(self, token: int) -> str:
-        return self._bytes(token).decode("utf-8", errors="replace")
 
     def _bytes(self, token: int) -> bytes:
         return bytes(self.tokenizer.decodeBytes([token])) if token != 0 else b""

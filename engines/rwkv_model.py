@@ -213,10 +213,6 @@ class BatchedStep:
 
         return [torch.stack([s[j] for s in states]) for j in range(len(states[0]))]
 
-    @staticmethod
-    def unstack(stacked: list[Any], index: int) -> list[Any]:
-        return [t[index].clone() for t in stacked]
-
     # -- the step ------------------------------------------------------------------------
 
     def __call__(self, tokens: list[int], stacked: list[Any]) -> Any:

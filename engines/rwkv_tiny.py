@@ -31,24 +31,42 @@ def _samplers(g: Any) -> tuple[Callable[..., Any], Callable[..., Any]]:
     return rnd, uni
 
 
-def _x060(n_layer: int, n_embd: int, vocab: int, gen: object) -> dict[str, object]:
-    import torch
+Sampler = Callable[..., Any]
 
-    g = gen
-    assert isinstance(g, torch.Generator)
+
+def _norm(sd: dict[str, Any], prefix: str, C: int, rnd: Sampler) -> None:
+    sd[prefix + ".weight"] = 1.0 + rnd(C, std=0.1)
+    sd[prefix + ".bias"] = rnd(C, std=0.1)
+
+
+def _checkpoint(
+    n_layer: int,
+    n_embd: int,
+    vocab: int,
+    gen: Any,
+    block: Callable[[dict[str, Any], str, str, Sampler, Sampler], None],
+) -> dict[str, object]:
+    """The layout both versions share (embedding, ln0, per-block ln1/ln2, ln_out, head);
+    ``block`` adds one block's time-mix and channel-mix tensors."""
+    rnd, uni = _samplers(gen)
+    C = n_embd
+    sd: dict[str, Any] = {"emb.weight": rnd(vocab, C, std=0.5)}
+    _norm(sd, "blocks.0.ln0", C, rnd)
+    for i in range(n_layer):
+        _norm(sd, f"blocks.{i}.ln1", C, rnd)
+        _norm(sd, f"blocks.{i}.ln2", C, rnd)
+        block(sd, f"blocks.{i}.att.", f"blocks.{i}.ffn.", rnd, uni)
+    _norm(sd, "ln_out", C, rnd)
+    sd["head.weight"] = rnd(vocab, C, std=C**-0.5 * 4)
+    return sd
+
+
+def _x060(n_layer: int, n_embd: int, vocab: int, gen: Any) -> dict[str, object]:
     C, H, N = n_embd, n_embd // HEAD_SIZE, HEAD_SIZE
     F = int(C * 3.5) // 32 * 32
     D_mix, D_decay = 32, 64
 
-    rnd, uni = _samplers(g)
-    sd: dict[str, torch.Tensor] = {"emb.weight": rnd(vocab, C, std=0.5)}
-    sd["blocks.0.ln0.weight"] = 1.0 + rnd(C, std=0.1)
-    sd["blocks.0.ln0.bias"] = rnd(C, std=0.1)
-    for i in range(n_layer):
-        b, a, f = f"blocks.{i}.", f"blocks.{i}.att.", f"blocks.{i}.ffn."
-        for ln in ("ln1", "ln2"):
-            sd[b + ln + ".weight"] = 1.0 + rnd(C, std=0.1)
-            sd[b + ln + ".bias"] = rnd(C, std=0.1)
+    def block(sd: dict[str, Any], a: str, f: str, rnd: Sampler, uni: Sampler) -> None:
         for name in ("x", "w", "k", "v", "r", "g"):
             sd[a + f"time_maa_{name}"] = uni(1, 1, C)
         sd[a + "time_maa_w1"] = rnd(C, 5 * D_mix, std=0.1)
@@ -60,36 +78,21 @@ def _x060(n_layer: int, n_embd: int, vocab: int, gen: object) -> dict[str, objec
         for name in ("receptance", "key", "value", "gate"):
             sd[a + f"{name}.weight"] = rnd(C, C, std=C**-0.5)
         sd[a + "output.weight"] = rnd(C, C, std=C**-0.5 / 2)
-        sd[a + "ln_x.weight"] = 1.0 + rnd(C, std=0.1)
-        sd[a + "ln_x.bias"] = rnd(C, std=0.1)
+        _norm(sd, a + "ln_x", C, rnd)
         sd[f + "time_maa_k"] = uni(1, 1, C)
         sd[f + "time_maa_r"] = uni(1, 1, C)
         sd[f + "key.weight"] = rnd(F, C, std=C**-0.5)
         sd[f + "receptance.weight"] = rnd(C, C, std=C**-0.5)
         sd[f + "value.weight"] = rnd(C, F, std=F**-0.5 / 2)
-    sd["ln_out.weight"] = 1.0 + rnd(C, std=0.1)
-    sd["ln_out.bias"] = rnd(C, std=0.1)
-    sd["head.weight"] = rnd(vocab, C, std=C**-0.5 * 4)
-    return dict(sd)
+
+    return _checkpoint(n_layer, n_embd, vocab, gen, block)
 
 
-def _x070(n_layer: int, n_embd: int, vocab: int, gen: object) -> dict[str, object]:
-    import torch
-
-    g = gen
-    assert isinstance(g, torch.Generator)
+def _x070(n_layer: int, n_embd: int, vocab: int, gen: Any) -> dict[str, object]:
     C, H, N = n_embd, n_embd // HEAD_SIZE, HEAD_SIZE
     D_w, D_a, D_v, D_g = 64, 64, 32, 128
 
-    rnd, uni = _samplers(g)
-    sd: dict[str, torch.Tensor] = {"emb.weight": rnd(vocab, C, std=0.5)}
-    sd["blocks.0.ln0.weight"] = 1.0 + rnd(C, std=0.1)
-    sd["blocks.0.ln0.bias"] = rnd(C, std=0.1)
-    for i in range(n_layer):
-        b, a, f = f"blocks.{i}.", f"blocks.{i}.att.", f"blocks.{i}.ffn."
-        for ln in ("ln1", "ln2"):
-            sd[b + ln + ".weight"] = 1.0 + rnd(C, std=0.1)
-            sd[b + ln + ".bias"] = rnd(C, std=0.1)
+    def block(sd: dict[str, Any], a: str, f: str, rnd: Sampler, uni: Sampler) -> None:
         for name in ("x_r", "x_w", "x_k", "x_v", "x_a", "x_g"):
             sd[a + name] = uni(1, 1, C)
         sd[a + "w0"] = uni(1, 1, C, lo=-4.0, hi=1.0)
@@ -109,15 +112,12 @@ def _x070(n_layer: int, n_embd: int, vocab: int, gen: object) -> dict[str, objec
         for name in ("receptance", "key", "value"):
             sd[a + f"{name}.weight"] = rnd(C, C, std=C**-0.5)
         sd[a + "output.weight"] = rnd(C, C, std=C**-0.5 / 2)
-        sd[a + "ln_x.weight"] = 1.0 + rnd(C, std=0.1)
-        sd[a + "ln_x.bias"] = rnd(C, std=0.1)
+        _norm(sd, a + "ln_x", C, rnd)
         sd[f + "x_k"] = uni(1, 1, C)
         sd[f + "key.weight"] = rnd(4 * C, C, std=C**-0.5)
         sd[f + "value.weight"] = rnd(C, 4 * C, std=(4 * C) ** -0.5 / 2)
-    sd["ln_out.weight"] = 1.0 + rnd(C, std=0.1)
-    sd["ln_out.bias"] = rnd(C, std=0.1)
-    sd["head.weight"] = rnd(vocab, C, std=C**-0.5 * 4)
-    return dict(sd)
+
+    return _checkpoint(n_layer, n_embd, vocab, gen, block)
 
 
 def write_rwkv_checkpoint(

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
 
 from litestar.datastructures import State
 
@@ -24,8 +23,6 @@ class AppContext:
     embeddings: EmbeddingService
     rerank: RerankService
     chat: ChatService
-    extras: dict[str, Any] = field(default_factory=dict)
-    loading_error: str | None = None
 
 
 def ctx_of(state: State) -> AppContext:

@@ -4,7 +4,9 @@ Embeddings come from an ``EmbeddingProvider`` (the gateway's batched embedding s
 production, a fake in tests), so ingestion shares the same batching as /v1/embeddings.
 A collection remembers its embedding model and dimension; asking it for another model is
 a 400. Each collection's FAISS index is loaded from disk when it agrees with SQLite and
-rebuilt from SQLite when it is missing or disagrees.
+rebuilt from SQLite when it is missing or disagrees. Writes mark an index dirty; ``flush``
+(and ``close``) save dirty indexes, so bulk ingestion does not rewrite an index per file —
+an index left behind by a crash is caught by the consistency check and rebuilt.
 """
 
 from __future__ import annotations
@@ -62,9 +64,20 @@ class KnowledgeBase:
         self.provider = provider
         self.ann_threshold = ann_threshold
         self._indexes: dict[str, VectorIndex] = {}
+        self._dirty: set[str] = set()
         self._index_lock = threading.Lock()
 
+    def flush(self) -> None:
+        """Save every index changed since it was last saved."""
+        with self._index_lock:
+            dirty, self._dirty = self._dirty, set()
+            for cid in dirty:
+                index = self._indexes.get(cid)
+                if index is not None:
+                    index.save(self._index_path(cid))
+
     def close(self) -> None:
+        self.flush()
         self.store.close()
 
     # -- collections ---------------------------------------------------------------------
@@ -88,6 +101,7 @@ class KnowledgeBase:
         self.store.delete_collection(cid)
         with self._index_lock:
             self._indexes.pop(cid, None)
+            self._dirty.discard(cid)
         self._index_path(cid).unlink(missing_ok=True)
 
     # -- index lifecycle -----------------------------------------------------------------
@@ -105,12 +119,11 @@ class KnowledgeBase:
             col = self.collection(cid)
             dims = int(col["dimensions"])
             path = self._index_path(cid)
-            ids, vectors = self.store.vectors(cid)
             index: VectorIndex | None = None
             if path.exists():
                 try:
                     loaded = VectorIndex.load(path, dims)
-                    if loaded.ids() == set(ids.tolist()):
+                    if loaded.ids() == self.store.chunk_ids(cid):
                         index = loaded
                     else:
                         log.warning(
@@ -119,7 +132,7 @@ class KnowledgeBase:
                 except Exception:
                     log.exception("index unreadable; rebuilding", extra={"collection": cid})
             if index is None:
-                index = self._build(dims, ids, vectors)
+                index = self._build(dims, *self.store.vectors(cid))
                 index.save(path)
             self._indexes[cid] = index
             return index
@@ -139,6 +152,7 @@ class KnowledgeBase:
         index.save(self._index_path(cid))
         with self._index_lock:
             self._indexes[cid] = index
+            self._dirty.discard(cid)
         return len(index)
 
     # -- ingest --------------------------------------------------------------------------
@@ -178,7 +192,7 @@ class KnowledgeBase:
         added = await asyncio.to_thread(self.store.add_chunks, cid, records, vectors)
         if added:
             index.add(np.array([cid_ for _, cid_ in added]), vectors[[i for i, _ in added]])
-            await asyncio.to_thread(index.save, self._index_path(cid))
+            self._dirty.add(cid)
         return len(added)
 
     async def delete_file(self, cid: str, file_id: str) -> int:
@@ -186,7 +200,7 @@ class KnowledgeBase:
         ids = await asyncio.to_thread(self.store.delete_file_chunks, cid, file_id)
         index = await asyncio.to_thread(self.index, cid)
         index.remove(ids)
-        await asyncio.to_thread(index.save, self._index_path(cid))
+        self._dirty.add(cid)
         return len(ids)
 
     # -- search --------------------------------------------------------------------------

@@ -382,6 +382,11 @@ class KnowledgeStore:
         mat = np.frombuffer(b"".join(blobs), dtype="<f4").reshape(len(ids), dims)
         return np.asarray(ids, dtype=np.int64), mat
 
+    def chunk_ids(self, cid: str) -> set[int]:
+        return {
+            r[0] for r in self.conn.execute("SELECT id FROM chunks WHERE collection_id = ?", (cid,))
+        }
+
     def count(self, cid: str) -> int:
         return int(
             self.conn.execute(

@@ -6,8 +6,8 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import msgspec
@@ -38,6 +38,39 @@ def sse(payload: Any) -> bytes:
     return b"data: " + _encoder.encode(payload) + b"\n\n"
 
 
+@dataclass(frozen=True)
+class _Envelope:
+    """What every chunk of one streamed response repeats."""
+
+    id: str
+    object: str
+    created: int
+    model: str
+    system_fingerprint: str
+    include_usage: bool
+    prompt_tokens: int
+
+    def chunk(self, choices: list[dict[str, Any]], usage: Any = None, **extra: Any) -> bytes:
+        body: dict[str, Any] = {
+            "id": self.id,
+            "object": self.object,
+            "created": self.created,
+            "model": self.model,
+            "system_fingerprint": self.system_fingerprint,
+            "choices": choices,
+        }
+        if self.include_usage:
+            body["usage"] = usage
+        body.update(extra)
+        return sse(body)
+
+    def tail(self, completion_tokens: int) -> Iterator[bytes]:
+        """The usage chunk (when asked for), then the end marker."""
+        if self.include_usage:
+            yield self.chunk([], usage=_usage(self.prompt_tokens, completion_tokens))
+        yield b"data: [DONE]\n\n"
+
+
 @dataclass
 class PreparedChat:
     """What a retrieval step may change before generation: messages, state, citations."""
@@ -46,8 +79,6 @@ class PreparedChat:
     messages: list[tuple[str, str]]
     state: str | None = None
     citations: list[dict[str, Any]] | None = None
-    context_tokens: int = 0
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 # A hook for retrieval-augmented chat: (request, prepared) -> prepared.
@@ -227,20 +258,16 @@ class ChatService:
         created = int(time.time())
         fp = self._fingerprint(model)
         if req.stream:
-            include_usage = bool(req.stream_options and req.stream_options.include_usage)
-            return _guard(
-                self._chat_stream(
-                    engine,
-                    handle,
-                    rid,
-                    created,
-                    req.model,
-                    fp,
-                    len(rendered.tokens),
-                    include_usage,
-                    prepared.citations,
-                )
+            envelope = _Envelope(
+                rid,
+                "chat.completion.chunk",
+                created,
+                req.model,
+                fp,
+                _include_usage(req),
+                len(rendered.tokens),
             )
+            return _guard(self._chat_stream(engine, handle, envelope, prepared.citations))
         texts, reasons, counts, logprobs = await _collect(engine, handle, req.n)
         choices = [
             ChatCompletionChoice(
@@ -270,28 +297,10 @@ class ChatService:
         self,
         engine: Any,
         handle: Any,
-        rid: str,
-        created: int,
-        model: str,
-        fp: str,
-        prompt_tokens: int,
-        include_usage: bool,
+        envelope: _Envelope,
         citations: list[dict[str, Any]] | None,
     ) -> AsyncIterator[bytes]:
-        def chunk(choices: list[dict[str, Any]], usage: Any = None, **extra: Any) -> bytes:
-            body: dict[str, Any] = {
-                "id": rid,
-                "object": "chat.completion.chunk",
-                "created": created,
-                "model": model,
-                "system_fingerprint": fp,
-                "choices": choices,
-            }
-            if include_usage:
-                body["usage"] = usage
-            body.update(extra)
-            return sse(body)
-
+        chunk = envelope.chunk
         n = handle.request.n
         completion = 0
         cited = citations is None
@@ -342,9 +351,8 @@ class ChatService:
                         }
                     ]
                 )
-        if include_usage:
-            yield chunk([], usage=_usage(prompt_tokens, completion))
-        yield b"data: [DONE]\n\n"
+        for item in envelope.tail(completion):
+            yield item
 
     # -- completions ---------------------------------------------------------------------
 
@@ -388,20 +396,10 @@ class ChatService:
         prompt_total = sum(len(t) for t in prompts)
         echoes = [engine.decode(t) if req.echo else "" for t in prompts]
         if req.stream:
-            include_usage = bool(req.stream_options and req.stream_options.include_usage)
-            return _guard(
-                self._completion_stream(
-                    engine,
-                    handles,
-                    rid,
-                    created,
-                    req.model,
-                    fp,
-                    prompt_total,
-                    include_usage,
-                    echoes,
-                )
+            envelope = _Envelope(
+                rid, "text_completion", created, req.model, fp, _include_usage(req), prompt_total
             )
+            return _guard(self._completion_stream(engine, handles, envelope, echoes))
         choices: list[CompletionChoice] = []
         completion = 0
         results = await asyncio.gather(*(_collect(engine, h, req.n) for h in handles))
@@ -428,17 +426,9 @@ class ChatService:
         )
 
     async def _completion_stream(
-        self,
-        engine: Any,
-        handles: list[Any],
-        rid: str,
-        created: int,
-        model: str,
-        fp: str,
-        prompt_tokens: int,
-        include_usage: bool,
-        echoes: list[str],
+        self, engine: Any, handles: list[Any], envelope: _Envelope, echoes: list[str]
     ) -> AsyncIterator[bytes]:
+        chunk = envelope.chunk
         queue: asyncio.Queue[tuple[int, Any]] = asyncio.Queue()
 
         async def pump(p_i: int, handle: Any) -> None:
@@ -447,19 +437,6 @@ class ChatService:
                     await queue.put((p_i, ev))
             finally:
                 await queue.put((p_i, None))
-
-        def chunk(choices: list[dict[str, Any]], usage: Any = None) -> bytes:
-            body: dict[str, Any] = {
-                "id": rid,
-                "object": "text_completion",
-                "created": created,
-                "model": model,
-                "system_fingerprint": fp,
-                "choices": choices,
-            }
-            if include_usage:
-                body["usage"] = usage
-            return sse(body)
 
         n = handles[0].request.n
         tasks = [asyncio.create_task(pump(i, h)) for i, h in enumerate(handles)]
@@ -511,12 +488,15 @@ class ChatService:
                             }
                         ]
                     )
-            if include_usage:
-                yield chunk([], usage=_usage(prompt_tokens, completion))
-            yield b"data: [DONE]\n\n"
+            for item in envelope.tail(completion):
+                yield item
         finally:
             for t in tasks:
                 t.cancel()
+
+
+def _include_usage(req: ChatCompletionRequest | CompletionRequest) -> bool:
+    return bool(req.stream_options and req.stream_options.include_usage)
 
 
 def _usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:

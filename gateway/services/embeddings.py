@@ -81,6 +81,16 @@ class _TokenLimiter:
                 )
 
 
+async def _embed(
+    model: ServedModel, texts: list[str], limiter: _TokenLimiter, param: str
+) -> tuple[np.ndarray, list[int]]:
+    """Vectors and token counts of ``texts`` through the embedding model's batcher."""
+    await limiter.check(model, texts, param)
+    assert model.batcher is not None
+    rows = await model.batcher.submit(texts)
+    return np.stack([v for v, _ in rows]).astype(np.float32, copy=False), [n for _, n in rows]
+
+
 class EmbeddingService:
     def __init__(self, registry: EngineRegistry, limits: LimitSettings) -> None:
         self.registry = registry
@@ -90,11 +100,7 @@ class EmbeddingService:
     async def embed_texts(self, model_name: str, texts: list[str]) -> tuple[np.ndarray, list[int]]:
         """Vectors and token counts for ``texts`` (used by the KB too)."""
         model = self.registry.resolve(model_name, "embedding")
-        await self._limiter.check(model, texts, "input")
-        assert model.batcher is not None
-        rows = await model.batcher.submit(texts)
-        vectors = np.stack([v for v, _ in rows]).astype(np.float32, copy=False)
-        return vectors, [n for _, n in rows]
+        return await _embed(model, texts, self._limiter, "input")
 
     async def create(self, req: EmbeddingRequest) -> EmbeddingResponse:
         model = self.registry.resolve(req.model, "embedding")
@@ -105,7 +111,7 @@ class EmbeddingService:
                 f"'dimensions' must be between 1 and {dims} for model {req.model!r}",
                 param="dimensions",
             )
-        vectors, counts = await self.embed_texts(req.model, texts)
+        vectors, counts = await _embed(model, texts, self._limiter, "input")
         if req.dimensions is not None and req.dimensions < dims:
             vectors = vectors[:, : req.dimensions]
             norms = np.linalg.norm(vectors, axis=1, keepdims=True)
@@ -143,14 +149,11 @@ class RerankService:
         model = self.registry.resolve(model_name, "rerank")
         if model.kind == "embedding" or model.via is not None:
             embedder = model if model.kind == "embedding" else model.via
-            assert embedder is not None and embedder.batcher is not None
-            texts = [query, *docs]
-            await self._limiter.check(embedder, texts, "documents")
-            rows = await embedder.batcher.submit(texts)
-            mat = np.stack([v for v, _ in rows])
+            assert embedder is not None
+            mat, counts = await _embed(embedder, [query, *docs], self._limiter, "documents")
             sims = mat[1:] @ mat[0]
             # Cosine in [-1, 1] mapped to [0, 1] so scores read like a reranker's.
-            return model, [float((s + 1.0) / 2.0) for s in sims], sum(n for _, n in rows)
+            return model, [float((s + 1.0) / 2.0) for s in sims], sum(counts)
         assert model.batcher is not None
         await self._limiter.check(model, [f"{query}\n{d}" for d in docs], "documents")
         results = await model.batcher.submit([(query, d) for d in docs])
