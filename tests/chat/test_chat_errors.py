@@ -72,6 +72,20 @@ HELLO = [{"role": "user", "content": "hi"}]
         ({"model": "nope"}, 404, "model", "model_not_found"),
         ({"messages": "hello"}, 400, "messages", None),
         ({"knowledge": {"vector_store_ids": ["vs_1"]}}, 400, "knowledge", None),
+        ({"functions": [{"name": "f"}]}, 400, "functions", "unsupported_parameter"),
+        ({"modalities": ["text", "audio"]}, 400, "modalities", "unsupported_parameter"),
+        ({"audio": {"voice": "alloy", "format": "wav"}}, 400, "audio", "unsupported_parameter"),
+        (
+            {"prediction": {"type": "content", "content": "x"}},
+            400,
+            "prediction",
+            "unsupported_parameter",
+        ),
+        ({"logprobs": True, "top_logprobs": 21}, 400, "top_logprobs", None),
+        ({"top_k": -1}, 400, "top_k", None),
+        ({"presence_penalty": 3}, 400, "presence_penalty", None),
+        ({"frequency_penalty": -3}, 400, "frequency_penalty", None),
+        ({"model": ""}, 400, "model", None),
     ],
 )
 async def test_bad_chat_requests_are_4xx(
@@ -95,6 +109,8 @@ async def test_bad_chat_requests_are_4xx(
         ({"prompt": [70000]}, "prompt"),
         ({"prompt": [{"a": 1}]}, "prompt"),
         ({"logprobs": 9}, "logprobs"),
+        ({"knowledge": {"vector_store_ids": ["vs_1"]}}, "knowledge"),
+        ({"prompt": ["a", "b", "c"], "n": 3}, "prompt"),
     ],
 )
 async def test_bad_completion_requests_are_400(

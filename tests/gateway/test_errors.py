@@ -114,6 +114,11 @@ async def test_long_inputs_are_truncated_by_default_and_refused_when_configured(
             "/v1/embeddings", json={"model": "fake-embed", "input": ["short", long_text]}
         )
         assert_error(r, 400, "context_length_exceeded", "input")
+        r = await c.post(
+            "/v1/rerank",
+            json={"model": "fake-rerank", "query": "q", "documents": ["short", long_text]},
+        )
+        assert_error(r, 400, "context_length_exceeded", "documents")
 
 
 async def test_full_queue_answers_429_and_others_complete() -> None:
