@@ -16,9 +16,10 @@ from engines.registry import EngineRegistry
 from gateway.errors import exception_handlers
 from gateway.metrics import Metrics
 from gateway.middleware import AuthMiddleware, MetricsMiddleware
-from gateway.routes import chat, embeddings, health, models, rerank
+from gateway.routes import chat, embeddings, files, health, models, rerank, vector_stores
 from gateway.services.chat import ChatService
 from gateway.services.embeddings import EmbeddingService, RerankService
+from gateway.services.knowledge import build_knowledge_base
 from gateway.settings import Settings
 from gateway.state import AppContext
 
@@ -36,13 +37,17 @@ def create_app(settings: Settings | None = None, engines: EngineRegistry | None 
     if registry.observer is None:
         registry.observer = metrics
     metrics.attach_engines(registry)
+    embedding_service = EmbeddingService(registry, settings.limits)
+    rerank_service = RerankService(registry, settings.limits)
+    kb = build_knowledge_base(settings, registry, embedding_service, rerank_service)
     ctx = AppContext(
         settings=settings,
         registry=registry,
         metrics=metrics,
-        embeddings=EmbeddingService(registry, settings.limits),
-        rerank=RerankService(registry, settings.limits),
+        embeddings=embedding_service,
+        rerank=rerank_service,
         chat=ChatService(registry, settings.chat),
+        kb=kb,
     )
 
     @contextlib.asynccontextmanager
@@ -56,9 +61,23 @@ def create_app(settings: Settings | None = None, engines: EngineRegistry | None 
             if failed and settings.strict_startup:
                 await registry.stop()
                 raise RuntimeError(f"models failed to load: {failed}")
+
+        async def start_kb() -> None:
+            # Resumed ingestions need the embedding models: wait for them first.
+            if loader is not None:
+                with contextlib.suppress(Exception):
+                    await asyncio.shield(loader)
+            await kb.start()
+
+        kb_starter = asyncio.get_running_loop().create_task(start_kb(), name="start-kb")
         try:
             yield
         finally:
+            if not kb_starter.done():
+                kb_starter.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await kb_starter
+            await kb.stop()
             if loader is not None and not loader.done():
                 loader.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -73,6 +92,8 @@ def create_app(settings: Settings | None = None, engines: EngineRegistry | None 
         *embeddings.routes,
         *rerank.routes,
         *chat.routes,
+        *files.routes,
+        *vector_stores.routes,
         *health.routes,
     ]
     app = Litestar(

@@ -16,9 +16,11 @@ from pydantic_settings import (
 __all__ = [
     "BatchingSettings",
     "ChatSettings",
+    "KnowledgeSettings",
     "LimitSettings",
     "ModelConfig",
     "Settings",
+    "UrlFetchSettings",
     "load_settings",
 ]
 
@@ -112,6 +114,111 @@ class ChatSettings(BaseModel):
     max_stop_sequences: int = Field(4, ge=1, description="Most stop strings per request.")
 
 
+class UrlFetchSettings(BaseModel):
+    """How the knowledge base fetches web pages (`/v1/vector_stores/{id}/urls`)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    allow_private_networks: bool = Field(
+        False,
+        description=(
+            "Fetch loopback, private, link-local and other non-public addresses. Off by "
+            "default: the check runs after DNS resolution and on every redirect."
+        ),
+    )
+    allowed_hosts: list[str] = Field(
+        default_factory=list,
+        description="Host names allowed even when they resolve to a private address.",
+    )
+    timeout_s: float = Field(20.0, gt=0, description="Connect/read timeout of one fetch.")
+    max_bytes: int = Field(
+        20 * 1024 * 1024, ge=1024, description="Largest body fetched from a URL."
+    )
+    max_redirects: int = Field(5, ge=0, le=20, description="Most redirects followed.")
+    user_agent: str = Field("rwkv-rag-gateway/0.1", description="User-Agent of fetches.")
+
+
+class KnowledgeSettings(BaseModel):
+    """The knowledge base: uploads, loaders, ingestion, indexes, retrieval."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    embedding_model: str | None = Field(
+        None,
+        description=(
+            "Embedding model of new vector stores (null = the first embedding model served)."
+        ),
+    )
+    rerank_model: str | None = Field(
+        "auto",
+        description=(
+            "Rerank model for vector store search (`auto` = the first rerank model served, "
+            "null = no rerank step). A request's ranking_options.ranker `none` skips it."
+        ),
+    )
+    rerank_candidates: int = Field(
+        20, ge=1, le=200, description="How many fused hits the reranker re-scores."
+    )
+    max_upload_bytes: int = Field(
+        512 * 1024 * 1024,
+        ge=1024,
+        description="Largest file accepted by POST /v1/files (streamed to disk; 413 past it).",
+    )
+    allowed_extensions: list[str] = Field(
+        default_factory=lambda: [
+            ".txt",
+            ".md",
+            ".markdown",
+            ".pdf",
+            ".xlsx",
+            ".html",
+            ".htm",
+            ".csv",
+            ".json",
+        ],
+        description="File types vector stores ingest (by extension).",
+    )
+    max_pdf_pages: int = Field(
+        2000, ge=1, description="PDF pages read per file; longer PDFs fail with a clear error."
+    )
+    max_sheet_rows: int = Field(
+        200_000, ge=1, description="Spreadsheet rows read per file (all sheets together)."
+    )
+    max_extracted_chars: int = Field(
+        50_000_000, ge=1000, description="Text extracted per file before it fails as too big."
+    )
+    max_xlsx_uncompressed_bytes: int = Field(
+        1024 * 1024 * 1024,
+        ge=1024,
+        description="Zip-bomb guard: an xlsx whose members inflate past this is refused.",
+    )
+    max_xlsx_compression_ratio: float = Field(
+        200.0, ge=1, description="Zip-bomb guard: refuse an xlsx member inflating past this."
+    )
+    embed_batch_size: int = Field(
+        64, ge=1, description="Chunks embedded per call during ingestion."
+    )
+    ingest_workers: int = Field(1, ge=1, le=16, description="Files ingested concurrently.")
+    max_job_attempts: int = Field(
+        3, ge=1, description="Interrupted ingestions resumed at most this many times."
+    )
+    ann_threshold: int = Field(
+        50_000,
+        ge=1,
+        description="Past this many chunks a store's index switches from exact to IVF.",
+    )
+    ann_nprobe: int = Field(32, ge=1, description="IVF lists searched per query.")
+    search_candidates: int = Field(
+        50, ge=1, le=1000, description="Hits each of dense and keyword search contribute."
+    )
+    rrf_k: float = Field(60.0, gt=0, description="Reciprocal rank fusion constant.")
+    dense_weight: float = Field(1.0, ge=0, description="Weight of the dense list in fusion.")
+    keyword_weight: float = Field(1.0, ge=0, description="Weight of the BM25 list in fusion.")
+    url: UrlFetchSettings = Field(
+        default_factory=lambda: UrlFetchSettings(), description="Web page ingestion."
+    )
+
+
 def _default_models() -> list[ModelConfig]:
     return [
         ModelConfig(
@@ -186,6 +293,9 @@ class Settings(BaseSettings):
             "With load_in_background=false, a model that fails to load (bad path, a State "
             "of the wrong shape) stops startup instead of leaving the model failed."
         ),
+    )
+    knowledge: KnowledgeSettings = Field(
+        default_factory=lambda: KnowledgeSettings(), description="The knowledge base."
     )
     torch_threads: int = Field(
         0, ge=0, description="torch intra-op threads for local engines (0 = library default)."

@@ -11,6 +11,7 @@ from gateway.metrics import Metrics
 from gateway.services.chat import ChatService
 from gateway.services.embeddings import EmbeddingService, RerankService
 from gateway.settings import Settings
+from kb.service import KnowledgeBase
 
 __all__ = ["AppContext", "ctx_of"]
 
@@ -23,6 +24,7 @@ class AppContext:
     embeddings: EmbeddingService
     rerank: RerankService
     chat: ChatService
+    kb: KnowledgeBase
 
 
 def ctx_of(state: State) -> AppContext:

@@ -37,6 +37,9 @@ class VectorIndex:
         self._index: Any = faiss.IndexIDMap2(faiss.IndexFlatIP(dimensions))
         self._lock = threading.RLock()
         self.kind = "flat"
+        # While an ANN index is built off the lock, writes are logged and replayed on it.
+        self._building = False
+        self._log: list[tuple[str, np.ndarray, np.ndarray | None]] = []
 
     def __len__(self) -> int:
         return int(self._index.ntotal)
@@ -45,14 +48,24 @@ class VectorIndex:
         if len(ids) == 0:
             return
         vecs = np.ascontiguousarray(vectors, dtype=np.float32)
+        arr = np.asarray(ids, dtype=np.int64)
         with self._lock:
-            self._index.add_with_ids(vecs, np.asarray(ids, dtype=np.int64))
+            self._index.add_with_ids(vecs, arr)
+            if self._building:
+                self._log.append(("add", arr, vecs))
 
     def remove(self, ids: np.ndarray | list[int]) -> int:
         if len(ids) == 0:
             return 0
+        arr = np.asarray(ids, dtype=np.int64)
         with self._lock:
-            return int(self._index.remove_ids(np.asarray(ids, dtype=np.int64)))
+            if self._building:
+                self._log.append(("remove", arr, None))
+            return int(self._index.remove_ids(arr))
+
+    @property
+    def building(self) -> bool:
+        return self._building
 
     def ids(self) -> set[int]:
         with self._lock:
@@ -68,18 +81,67 @@ class VectorIndex:
                     out.update(int(x) for x in self._faiss.rev_swig_ptr(ptr, n))
             return out
 
-    def search(self, query: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """(scores, ids) for each query row; missing slots have id -1."""
+    def search(
+        self, query: np.ndarray, k: int, *, allowed: set[int] | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(scores, ids) for each query row; missing slots have id -1. ``allowed`` limits
+        the ids considered (a filter), inside FAISS rather than after it."""
+        faiss = self._faiss
         q = np.ascontiguousarray(np.atleast_2d(query), dtype=np.float32)
+        empty = np.zeros((len(q), 0), np.float32), np.zeros((len(q), 0), np.int64)
+        if allowed is not None and not allowed:
+            return empty
         with self._lock:
             if self._index.ntotal == 0:
-                return np.zeros((len(q), 0), np.float32), np.zeros((len(q), 0), np.int64)
-            scores, ids = self._index.search(q, min(k, int(self._index.ntotal)))
+                return empty
+            k = min(k, int(self._index.ntotal))
+            if allowed is None:
+                scores, ids = self._index.search(q, k)
+                return scores, ids
+            sel = faiss.IDSelectorBatch(np.fromiter(allowed, dtype=np.int64, count=len(allowed)))
+            if self.kind == "flat":
+                params: Any = faiss.SearchParameters(sel=sel)
+            else:
+                params = faiss.SearchParametersIVF(sel=sel, nprobe=self.nprobe)
+            scores, ids = self._index.search(q, k, params=params)
         return scores, ids
 
     # -- ANN -----------------------------------------------------------------------------
 
-    def build_ann(self, ids: np.ndarray, vectors: np.ndarray, nlist: int | None = None) -> None:
+    def snapshot(self) -> tuple[np.ndarray, np.ndarray]:
+        """(ids, vectors) of a flat index, read under the lock."""
+        with self._lock:
+            inner = self._index
+            ids = self._faiss.vector_to_array(inner.id_map).astype(np.int64)
+            vecs = self._faiss.rev_swig_ptr(inner.index.get_xb(), len(ids) * self.dimensions)
+            return ids, np.array(vecs, dtype=np.float32).reshape(len(ids), self.dimensions)
+
+    def upgrade_to_ann(self) -> bool:
+        """Build the IVF index from a snapshot while searches and writes go on against the
+        flat index; writes made meanwhile are replayed on the new index before the swap.
+        Returns False when there is nothing to do (already ANN, or a build is running)."""
+        with self._lock:
+            if self.kind != "flat" or self._building:
+                return False
+            self._building = True
+            self._log = []
+            ids, vecs = self.snapshot()
+        try:
+            self.build_ann(ids, vecs, replay=True)
+        finally:
+            with self._lock:
+                self._building = False
+                self._log = []
+        return True
+
+    def build_ann(
+        self,
+        ids: np.ndarray,
+        vectors: np.ndarray,
+        nlist: int | None = None,
+        *,
+        replay: bool = False,
+    ) -> None:
         """Train an IVF index on the given vectors (slow: call off the request path), then
         swap it in under the lock."""
         faiss = self._faiss
@@ -90,13 +152,19 @@ class VectorIndex:
         vecs = np.ascontiguousarray(vectors, dtype=np.float32)
         train = (
             vecs
-            if n <= nlist * 256
-            else vecs[np.random.default_rng(0).choice(n, nlist * 256, replace=False)]
+            if n <= nlist * 64
+            else vecs[np.random.default_rng(0).choice(n, nlist * 64, replace=False)]
         )
         ivf.train(train)
         ivf.nprobe = self.nprobe
         ivf.add_with_ids(vecs, np.asarray(ids, dtype=np.int64))
         with self._lock:
+            if replay:
+                for op, op_ids, op_vecs in self._log:
+                    if op == "add":
+                        ivf.add_with_ids(op_vecs, op_ids)
+                    else:
+                        ivf.remove_ids(op_ids)
             self._index = ivf
             self.kind = "ivf"
 

@@ -51,16 +51,17 @@ def hybrid_search(
     rrf_k: float = 60.0,
     dense_weight: float = 1.0,
     keyword_weight: float = 1.0,
+    allowed: set[int] | None = None,
 ) -> list[Hit]:
     """The ``k`` best chunks for ``query`` by ``mode``: dense | keyword | hybrid."""
     n = max(k, candidates)
     dense: list[int] = []
     if mode in ("dense", "hybrid"):
-        _, ids = index.search(query_vector, n)
+        _, ids = index.search(query_vector, n, allowed=allowed)
         dense = [int(i) for i in ids[0] if i >= 0] if ids.size else []
     keyword: list[int] = []
     if mode in ("keyword", "hybrid"):
-        keyword = [cid for cid, _ in store.keyword_search(collection_id, query, n)]
+        keyword = [cid for cid, _ in store.keyword_search(collection_id, query, n, allowed=allowed)]
     d_rank = {c: r for r, c in enumerate(dense, start=1)}
     k_rank = {c: r for r, c in enumerate(keyword, start=1)}
     if mode == "dense":

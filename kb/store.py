@@ -70,6 +70,73 @@ MIGRATIONS: list[str] = [
         INSERT INTO chunks_cjk(chunks_cjk, rowid, cjk) VALUES ('delete', old.id, old.cjk);
     END;
     """,
+    # 2: files, vector store files (each one an ingestion job), file batches, jobs, and
+    # chunk ownership: a chunk deduplicated across files is owned by each of them.
+    """
+    ALTER TABLE collections ADD COLUMN expires_after TEXT;
+    ALTER TABLE collections ADD COLUMN last_active_at INTEGER;
+    ALTER TABLE collections ADD COLUMN chunking_strategy TEXT;
+    CREATE TABLE files (
+        id TEXT PRIMARY KEY,
+        filename TEXT NOT NULL,
+        bytes INTEGER NOT NULL,
+        purpose TEXT NOT NULL,
+        sha256 TEXT NOT NULL,
+        path TEXT NOT NULL,
+        source_url TEXT,
+        created_at INTEGER NOT NULL
+    );
+    CREATE TABLE vector_store_files (
+        collection_id TEXT NOT NULL REFERENCES collections(id) ON DELETE CASCADE,
+        file_id TEXT NOT NULL,
+        status TEXT NOT NULL,
+        last_error TEXT,
+        attributes TEXT NOT NULL DEFAULT '{}',
+        chunking_strategy TEXT NOT NULL,
+        usage_bytes INTEGER NOT NULL DEFAULT 0,
+        batch_id TEXT,
+        options TEXT NOT NULL DEFAULT '{}',
+        attempts INTEGER NOT NULL DEFAULT 0,
+        created_at INTEGER NOT NULL,
+        updated_at INTEGER NOT NULL,
+        PRIMARY KEY (collection_id, file_id)
+    );
+    CREATE INDEX vsf_status ON vector_store_files(status);
+    CREATE INDEX vsf_batch ON vector_store_files(batch_id);
+    CREATE TABLE file_batches (
+        id TEXT PRIMARY KEY,
+        collection_id TEXT NOT NULL REFERENCES collections(id) ON DELETE CASCADE,
+        status TEXT NOT NULL,
+        created_at INTEGER NOT NULL
+    );
+    CREATE TABLE jobs (
+        id TEXT PRIMARY KEY,
+        kind TEXT NOT NULL,
+        collection_id TEXT NOT NULL,
+        status TEXT NOT NULL,
+        params TEXT NOT NULL DEFAULT '{}',
+        progress INTEGER NOT NULL DEFAULT 0,
+        total INTEGER NOT NULL DEFAULT 0,
+        error TEXT,
+        created_at INTEGER NOT NULL,
+        updated_at INTEGER NOT NULL
+    );
+    CREATE TABLE reembed_staging (
+        job_id TEXT NOT NULL,
+        chunk_id INTEGER NOT NULL,
+        embedding BLOB NOT NULL,
+        PRIMARY KEY (job_id, chunk_id)
+    );
+    CREATE TABLE chunk_refs (
+        chunk_id INTEGER NOT NULL REFERENCES chunks(id) ON DELETE CASCADE,
+        collection_id TEXT NOT NULL,
+        file_id TEXT NOT NULL,
+        PRIMARY KEY (chunk_id, file_id)
+    );
+    CREATE INDEX chunk_refs_file ON chunk_refs(collection_id, file_id);
+    INSERT INTO chunk_refs (chunk_id, collection_id, file_id)
+        SELECT id, collection_id, file_id FROM chunks;
+    """,
 ]
 
 _CJK_RUN = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff]+")
@@ -299,6 +366,209 @@ class KnowledgeStore:
             self.conn.execute("DELETE FROM collections WHERE id = ?", (cid,))
             self.conn.execute("COMMIT")
 
+    # -- files, vector store files, batches, jobs ---------------------------------------
+
+    def add_file(self, row: dict[str, Any]) -> None:
+        with self._lock:
+            self.db.table("files").insert(row)
+
+    def file(self, file_id: str) -> dict[str, Any] | None:
+        rows = list(self.db.query("SELECT * FROM files WHERE id = ?", [file_id]))
+        return rows[0] if rows else None
+
+    def list_files(self, purpose: str | None = None) -> list[dict[str, Any]]:
+        if purpose:
+            return list(
+                self.db.query(
+                    "SELECT * FROM files WHERE purpose = ? ORDER BY created_at, rowid", [purpose]
+                )
+            )
+        return list(self.db.query("SELECT * FROM files ORDER BY created_at, rowid"))
+
+    def delete_file(self, file_id: str) -> None:
+        with self._lock:
+            self.conn.execute("DELETE FROM files WHERE id = ?", (file_id,))
+
+    def stores_with_file(self, file_id: str) -> list[str]:
+        return [
+            r[0]
+            for r in self.conn.execute(
+                "SELECT collection_id FROM vector_store_files WHERE file_id = ?", (file_id,)
+            )
+        ]
+
+    def list_collections(self) -> list[dict[str, Any]]:
+        return list(self.db.query("SELECT * FROM collections ORDER BY created_at, rowid"))
+
+    def update_collection(self, cid: str, **fields: Any) -> None:
+        if not fields:
+            return
+        sets = ", ".join(f"{k} = ?" for k in fields)
+        with self._lock:
+            self.conn.execute(
+                f"UPDATE collections SET {sets} WHERE id = ?", (*fields.values(), cid)
+            )
+
+    def attach_file(
+        self,
+        cid: str,
+        file_id: str,
+        *,
+        attributes: dict[str, Any],
+        chunking_strategy: dict[str, Any],
+        batch_id: str | None = None,
+        options: dict[str, Any] | None = None,
+    ) -> bool:
+        """Add a file to a collection as an in-progress ingestion; False if already there."""
+        now = int(time.time())
+        with self._lock:
+            cur = self.conn.execute(
+                "INSERT OR IGNORE INTO vector_store_files (collection_id, file_id, status, "
+                "attributes, chunking_strategy, batch_id, options, created_at, updated_at) "
+                "VALUES (?, ?, 'in_progress', ?, ?, ?, ?, ?, ?)",
+                (
+                    cid,
+                    file_id,
+                    json.dumps(attributes),
+                    json.dumps(chunking_strategy),
+                    batch_id,
+                    json.dumps(options or {}),
+                    now,
+                    now,
+                ),
+            )
+            return bool(cur.rowcount)
+
+    def store_file(self, cid: str, file_id: str) -> dict[str, Any] | None:
+        rows = list(
+            self.db.query(
+                "SELECT * FROM vector_store_files WHERE collection_id = ? AND file_id = ?",
+                [cid, file_id],
+            )
+        )
+        return _decode_vsf(rows[0]) if rows else None
+
+    def store_files(
+        self, cid: str, *, status: str | None = None, batch_id: str | None = None
+    ) -> list[dict[str, Any]]:
+        sql = "SELECT * FROM vector_store_files WHERE collection_id = ?"
+        args: list[Any] = [cid]
+        if status:
+            sql += " AND status = ?"
+            args.append(status)
+        if batch_id:
+            sql += " AND batch_id = ?"
+            args.append(batch_id)
+        return [_decode_vsf(r) for r in self.db.query(sql + " ORDER BY created_at, rowid", args)]
+
+    def pending_files(self) -> list[dict[str, Any]]:
+        return [
+            _decode_vsf(r)
+            for r in self.db.query(
+                "SELECT * FROM vector_store_files WHERE status = 'in_progress' "
+                "ORDER BY created_at, rowid"
+            )
+        ]
+
+    def update_store_file(self, cid: str, file_id: str, **fields: Any) -> None:
+        for key in ("last_error", "attributes"):
+            if key in fields and fields[key] is not None:
+                fields[key] = json.dumps(fields[key])
+        fields["updated_at"] = int(time.time())
+        sets = ", ".join(f"{k} = ?" for k in fields)
+        with self._lock:
+            self.conn.execute(
+                f"UPDATE vector_store_files SET {sets} WHERE collection_id = ? AND file_id = ?",
+                (*fields.values(), cid, file_id),
+            )
+
+    def detach_file(self, cid: str, file_id: str) -> None:
+        with self._lock:
+            self.conn.execute(
+                "DELETE FROM vector_store_files WHERE collection_id = ? AND file_id = ?",
+                (cid, file_id),
+            )
+
+    def file_counts(self, cid: str, batch_id: str | None = None) -> dict[str, int]:
+        counts = {"in_progress": 0, "completed": 0, "failed": 0, "cancelled": 0}
+        sql = "SELECT status, count(*) FROM vector_store_files WHERE collection_id = ?"
+        args: list[Any] = [cid]
+        if batch_id:
+            sql += " AND batch_id = ?"
+            args.append(batch_id)
+        for status, n in self.conn.execute(sql + " GROUP BY status", args):
+            counts[status] = int(n)
+        counts["total"] = sum(counts.values())
+        return counts
+
+    def usage_bytes(self, cid: str) -> int:
+        row = self.conn.execute(
+            "SELECT coalesce(sum(usage_bytes), 0) FROM vector_store_files WHERE collection_id = ?",
+            (cid,),
+        ).fetchone()
+        return int(row[0])
+
+    def file_usage_bytes(self, cid: str, file_id: str) -> int:
+        row = self.conn.execute(
+            "SELECT coalesce(sum(length(CAST(c.text AS BLOB))), 0) FROM chunk_refs r "
+            "JOIN chunks c ON c.id = r.chunk_id WHERE r.collection_id = ? AND r.file_id = ?",
+            (cid, file_id),
+        ).fetchone()
+        return int(row[0])
+
+    def add_batch(self, batch_id: str, cid: str) -> None:
+        with self._lock:
+            self.db.table("file_batches").insert(
+                {
+                    "id": batch_id,
+                    "collection_id": cid,
+                    "status": "in_progress",
+                    "created_at": int(time.time()),
+                }
+            )
+
+    def batch(self, batch_id: str) -> dict[str, Any] | None:
+        rows = list(self.db.query("SELECT * FROM file_batches WHERE id = ?", [batch_id]))
+        return rows[0] if rows else None
+
+    def set_batch_status(self, batch_id: str, status: str) -> None:
+        with self._lock:
+            self.conn.execute("UPDATE file_batches SET status = ? WHERE id = ?", (status, batch_id))
+
+    def add_job(self, job_id: str, kind: str, cid: str, params: dict[str, Any]) -> None:
+        now = int(time.time())
+        with self._lock:
+            self.db.table("jobs").insert(
+                {
+                    "id": job_id,
+                    "kind": kind,
+                    "collection_id": cid,
+                    "status": "in_progress",
+                    "params": json.dumps(params),
+                    "created_at": now,
+                    "updated_at": now,
+                }
+            )
+
+    def job(self, job_id: str) -> dict[str, Any] | None:
+        rows = list(self.db.query("SELECT * FROM jobs WHERE id = ?", [job_id]))
+        if not rows:
+            return None
+        return {**rows[0], "params": json.loads(rows[0]["params"])}
+
+    def jobs(self, status: str | None = None) -> list[dict[str, Any]]:
+        sql = "SELECT * FROM jobs" + (" WHERE status = ?" if status else "") + " ORDER BY rowid"
+        return [
+            {**r, "params": json.loads(r["params"])}
+            for r in self.db.query(sql, [status] if status else [])
+        ]
+
+    def update_job(self, job_id: str, **fields: Any) -> None:
+        fields["updated_at"] = int(time.time())
+        sets = ", ".join(f"{k} = ?" for k in fields)
+        with self._lock:
+            self.conn.execute(f"UPDATE jobs SET {sets} WHERE id = ?", (*fields.values(), job_id))
+
     # -- chunks --------------------------------------------------------------------------
 
     def add_chunks(
@@ -306,12 +576,14 @@ class KnowledgeStore:
     ) -> list[tuple[int, int]]:
         """Insert in one transaction; returns (row index, chunk id) of each *new* chunk.
 
-        A chunk whose text already exists in the collection is skipped (dedupe)."""
+        A chunk whose text already exists in the collection is not stored twice: the file
+        becomes one more owner of the existing chunk (dedupe)."""
         added: list[tuple[int, int]] = []
         with self._lock:
             self.conn.execute("BEGIN IMMEDIATE")
             try:
                 for i, (rec, vec) in enumerate(zip(records, vectors, strict=True)):
+                    digest = content_hash(rec.text)
                     cur = self.conn.execute(
                         "INSERT OR IGNORE INTO chunks (collection_id, file_id, position, text, "
                         "token_count, page, sheet, row, content_hash, cjk, attributes, embedding) "
@@ -325,62 +597,152 @@ class KnowledgeStore:
                             rec.page,
                             rec.sheet,
                             rec.row,
-                            content_hash(rec.text),
+                            digest,
                             cjk_bigrams(rec.text),
                             json.dumps(rec.attributes),
                             np.asarray(vec, dtype="<f4").tobytes(),
                         ),
                     )
                     if cur.rowcount:
-                        added.append((i, int(cur.lastrowid or 0)))
+                        chunk_id = int(cur.lastrowid or 0)
+                        added.append((i, chunk_id))
+                    else:
+                        chunk_id = int(
+                            self.conn.execute(
+                                "SELECT id FROM chunks WHERE collection_id = ? "
+                                "AND content_hash = ?",
+                                (cid, digest),
+                            ).fetchone()[0]
+                        )
+                    self.conn.execute(
+                        "INSERT OR IGNORE INTO chunk_refs (chunk_id, collection_id, file_id) "
+                        "VALUES (?, ?, ?)",
+                        (chunk_id, cid, rec.file_id),
+                    )
                 self.conn.execute("COMMIT")
             except BaseException:
                 self.conn.execute("ROLLBACK")
                 raise
         return added
 
+    def existing_hashes(self, cid: str, hashes: list[str]) -> set[str]:
+        """Which of ``hashes`` the collection already holds (to skip embedding them)."""
+        if not hashes:
+            return set()
+        rows = self.conn.execute(
+            "SELECT content_hash FROM chunks WHERE collection_id = ? AND content_hash IN "
+            "(SELECT value FROM json_each(?))",
+            (cid, json.dumps(hashes)),
+        )
+        return {r[0] for r in rows}
+
     def delete_file_chunks(self, cid: str, file_id: str) -> list[int]:
+        """Drop the file's ownership of its chunks; returns the ids of chunks no file owns
+        any more (deleted from SQLite and both FTS indexes)."""
         with self._lock:
             self.conn.execute("BEGIN IMMEDIATE")
-            ids = [
-                r[0]
-                for r in self.conn.execute(
-                    "SELECT id FROM chunks WHERE collection_id = ? AND file_id = ?", (cid, file_id)
+            try:
+                owned = [
+                    r[0]
+                    for r in self.conn.execute(
+                        "SELECT chunk_id FROM chunk_refs WHERE collection_id = ? AND file_id = ?",
+                        (cid, file_id),
+                    )
+                ]
+                self.conn.execute(
+                    "DELETE FROM chunk_refs WHERE collection_id = ? AND file_id = ?",
+                    (cid, file_id),
                 )
-            ]
-            self.conn.execute(
-                "DELETE FROM chunks WHERE collection_id = ? AND file_id = ?", (cid, file_id)
-            )
-            self.conn.execute("COMMIT")
-        return ids
+                orphans: list[int] = []
+                for chunk_id in owned:
+                    other = self.conn.execute(
+                        "SELECT file_id FROM chunk_refs WHERE chunk_id = ? LIMIT 1", (chunk_id,)
+                    ).fetchone()
+                    if other is None:
+                        orphans.append(chunk_id)
+                    else:
+                        self.conn.execute(
+                            "UPDATE chunks SET file_id = ? WHERE id = ? AND file_id = ?",
+                            (other[0], chunk_id, file_id),
+                        )
+                self.conn.execute(
+                    "DELETE FROM chunks WHERE id IN (SELECT value FROM json_each(?))",
+                    (json.dumps(orphans),),
+                )
+                self.conn.execute("COMMIT")
+            except BaseException:
+                self.conn.execute("ROLLBACK")
+                raise
+        return orphans
 
     def chunks(self, ids: Iterable[int]) -> dict[int, dict[str, Any]]:
         ids = list(ids)
         if not ids:
             return {}
-        marks = ",".join("?" * len(ids))
         rows = self.db.query(
-            f"SELECT id, collection_id, file_id, position, text, token_count, page, sheet, row, "
-            f"attributes FROM chunks WHERE id IN ({marks})",
-            ids,
+            "SELECT id, collection_id, file_id, position, text, token_count, page, sheet, row, "
+            "attributes FROM chunks WHERE id IN (SELECT value FROM json_each(?))",
+            [json.dumps(ids)],
         )
         return {r["id"]: {**r, "attributes": json.loads(r["attributes"])} for r in rows}
 
-    def vectors(self, cid: str) -> tuple[np.ndarray, np.ndarray]:
-        """All (ids, vectors) of a collection: what the FAISS index is rebuilt from."""
+    def chunk_owners(self, ids: Iterable[int]) -> dict[int, list[str]]:
+        out: dict[int, list[str]] = {}
+        for chunk_id, file_id in self.conn.execute(
+            "SELECT chunk_id, file_id FROM chunk_refs WHERE chunk_id IN "
+            "(SELECT value FROM json_each(?)) ORDER BY rowid",
+            (json.dumps(list(ids)),),
+        ):
+            out.setdefault(int(chunk_id), []).append(file_id)
+        return out
+
+    def file_chunks(
+        self, cid: str, file_id: str, *, after: int = -1, limit: int = 100
+    ) -> list[dict[str, Any]]:
+        """A file's chunks in reading order (position), paged by position."""
+        rows = self.db.query(
+            "SELECT c.id, c.position, c.text, c.token_count, c.page, c.sheet, c.row "
+            "FROM chunk_refs r JOIN chunks c ON c.id = r.chunk_id "
+            "WHERE r.collection_id = ? AND r.file_id = ? AND c.position > ? "
+            "ORDER BY c.position, c.id LIMIT ?",
+            [cid, file_id, after, limit],
+        )
+        return list(rows)
+
+    def chunk_ids_of_files(self, cid: str, file_ids: Iterable[str]) -> set[int]:
+        return {
+            int(r[0])
+            for r in self.conn.execute(
+                "SELECT chunk_id FROM chunk_refs WHERE collection_id = ? AND file_id IN "
+                "(SELECT value FROM json_each(?))",
+                (cid, json.dumps(list(file_ids))),
+            )
+        }
+
+    def vectors(self, cid: str, ids: Iterable[int] | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(ids, vectors) of a collection, or of the given chunk ids: what the FAISS index
+        is built (or repaired) from."""
         col = self.collection(cid)
         dims = int(col["dimensions"]) if col else 0
-        ids: list[int] = []
+        out_ids: list[int] = []
         blobs: list[bytes] = []
-        for chunk_id, blob in self.conn.execute(
-            "SELECT id, embedding FROM chunks WHERE collection_id = ? ORDER BY id", (cid,)
-        ):
-            ids.append(chunk_id)
+        if ids is None:
+            cursor = self.conn.execute(
+                "SELECT id, embedding FROM chunks WHERE collection_id = ? ORDER BY id", (cid,)
+            )
+        else:
+            cursor = self.conn.execute(
+                "SELECT id, embedding FROM chunks WHERE collection_id = ? AND id IN "
+                "(SELECT value FROM json_each(?)) ORDER BY id",
+                (cid, json.dumps(sorted(ids))),
+            )
+        for chunk_id, blob in cursor:
+            out_ids.append(chunk_id)
             blobs.append(blob)
-        if not ids:
+        if not out_ids:
             return np.zeros(0, np.int64), np.zeros((0, dims), np.float32)
-        mat = np.frombuffer(b"".join(blobs), dtype="<f4").reshape(len(ids), dims)
-        return np.asarray(ids, dtype=np.int64), mat
+        mat = np.frombuffer(b"".join(blobs), dtype="<f4").reshape(len(out_ids), dims)
+        return np.asarray(out_ids, dtype=np.int64), mat
 
     def chunk_ids(self, cid: str) -> set[int]:
         return {
@@ -394,23 +756,85 @@ class KnowledgeStore:
             ).fetchone()[0]
         )
 
+    def stage_embeddings(self, job_id: str, rows: list[tuple[int, np.ndarray]]) -> None:
+        with self._lock:
+            self.conn.execute("BEGIN IMMEDIATE")
+            try:
+                self.conn.executemany(
+                    "INSERT OR REPLACE INTO reembed_staging VALUES (?, ?, ?)",
+                    [(job_id, i, np.asarray(v, dtype="<f4").tobytes()) for i, v in rows],
+                )
+                self.conn.execute("COMMIT")
+            except BaseException:
+                self.conn.execute("ROLLBACK")
+                raise
+
+    def unstaged_chunks(self, cid: str, job_id: str, limit: int) -> list[tuple[int, str]]:
+        return [
+            (int(i), t)
+            for i, t in self.conn.execute(
+                "SELECT id, text FROM chunks WHERE collection_id = ? AND id NOT IN "
+                "(SELECT chunk_id FROM reembed_staging WHERE job_id = ?) ORDER BY id LIMIT ?",
+                (cid, job_id, limit),
+            )
+        ]
+
+    def staged_count(self, job_id: str) -> int:
+        return int(
+            self.conn.execute(
+                "SELECT count(*) FROM reembed_staging WHERE job_id = ?", (job_id,)
+            ).fetchone()[0]
+        )
+
+    def swap_staged(self, cid: str, job_id: str, model: str, dimensions: int) -> None:
+        """Move a finished re-embed into place in one transaction."""
+        with self._lock:
+            self.conn.execute("BEGIN IMMEDIATE")
+            try:
+                self.conn.execute(
+                    "UPDATE chunks SET embedding = (SELECT s.embedding FROM reembed_staging s "
+                    "WHERE s.job_id = ? AND s.chunk_id = chunks.id) WHERE collection_id = ? "
+                    "AND id IN (SELECT chunk_id FROM reembed_staging WHERE job_id = ?)",
+                    (job_id, cid, job_id),
+                )
+                self.conn.execute(
+                    "UPDATE collections SET embedding_model = ?, dimensions = ? WHERE id = ?",
+                    (model, dimensions, cid),
+                )
+                self.conn.execute("DELETE FROM reembed_staging WHERE job_id = ?", (job_id,))
+                self.conn.execute("COMMIT")
+            except BaseException:
+                self.conn.execute("ROLLBACK")
+                raise
+
+    def drop_staging(self, job_id: str) -> None:
+        with self._lock:
+            self.conn.execute("DELETE FROM reembed_staging WHERE job_id = ?", (job_id,))
+
     # -- keyword search ------------------------------------------------------------------
 
-    def keyword_search(self, cid: str, query: str, k: int) -> list[tuple[int, float]]:
-        """BM25 over words and, for CJK text, over character bigrams.
+    def keyword_search(
+        self, cid: str, query: str, k: int, *, allowed: set[int] | None = None
+    ) -> list[tuple[int, float]]:
+        """BM25 over words and, for CJK text, over character bigrams; ``allowed`` limits
+        the chunks considered (a filter).
 
         Returns (chunk id, score) with higher = better."""
+        if allowed is not None and not allowed:
+            return []
         tokens = _TOKEN.findall(query)
         words = [w for w in tokens if w.lower() not in STOPWORDS] or tokens
         if not words:
             return []
+        only = "" if allowed is None else " AND c.id IN (SELECT value FROM json_each(?))"
+        extra: tuple[Any, ...] = () if allowed is None else (json.dumps(sorted(allowed)),)
         results: dict[int, float] = {}
         word_match = " OR ".join('"' + w.replace('"', '""') + '"' for w in words)
         for chunk_id, rank in self.conn.execute(
             "SELECT c.id, bm25(chunks_fts) FROM chunks_fts "
             "JOIN chunks c ON c.id = chunks_fts.rowid WHERE chunks_fts MATCH ? "
-            "AND c.collection_id = ? ORDER BY bm25(chunks_fts) LIMIT ?",
-            (word_match, cid, k),
+            f"AND c.collection_id = ?{only} ORDER BY bm25(chunks_fts) LIMIT ?",
+            (word_match, cid, *extra, k),
         ):
             results[int(chunk_id)] = -float(rank)
         grams = cjk_bigrams(query).split()
@@ -419,8 +843,8 @@ class KnowledgeStore:
             for chunk_id, rank in self.conn.execute(
                 "SELECT c.id, bm25(chunks_cjk) FROM chunks_cjk "
                 "JOIN chunks c ON c.id = chunks_cjk.rowid WHERE chunks_cjk MATCH ? "
-                "AND c.collection_id = ? ORDER BY bm25(chunks_cjk) LIMIT ?",
-                (cjk_match, cid, k),
+                f"AND c.collection_id = ?{only} ORDER BY bm25(chunks_cjk) LIMIT ?",
+                (cjk_match, cid, *extra, k),
             ):
                 cid_ = int(chunk_id)
                 results[cid_] = max(results.get(cid_, float("-inf")), -float(rank))
@@ -434,6 +858,16 @@ def cjk_bigrams(text: str) -> str:
     for run in _CJK_RUN.findall(text):
         grams.extend([run] if len(run) == 1 else [run[i : i + 2] for i in range(len(run) - 1)])
     return " ".join(grams)
+
+
+def _decode_vsf(row: dict[str, Any]) -> dict[str, Any]:
+    return {
+        **row,
+        "attributes": json.loads(row["attributes"] or "{}"),
+        "chunking_strategy": json.loads(row["chunking_strategy"] or "{}"),
+        "last_error": json.loads(row["last_error"]) if row["last_error"] else None,
+        "options": json.loads(row.get("options") or "{}"),
+    }
 
 
 def _statements(script: str) -> list[str]:

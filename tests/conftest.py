@@ -8,6 +8,7 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -41,6 +42,7 @@ def fake_settings(**overrides: Any) -> Settings:
         ),
         "load_in_background": False,
         "log_json": False,
+        "data_dir": tempfile.mkdtemp(prefix="rwkv-rag-test-"),
     }
     base.update(overrides)
     return Settings(**base)

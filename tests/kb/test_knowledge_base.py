@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -12,7 +13,6 @@ from engines.base import ModelInfo, Tokenizer
 from engines.bge import BGEEmbedder
 from engines.errors import InvalidRequestError, NotFoundError
 from engines.paths import resolve_model_path
-from kb.chunking import ChunkingStrategy
 from kb.service import KnowledgeBase
 
 
@@ -51,13 +51,20 @@ MANUAL = {
 }
 
 
+SMALL = {"type": "static", "static": {"max_chunk_size_tokens": 100, "chunk_overlap_tokens": 20}}
+
+
+async def _search(base: KnowledgeBase, cid: str, q: str, k: int = 10, **kw: Any) -> list[Any]:
+    return (await base.search(cid, q, k, **kw)).results
+
+
 @pytest.fixture
 async def kb(tmp_path: Path, provider: MiniLMProvider) -> AsyncIterator[tuple[KnowledgeBase, str]]:
     base = KnowledgeBase(tmp_path, provider)
     cid = base.create_collection("manuals", "minilm")
     for name, text in MANUAL.items():
         await base.add_text(
-            cid, name, text, strategy=ChunkingStrategy(100, 20), attributes={"source": name}
+            cid, text, title=name, chunking_strategy=SMALL, attributes={"source": name}
         )
     yield base, cid
     base.close()
@@ -65,29 +72,31 @@ async def kb(tmp_path: Path, provider: MiniLMProvider) -> AsyncIterator[tuple[Kn
 
 async def test_paraphrased_question_finds_the_right_manual(kb: tuple[KnowledgeBase, str]) -> None:
     base, cid = kb
-    hits = await base.search(cid, "How long until my money comes back?", 2)
-    assert hits[0].file_id == "billing.md"
-    hits = await base.search(cid, "restart the pump", 1, mode="dense")
-    assert hits[0].file_id == "pump.md" and hits[0].attributes == {"source": "pump.md"}
+    hits = await _search(base, cid, "How long until my money comes back?", 2)
+    assert hits[0].filename == "billing.md"
+    hits = await _search(base, cid, "restart the pump", 1, mode="dense")
+    assert hits[0].filename == "pump.md" and hits[0].attributes == {"source": "pump.md"}
 
 
 async def test_chinese_question_is_carried_by_keywords(kb: tuple[KnowledgeBase, str]) -> None:
     base, cid = kb
-    hits = await base.search(cid, "退款要多久", 1)
-    assert hits[0].file_id == "zh.md" and hits[0].keyword_rank == 1
+    hits = await _search(base, cid, "退款要多久", 1)
+    assert hits[0].filename == "zh.md" and hits[0].keyword_rank == 1
 
 
 async def test_reingest_is_a_noop_and_delete_removes_everywhere(
     kb: tuple[KnowledgeBase, str],
 ) -> None:
     base, cid = kb
-    assert (
-        await base.add_text(cid, "pump.md", MANUAL["pump.md"], strategy=ChunkingStrategy(100, 20))
-        == 0
-    )
-    assert await base.delete_file(cid, "pump.md") == 1
-    hits = await base.search(cid, "reset the water pump red button", 5)
-    assert all(h.file_id != "pump.md" for h in hits)
+    before = base.store.count(cid)
+    again = await base.add_text(cid, MANUAL["pump.md"], title="pump.md", chunking_strategy=SMALL)
+    assert again["status"] == "completed" and base.store.count(cid) == before
+    # Two files own the chunk now; it goes only with the last of them.
+    pump = [r for r in base.store.store_files(cid) if r["attributes"].get("source") == "pump.md"]
+    assert await base.detach(cid, pump[0]["file_id"]) == 0
+    assert await base.detach(cid, again["file_id"]) == 1
+    hits = await _search(base, cid, "reset the water pump red button", 5)
+    assert all(h.filename != "pump.md" for h in hits)
     ids, _ = base.store.vectors(cid)
     assert base.index(cid).ids() == set(ids.tolist())
 
@@ -96,11 +105,11 @@ async def test_index_persists_and_is_rebuilt_when_missing_or_stale(
     tmp_path: Path, kb: tuple[KnowledgeBase, str], provider: MiniLMProvider
 ) -> None:
     base, cid = kb
-    expected = [h.chunk_id for h in await base.search(cid, "museum tickets", 3)]
+    expected = [h.chunk_id for h in await _search(base, cid, "museum tickets", 3)]
     base.close()
     reopened = KnowledgeBase(tmp_path, provider)
-    assert [h.chunk_id for h in await reopened.search(cid, "museum tickets", 3)] == expected
-    # A stale index (missing a chunk SQLite has) is detected and rebuilt.
+    assert [h.chunk_id for h in await _search(reopened, cid, "museum tickets", 3)] == expected
+    # A stale index (missing a chunk SQLite has) is detected and repaired.
     path = tmp_path / "indexes" / f"{cid}.faiss"
     stale = reopened.index(cid)
     stale.remove([expected[0]])
@@ -110,7 +119,7 @@ async def test_index_persists_and_is_rebuilt_when_missing_or_stale(
     assert expected[0] in again.index(cid).ids()
     path.unlink()
     again._indexes.clear()
-    assert [h.chunk_id for h in await again.search(cid, "museum tickets", 3)] == expected
+    assert [h.chunk_id for h in await _search(again, cid, "museum tickets", 3)] == expected
     again.close()
 
 

@@ -12,7 +12,7 @@ from engines.fake import FakeEmbedder
 from kb.chunking import ChunkingStrategy, chunk_text
 from kb.index import VectorIndex
 from kb.search import hybrid_search, rrf
-from kb.store import ChunkRecord, KnowledgeStore
+from kb.store import MIGRATIONS, ChunkRecord, KnowledgeStore
 
 EMB = FakeEmbedder(ModelInfo("fake", "embedding", "fake"), {"dimensions": 64})
 
@@ -145,5 +145,5 @@ def test_migrations_are_applied_once(tmp_path: Path) -> None:
     KnowledgeStore(path).close()
     store = KnowledgeStore(path)
     rows = list(store.conn.execute("SELECT id FROM _migrations"))
-    assert rows == [(1,)]
+    assert rows == [(n,) for n in range(1, len(MIGRATIONS) + 1)]
     assert store.conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
