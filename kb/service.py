@@ -582,12 +582,7 @@ class KnowledgeBase:
         self.store.set_batch_status(batch_id, "cancelled")
 
     def _open_batches(self) -> list[tuple[str, str]]:
-        return [
-            (r["collection_id"], r["id"])
-            for r in self.store.db.query(
-                "SELECT id, collection_id FROM file_batches WHERE status = 'in_progress'"
-            )
-        ]
+        return [(r["collection_id"], r["id"]) for r in self.store.open_batches()]
 
     def _refresh_batch(self, cid: str, batch_id: str | None) -> None:
         if not batch_id:

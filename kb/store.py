@@ -306,7 +306,30 @@ class KnowledgeStore:
         self.conn = conn
         self.db = sqlite_utils.Database(conn)
         self._lock = threading.RLock()
+        self._local = threading.local()
+        self._readers: list[sqlite3.Connection] = []
         self._migrate()
+
+    # The writer connection above is used only under ``_lock``; reads go through one
+    # connection per thread, so searches run concurrently with an ingestion's write
+    # transaction (WAL) and never see a half-written batch.
+    def _read(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None)
+            conn.execute("PRAGMA query_only=ON")
+            self._local.conn = conn
+            with self._lock:
+                self._readers.append(conn)
+        return conn
+
+    def _rows(self, sql: str, args: Iterable[Any] = ()) -> list[dict[str, Any]]:
+        cur = self._read().execute(sql, tuple(args))
+        cols = [d[0] for d in cur.description]
+        return [dict(zip(cols, r, strict=True)) for r in cur.fetchall()]
+
+    def open_batches(self) -> list[dict[str, Any]]:
+        return self._rows("SELECT * FROM file_batches WHERE status = 'in_progress'")
 
     def _migrate(self) -> None:
         with self._lock:
@@ -331,7 +354,12 @@ class KnowledgeStore:
                     raise
 
     def close(self) -> None:
-        self.conn.close()
+        with self._lock:
+            for reader in self._readers:
+                reader.close()
+            self._readers.clear()
+            self.conn.close()
+        self._local = threading.local()
 
     # -- collections ---------------------------------------------------------------------
 
@@ -356,7 +384,7 @@ class KnowledgeStore:
             )
 
     def collection(self, cid: str) -> dict[str, Any] | None:
-        rows = list(self.db.query("SELECT * FROM collections WHERE id = ?", [cid]))
+        rows = list(self._rows("SELECT * FROM collections WHERE id = ?", [cid]))
         return rows[0] if rows else None
 
     def delete_collection(self, cid: str) -> None:
@@ -373,17 +401,17 @@ class KnowledgeStore:
             self.db.table("files").insert(row)
 
     def file(self, file_id: str) -> dict[str, Any] | None:
-        rows = list(self.db.query("SELECT * FROM files WHERE id = ?", [file_id]))
+        rows = list(self._rows("SELECT * FROM files WHERE id = ?", [file_id]))
         return rows[0] if rows else None
 
     def list_files(self, purpose: str | None = None) -> list[dict[str, Any]]:
         if purpose:
             return list(
-                self.db.query(
+                self._rows(
                     "SELECT * FROM files WHERE purpose = ? ORDER BY created_at, rowid", [purpose]
                 )
             )
-        return list(self.db.query("SELECT * FROM files ORDER BY created_at, rowid"))
+        return list(self._rows("SELECT * FROM files ORDER BY created_at, rowid"))
 
     def delete_file(self, file_id: str) -> None:
         with self._lock:
@@ -392,13 +420,13 @@ class KnowledgeStore:
     def stores_with_file(self, file_id: str) -> list[str]:
         return [
             r[0]
-            for r in self.conn.execute(
+            for r in self._read().execute(
                 "SELECT collection_id FROM vector_store_files WHERE file_id = ?", (file_id,)
             )
         ]
 
     def list_collections(self) -> list[dict[str, Any]]:
-        return list(self.db.query("SELECT * FROM collections ORDER BY created_at, rowid"))
+        return list(self._rows("SELECT * FROM collections ORDER BY created_at, rowid"))
 
     def update_collection(self, cid: str, **fields: Any) -> None:
         if not fields:
@@ -441,7 +469,7 @@ class KnowledgeStore:
 
     def store_file(self, cid: str, file_id: str) -> dict[str, Any] | None:
         rows = list(
-            self.db.query(
+            self._rows(
                 "SELECT * FROM vector_store_files WHERE collection_id = ? AND file_id = ?",
                 [cid, file_id],
             )
@@ -459,12 +487,12 @@ class KnowledgeStore:
         if batch_id:
             sql += " AND batch_id = ?"
             args.append(batch_id)
-        return [_decode_vsf(r) for r in self.db.query(sql + " ORDER BY created_at, rowid", args)]
+        return [_decode_vsf(r) for r in self._rows(sql + " ORDER BY created_at, rowid", args)]
 
     def pending_files(self) -> list[dict[str, Any]]:
         return [
             _decode_vsf(r)
-            for r in self.db.query(
+            for r in self._rows(
                 "SELECT * FROM vector_store_files WHERE status = 'in_progress' "
                 "ORDER BY created_at, rowid"
             )
@@ -496,24 +524,32 @@ class KnowledgeStore:
         if batch_id:
             sql += " AND batch_id = ?"
             args.append(batch_id)
-        for status, n in self.conn.execute(sql + " GROUP BY status", args):
+        for status, n in self._read().execute(sql + " GROUP BY status", args):
             counts[status] = int(n)
         counts["total"] = sum(counts.values())
         return counts
 
     def usage_bytes(self, cid: str) -> int:
-        row = self.conn.execute(
-            "SELECT coalesce(sum(usage_bytes), 0) FROM vector_store_files WHERE collection_id = ?",
-            (cid,),
-        ).fetchone()
+        row = (
+            self._read()
+            .execute(
+                "SELECT coalesce(sum(usage_bytes), 0) FROM vector_store_files WHERE collection_id = ?",
+                (cid,),
+            )
+            .fetchone()
+        )
         return int(row[0])
 
     def file_usage_bytes(self, cid: str, file_id: str) -> int:
-        row = self.conn.execute(
-            "SELECT coalesce(sum(length(CAST(c.text AS BLOB))), 0) FROM chunk_refs r "
-            "JOIN chunks c ON c.id = r.chunk_id WHERE r.collection_id = ? AND r.file_id = ?",
-            (cid, file_id),
-        ).fetchone()
+        row = (
+            self._read()
+            .execute(
+                "SELECT coalesce(sum(length(CAST(c.text AS BLOB))), 0) FROM chunk_refs r "
+                "JOIN chunks c ON c.id = r.chunk_id WHERE r.collection_id = ? AND r.file_id = ?",
+                (cid, file_id),
+            )
+            .fetchone()
+        )
         return int(row[0])
 
     def add_batch(self, batch_id: str, cid: str) -> None:
@@ -528,7 +564,7 @@ class KnowledgeStore:
             )
 
     def batch(self, batch_id: str) -> dict[str, Any] | None:
-        rows = list(self.db.query("SELECT * FROM file_batches WHERE id = ?", [batch_id]))
+        rows = list(self._rows("SELECT * FROM file_batches WHERE id = ?", [batch_id]))
         return rows[0] if rows else None
 
     def set_batch_status(self, batch_id: str, status: str) -> None:
@@ -551,7 +587,7 @@ class KnowledgeStore:
             )
 
     def job(self, job_id: str) -> dict[str, Any] | None:
-        rows = list(self.db.query("SELECT * FROM jobs WHERE id = ?", [job_id]))
+        rows = list(self._rows("SELECT * FROM jobs WHERE id = ?", [job_id]))
         if not rows:
             return None
         return {**rows[0], "params": json.loads(rows[0]["params"])}
@@ -560,7 +596,7 @@ class KnowledgeStore:
         sql = "SELECT * FROM jobs" + (" WHERE status = ?" if status else "") + " ORDER BY rowid"
         return [
             {**r, "params": json.loads(r["params"])}
-            for r in self.db.query(sql, [status] if status else [])
+            for r in self._rows(sql, [status] if status else [])
         ]
 
     def update_job(self, job_id: str, **fields: Any) -> None:
@@ -629,7 +665,7 @@ class KnowledgeStore:
         """Which of ``hashes`` the collection already holds (to skip embedding them)."""
         if not hashes:
             return set()
-        rows = self.conn.execute(
+        rows = self._read().execute(
             "SELECT content_hash FROM chunks WHERE collection_id = ? AND content_hash IN "
             "(SELECT value FROM json_each(?))",
             (cid, json.dumps(hashes)),
@@ -679,7 +715,7 @@ class KnowledgeStore:
         ids = list(ids)
         if not ids:
             return {}
-        rows = self.db.query(
+        rows = self._rows(
             "SELECT id, collection_id, file_id, position, text, token_count, page, sheet, row, "
             "attributes FROM chunks WHERE id IN (SELECT value FROM json_each(?))",
             [json.dumps(ids)],
@@ -688,7 +724,7 @@ class KnowledgeStore:
 
     def chunk_owners(self, ids: Iterable[int]) -> dict[int, list[str]]:
         out: dict[int, list[str]] = {}
-        for chunk_id, file_id in self.conn.execute(
+        for chunk_id, file_id in self._read().execute(
             "SELECT chunk_id, file_id FROM chunk_refs WHERE chunk_id IN "
             "(SELECT value FROM json_each(?)) ORDER BY rowid",
             (json.dumps(list(ids)),),
@@ -700,7 +736,7 @@ class KnowledgeStore:
         self, cid: str, file_id: str, *, after: int = -1, limit: int = 100
     ) -> list[dict[str, Any]]:
         """A file's chunks in reading order (position), paged by position."""
-        rows = self.db.query(
+        rows = self._rows(
             "SELECT c.id, c.position, c.text, c.token_count, c.page, c.sheet, c.row "
             "FROM chunk_refs r JOIN chunks c ON c.id = r.chunk_id "
             "WHERE r.collection_id = ? AND r.file_id = ? AND c.position > ? "
@@ -712,7 +748,7 @@ class KnowledgeStore:
     def chunk_ids_of_files(self, cid: str, file_ids: Iterable[str]) -> set[int]:
         return {
             int(r[0])
-            for r in self.conn.execute(
+            for r in self._read().execute(
                 "SELECT chunk_id FROM chunk_refs WHERE collection_id = ? AND file_id IN "
                 "(SELECT value FROM json_each(?))",
                 (cid, json.dumps(list(file_ids))),
@@ -727,11 +763,11 @@ class KnowledgeStore:
         out_ids: list[int] = []
         blobs: list[bytes] = []
         if ids is None:
-            cursor = self.conn.execute(
+            cursor = self._read().execute(
                 "SELECT id, embedding FROM chunks WHERE collection_id = ? ORDER BY id", (cid,)
             )
         else:
-            cursor = self.conn.execute(
+            cursor = self._read().execute(
                 "SELECT id, embedding FROM chunks WHERE collection_id = ? AND id IN "
                 "(SELECT value FROM json_each(?)) ORDER BY id",
                 (cid, json.dumps(sorted(ids))),
@@ -746,14 +782,15 @@ class KnowledgeStore:
 
     def chunk_ids(self, cid: str) -> set[int]:
         return {
-            r[0] for r in self.conn.execute("SELECT id FROM chunks WHERE collection_id = ?", (cid,))
+            r[0]
+            for r in self._read().execute("SELECT id FROM chunks WHERE collection_id = ?", (cid,))
         }
 
     def count(self, cid: str) -> int:
         return int(
-            self.conn.execute(
-                "SELECT count(*) FROM chunks WHERE collection_id = ?", (cid,)
-            ).fetchone()[0]
+            self._read()
+            .execute("SELECT count(*) FROM chunks WHERE collection_id = ?", (cid,))
+            .fetchone()[0]
         )
 
     def stage_embeddings(self, job_id: str, rows: list[tuple[int, np.ndarray]]) -> None:
@@ -772,7 +809,7 @@ class KnowledgeStore:
     def unstaged_chunks(self, cid: str, job_id: str, limit: int) -> list[tuple[int, str]]:
         return [
             (int(i), t)
-            for i, t in self.conn.execute(
+            for i, t in self._read().execute(
                 "SELECT id, text FROM chunks WHERE collection_id = ? AND id NOT IN "
                 "(SELECT chunk_id FROM reembed_staging WHERE job_id = ?) ORDER BY id LIMIT ?",
                 (cid, job_id, limit),
@@ -781,9 +818,9 @@ class KnowledgeStore:
 
     def staged_count(self, job_id: str) -> int:
         return int(
-            self.conn.execute(
-                "SELECT count(*) FROM reembed_staging WHERE job_id = ?", (job_id,)
-            ).fetchone()[0]
+            self._read()
+            .execute("SELECT count(*) FROM reembed_staging WHERE job_id = ?", (job_id,))
+            .fetchone()[0]
         )
 
     def swap_staged(self, cid: str, job_id: str, model: str, dimensions: int) -> None:
@@ -830,7 +867,7 @@ class KnowledgeStore:
         extra: tuple[Any, ...] = () if allowed is None else (json.dumps(sorted(allowed)),)
         results: dict[int, float] = {}
         word_match = " OR ".join('"' + w.replace('"', '""') + '"' for w in words)
-        for chunk_id, rank in self.conn.execute(
+        for chunk_id, rank in self._read().execute(
             "SELECT c.id, bm25(chunks_fts) FROM chunks_fts "
             "JOIN chunks c ON c.id = chunks_fts.rowid WHERE chunks_fts MATCH ? "
             f"AND c.collection_id = ?{only} ORDER BY bm25(chunks_fts) LIMIT ?",
@@ -840,7 +877,7 @@ class KnowledgeStore:
         grams = cjk_bigrams(query).split()
         if grams:
             cjk_match = " OR ".join('"' + g + '"' for g in dict.fromkeys(grams))
-            for chunk_id, rank in self.conn.execute(
+            for chunk_id, rank in self._read().execute(
                 "SELECT c.id, bm25(chunks_cjk) FROM chunks_cjk "
                 "JOIN chunks c ON c.id = chunks_cjk.rowid WHERE chunks_cjk MATCH ? "
                 f"AND c.collection_id = ?{only} ORDER BY bm25(chunks_cjk) LIMIT ?",

@@ -11,9 +11,11 @@ from pypdf import PdfReader, PdfWriter
 
 
 def _pdf_string(text: str) -> bytes:
-    return b"(" + text.replace("\\", "\\\\").replace("(", "\\(").replace(")", "\\)").encode(
-        "latin-1"
-    ) + b")"
+    return (
+        b"("
+        + text.replace("\\", "\\\\").replace("(", "\\(").replace(")", "\\)").encode("latin-1")
+        + b")"
+    )
 
 
 def make_pdf(pages: list[list[str]], *, chinese: bool = False, title: str | None = None) -> bytes:
@@ -67,7 +69,10 @@ def make_pdf(pages: list[list[str]], *, chinese: bool = False, title: str | None
             )
         )
     kids = b" ".join(str(p).encode() + b" 0 R" for p in page_ids)
-    assert add(b"<< /Type /Pages /Kids [" + kids + b"] /Count " + str(len(pages)).encode() + b" >>") == pages_id
+    assert (
+        add(b"<< /Type /Pages /Kids [" + kids + b"] /Count " + str(len(pages)).encode() + b" >>")
+        == pages_id
+    )
     catalog = add(b"<< /Type /Catalog /Pages " + str(pages_id).encode() + b" 0 R >>")
     info = add(b"<< /Title " + _pdf_string(title) + b" >>") if title else None
     out = io.BytesIO()
@@ -80,7 +85,9 @@ def make_pdf(pages: list[list[str]], *, chinese: bool = False, title: str | None
     out.write(b"xref\n0 " + str(len(objects) + 1).encode() + b"\n0000000000 65535 f \n")
     for off in offsets:
         out.write(f"{off:010d} 00000 n \n".encode())
-    trailer = b"<< /Size " + str(len(objects) + 1).encode() + b" /Root " + str(catalog).encode() + b" 0 R"
+    trailer = (
+        b"<< /Size " + str(len(objects) + 1).encode() + b" /Root " + str(catalog).encode() + b" 0 R"
+    )
     if info:
         trailer += b" /Info " + str(info).encode() + b" 0 R"
     out.write(b"trailer\n" + trailer + b" >>\nstartxref\n" + str(xref).encode() + b"\n%%EOF\n")

@@ -27,7 +27,9 @@ async def sdk(tmp_path: Path) -> AsyncIterator[tuple[openai.AsyncOpenAI, httpx.A
     app = create_app(fake_settings(data_dir=str(tmp_path)))
     async with asgi_client(app) as http:
         yield (
-            openai.AsyncOpenAI(api_key="x", base_url="http://testserver.local/v1", http_client=http),
+            openai.AsyncOpenAI(
+                api_key="x", base_url="http://testserver.local/v1", http_client=http
+            ),
             http,
         )
 
@@ -58,9 +60,7 @@ async def test_files_api_roundtrip(sdk: Any) -> None:
 
 
 async def test_upload_over_the_limit_is_413_and_keeps_nothing(tmp_path: Path) -> None:
-    app = create_app(
-        fake_settings(data_dir=str(tmp_path), knowledge={"max_upload_bytes": 4096})
-    )
+    app = create_app(fake_settings(data_dir=str(tmp_path), knowledge={"max_upload_bytes": 4096}))
     async with asgi_client(app) as http:
         r = await http.post(
             "/v1/files", files={"file": ("big.txt", b"x" * 10_000)}, data={"purpose": "assistants"}
@@ -105,38 +105,72 @@ async def test_filters_paging_and_attributes(sdk: Any) -> None:
             file_id=fid,
             attributes={"year": 2020 + i, "kind": name.split(".")[1], "public": i != 1},
         )
+
     async def names(filters: dict[str, Any]) -> set[str]:
         page = await client.vector_stores.search(
-            vs.id, query="pump invoices museum", filters=filters, max_num_results=10  # type: ignore[arg-type]
+            vs.id,
+            query="pump invoices museum",
+            filters=filters,
+            max_num_results=10,  # type: ignore[arg-type]
         )
         return {d.filename for d in page.data}
 
     assert await names({"type": "eq", "key": "kind", "value": "md"}) == {"pump.md"}
-    assert await names({"type": "ne", "key": "kind", "value": "md"}) == {"billing.txt", "museum.txt"}
-    assert await names({"type": "gte", "key": "year", "value": 2021}) == {"billing.txt", "museum.txt"}
+    assert await names({"type": "ne", "key": "kind", "value": "md"}) == {
+        "billing.txt",
+        "museum.txt",
+    }
+    assert await names({"type": "gte", "key": "year", "value": 2021}) == {
+        "billing.txt",
+        "museum.txt",
+    }
     assert await names({"type": "lt", "key": "year", "value": 2021}) == {"pump.md"}
-    assert await names({"type": "in", "key": "year", "value": [2020, 2022]}) == {"pump.md", "museum.txt"}
+    assert await names({"type": "in", "key": "year", "value": [2020, 2022]}) == {
+        "pump.md",
+        "museum.txt",
+    }
     assert await names({"type": "nin", "key": "year", "value": [2020, 2022]}) == {"billing.txt"}
     assert await names(
-        {"type": "and", "filters": [{"type": "eq", "key": "public", "value": True}, {"type": "gt", "key": "year", "value": 2020}]}
+        {
+            "type": "and",
+            "filters": [
+                {"type": "eq", "key": "public", "value": True},
+                {"type": "gt", "key": "year", "value": 2020},
+            ],
+        }
     ) == {"museum.txt"}
     assert await names(
-        {"type": "or", "filters": [{"type": "eq", "key": "kind", "value": "md"}, {"type": "eq", "key": "year", "value": 2021}]}
+        {
+            "type": "or",
+            "filters": [
+                {"type": "eq", "key": "kind", "value": "md"},
+                {"type": "eq", "key": "year", "value": 2021},
+            ],
+        }
     ) == {"pump.md", "billing.txt"}
-    r = await http.post(f"/v1/vector_stores/{vs.id}/search", json={"query": "x", "filters": {"type": "like", "key": "a", "value": 1}})
+    r = await http.post(
+        f"/v1/vector_stores/{vs.id}/search",
+        json={"query": "x", "filters": {"type": "like", "key": "a", "value": 1}},
+    )
     assert r.status_code == 400 and r.json()["error"]["param"] == "filters"
-    r = await http.post(f"/v1/vector_stores/{vs.id}/search", json={"query": "x", "max_num_results": 51})
+    r = await http.post(
+        f"/v1/vector_stores/{vs.id}/search", json={"query": "x", "max_num_results": 51}
+    )
     assert r.status_code == 400 and r.json()["error"]["param"] == "max_num_results"
 
     # Paging over store files: asc, limit 2, after.
     first = await client.vector_stores.files.list(vs.id, limit=2, order="asc")
     assert [f.id for f in first.data] == [ids["pump.md"], ids["billing.txt"]] and first.has_more
-    rest = await client.vector_stores.files.list(vs.id, limit=2, order="asc", after=first.data[-1].id)
+    rest = await client.vector_stores.files.list(
+        vs.id, limit=2, order="asc", after=first.data[-1].id
+    )
     assert [f.id for f in rest.data] == [ids["museum.txt"]] and not rest.has_more
     every = [f.id async for f in client.vector_stores.files.list(vs.id, limit=1)]
     assert every == [ids["museum.txt"], ids["billing.txt"], ids["pump.md"]]
     # Attributes can be updated and take effect in filters.
-    await client.vector_stores.files.update(file_id=ids["pump.md"], vector_store_id=vs.id, attributes={"kind": "txt"})
+    await client.vector_stores.files.update(
+        file_id=ids["pump.md"], vector_store_id=vs.id, attributes={"kind": "txt"}
+    )
     assert await names({"type": "eq", "key": "kind", "value": "md"}) == set()
 
 
@@ -149,7 +183,9 @@ async def test_vector_store_paging_update_delete(sdk: Any) -> None:
     assert [v.id for v in before.data] == made[1:3]
     every = [v.id async for v in client.vector_stores.list(limit=2, order="asc")]
     assert every == made
-    upd = await client.vector_stores.update(made[0], name="renamed", expires_after={"anchor": "last_active_at", "days": 2})
+    upd = await client.vector_stores.update(
+        made[0], name="renamed", expires_after={"anchor": "last_active_at", "days": 2}
+    )
     assert upd.name == "renamed" and upd.expires_at == upd.last_active_at + 2 * 86400
     d = await client.vector_stores.delete(made[0])
     assert d.deleted
@@ -161,9 +197,13 @@ async def test_dedupe_and_delete_removes_chunks_everywhere(sdk: Any) -> None:
     client, http = sdk
     vs = await client.vector_stores.create(name="d")
     text = "The lighthouse keeper logs the fog horn every evening."
-    a = await client.vector_stores.files.upload_and_poll(vector_store_id=vs.id, file=("a.txt", io.BytesIO(text.encode())))
+    a = await client.vector_stores.files.upload_and_poll(
+        vector_store_id=vs.id, file=("a.txt", io.BytesIO(text.encode()))
+    )
     # Same content again under another name: no new chunks.
-    b = await client.vector_stores.files.upload_and_poll(vector_store_id=vs.id, file=("b.txt", io.BytesIO(text.encode())))
+    b = await client.vector_stores.files.upload_and_poll(
+        vector_store_id=vs.id, file=("b.txt", io.BytesIO(text.encode()))
+    )
     info = (await http.get(f"/v1/vector_stores/{vs.id}")).json()
     assert info["chunk_count"] == 1 and info["file_counts"]["completed"] == 2
     # Attaching the same file again is a no-op.
@@ -176,7 +216,9 @@ async def test_dedupe_and_delete_removes_chunks_everywhere(sdk: Any) -> None:
     # Deleting the last owner removes it from FTS (keyword) and FAISS (dense) alike.
     await client.files.delete(b.id)
     for ranker in ("auto", "none"):
-        page = await client.vector_stores.search(vs.id, query="lighthouse fog horn", ranking_options={"ranker": ranker})  # type: ignore[typeddict-item]
+        page = await client.vector_stores.search(
+            vs.id, query="lighthouse fog horn", ranking_options={"ranker": ranker}
+        )  # type: ignore[typeddict-item]
         assert page.data == []
     info = (await http.get(f"/v1/vector_stores/{vs.id}")).json()
     assert info["chunk_count"] == 0 and info["file_counts"]["total"] == 0
@@ -189,45 +231,89 @@ async def test_file_batches_and_chunks_listing(sdk: Any) -> None:
     vs = await client.vector_stores.create(name="b")
     fids = [await _upload(client, n, t) for n, t in DOCS.items()]
     batch = await client.vector_stores.file_batches.create_and_poll(
-        vector_store_id=vs.id, file_ids=fids, attributes={"batch": True}  # type: ignore[call-arg]
+        vector_store_id=vs.id,
+        file_ids=fids,
+        attributes={"batch": True},  # type: ignore[call-arg]
     )
     assert batch.status == "completed" and batch.file_counts.completed == 3
-    files = [f async for f in client.vector_stores.file_batches.list_files(batch_id=batch.id, vector_store_id=vs.id)]
-    assert {f.id for f in files} == set(fids) and all(f.attributes == {"batch": True} for f in files)
+    files = [
+        f
+        async for f in client.vector_stores.file_batches.list_files(
+            batch_id=batch.id, vector_store_id=vs.id
+        )
+    ]
+    assert {f.id for f in files} == set(fids) and all(
+        f.attributes == {"batch": True} for f in files
+    )
     r = await http.get(f"/v1/vector_stores/{vs.id}/files/{fids[0]}/chunks")
     chunks = r.json()["data"]
-    assert chunks and chunks[0]["object"] == "vector_store.file.chunk" and "red button" in chunks[0]["text"]
+    assert (
+        chunks
+        and chunks[0]["object"] == "vector_store.file.chunk"
+        and "red button" in chunks[0]["text"]
+    )
     content = await client.vector_stores.files.content(file_id=fids[1], vector_store_id=vs.id)
     assert "Refunds" in "".join([c.text or "" async for c in content])
 
 
 async def test_loaders_through_the_api(sdk: Any, tmp_path: Path) -> None:
     client, http = sdk
-    vs = await client.vector_stores.create(name="loaders", chunking_strategy={"type": "static", "static": {"max_chunk_size_tokens": 100, "chunk_overlap_tokens": 0}})
-    pdf = make_pdf([["The warranty lasts two years."], ["Returns need the original receipt."], ["Shipping is free above fifty euros."]])
-    ok = await client.vector_stores.files.upload_and_poll(vector_store_id=vs.id, file=("guide.pdf", io.BytesIO(pdf)))
+    vs = await client.vector_stores.create(
+        name="loaders",
+        chunking_strategy={
+            "type": "static",
+            "static": {"max_chunk_size_tokens": 100, "chunk_overlap_tokens": 0},
+        },
+    )
+    pdf = make_pdf(
+        [
+            ["The warranty lasts two years."],
+            ["Returns need the original receipt."],
+            ["Shipping is free above fifty euros."],
+        ]
+    )
+    ok = await client.vector_stores.files.upload_and_poll(
+        vector_store_id=vs.id, file=("guide.pdf", io.BytesIO(pdf))
+    )
     assert ok.status == "completed"
     page = await client.vector_stores.search(vs.id, query="original receipt returns")
     hit = page.data[0]
     assert hit.filename == "guide.pdf" and (hit.model_extra or {})["page"] == 2
-    zh = make_pdf([["退款需要五到七个工作日才能到账。"], ["发票在每月第一个工作日发送。"]], chinese=True)
-    await client.vector_stores.files.upload_and_poll(vector_store_id=vs.id, file=("zh.pdf", io.BytesIO(zh)))
+    zh = make_pdf(
+        [["退款需要五到七个工作日才能到账。"], ["发票在每月第一个工作日发送。"]], chinese=True
+    )
+    await client.vector_stores.files.upload_and_poll(
+        vector_store_id=vs.id, file=("zh.pdf", io.BytesIO(zh))
+    )
     page = await client.vector_stores.search(vs.id, query="发票什么时候发送")
     assert page.data[0].filename == "zh.pdf" and "发票" in page.data[0].content[0].text
-    xlsx = make_xlsx({"Staff": [["Name", "Role"], ["Ada", "Engineer"], ["Bo", "Chef"]], "Prices": [["Item", "Price"], ["Tea", 3.5]]})
-    await client.vector_stores.files.upload_and_poll(vector_store_id=vs.id, file=("book.xlsx", io.BytesIO(xlsx)))
+    xlsx = make_xlsx(
+        {
+            "Staff": [["Name", "Role"], ["Ada", "Engineer"], ["Bo", "Chef"]],
+            "Prices": [["Item", "Price"], ["Tea", 3.5]],
+        }
+    )
+    await client.vector_stores.files.upload_and_poll(
+        vector_store_id=vs.id, file=("book.xlsx", io.BytesIO(xlsx))
+    )
     # (ranker none: the fake reranker scores word overlap, which says nothing here)
-    page = await client.vector_stores.search(vs.id, query="who is the chef", max_num_results=1, ranking_options={"ranker": "none"})
+    page = await client.vector_stores.search(
+        vs.id, query="who is the chef", max_num_results=1, ranking_options={"ranker": "none"}
+    )
     extra = page.data[0].model_extra or {}
     assert "Name: Bo; Role: Chef" in page.data[0].content[0].text
     assert extra["sheet"] == "Staff" and extra["row"] == 3
     html = b"<html><head><title>Pump guide</title><script>var secret=1;</script></head><body><p>Hold the red button to reset.</p></body></html>"
-    await client.vector_stores.files.upload_and_poll(vector_store_id=vs.id, file=("p.html", io.BytesIO(html)))
+    await client.vector_stores.files.upload_and_poll(
+        vector_store_id=vs.id, file=("p.html", io.BytesIO(html))
+    )
     page = await client.vector_stores.search(vs.id, query="red button reset", max_num_results=1)
     assert page.data[0].filename == "p.html" and "secret" not in page.data[0].content[0].text
 
     enc = encrypt_pdf(make_pdf([["classified"]]), "pw")
-    failed = await client.vector_stores.files.upload_and_poll(vector_store_id=vs.id, file=("enc.pdf", io.BytesIO(enc)))
+    failed = await client.vector_stores.files.upload_and_poll(
+        vector_store_id=vs.id, file=("enc.pdf", io.BytesIO(enc))
+    )
     assert failed.status == "failed" and failed.last_error is not None
     assert "encrypted" in failed.last_error.message and failed.last_error.code == "invalid_file"
     fid = await _upload(client, "enc2.pdf", enc)
@@ -235,12 +321,20 @@ async def test_loaders_through_the_api(sdk: Any, tmp_path: Path) -> None:
     assert "password" not in r.json()
     done = await client.vector_stores.files.poll(fid, vector_store_id=vs.id)
     assert done.status == "completed"
-    bad = await client.vector_stores.files.upload_and_poll(vector_store_id=vs.id, file=("bad.pdf", io.BytesIO(b"%PDF-1.4\ngarbage")))
-    assert bad.status == "failed" and "corrupt" in (bad.last_error.message if bad.last_error else "")
+    bad = await client.vector_stores.files.upload_and_poll(
+        vector_store_id=vs.id, file=("bad.pdf", io.BytesIO(b"%PDF-1.4\ngarbage"))
+    )
+    assert bad.status == "failed" and "corrupt" in (
+        bad.last_error.message if bad.last_error else ""
+    )
     bomb = tmp_path / "bomb.xlsx"
     make_zip_bomb(bomb, 8)
-    boom = await client.vector_stores.files.upload_and_poll(vector_store_id=vs.id, file=("bomb.xlsx", io.BytesIO(bomb.read_bytes())))
-    assert boom.status == "failed" and "zip bomb" in (boom.last_error.message if boom.last_error else "")
+    boom = await client.vector_stores.files.upload_and_poll(
+        vector_store_id=vs.id, file=("bomb.xlsx", io.BytesIO(bomb.read_bytes()))
+    )
+    assert boom.status == "failed" and "zip bomb" in (
+        boom.last_error.message if boom.last_error else ""
+    )
     # Failures never lose what was stored before.
     vs_now = await client.vector_stores.retrieve(vs.id)
     assert vs_now.file_counts.completed == 5 and vs_now.file_counts.failed == 3
@@ -254,5 +348,13 @@ async def test_bad_ids_are_404_in_openai_shape(sdk: Any) -> None:
     with pytest.raises(openai.NotFoundError) as err:
         await client.vector_stores.files.create(vector_store_id=vs.id, file_id="file-missing")
     assert "file-missing" in str(err.value)
-    r = await http.post("/v1/vector_stores", json={"chunking_strategy": {"type": "static", "static": {"max_chunk_size_tokens": 50, "chunk_overlap_tokens": 0}}})
+    r = await http.post(
+        "/v1/vector_stores",
+        json={
+            "chunking_strategy": {
+                "type": "static",
+                "static": {"max_chunk_size_tokens": 50, "chunk_overlap_tokens": 0},
+            }
+        },
+    )
     assert r.status_code == 400
