@@ -113,8 +113,9 @@ class VectorIndex:
         with self._lock:
             inner = self._index
             ids = self._faiss.vector_to_array(inner.id_map).astype(np.int64)
-            vecs = self._faiss.rev_swig_ptr(inner.index.get_xb(), len(ids) * self.dimensions)
-            return ids, np.array(vecs, dtype=np.float32).reshape(len(ids), self.dimensions)
+            if not len(ids):
+                return ids, np.zeros((0, self.dimensions), np.float32)
+            return ids, np.asarray(inner.index.reconstruct_n(0, len(ids)), dtype=np.float32)
 
     def upgrade_to_ann(self) -> bool:
         """Build the IVF index from a snapshot while searches and writes go on against the
