@@ -75,13 +75,15 @@ def build_parser() -> argparse.ArgumentParser:
     tiny.add_argument("--seed", type=int, default=0)
     tiny.set_defaults(func=_cmd_make_tiny)
 
-    for register in _EXTRA_COMMANDS:
+    for register in _extra_commands():
         register(sub, _add_config)
     return parser
 
 
-# Later layers (kb, mcp) register their sub-commands here.
-_EXTRA_COMMANDS: list[Callable[..., None]] = []
+def _extra_commands() -> list[Callable[..., None]]:
+    from kb.cli import register as register_kb
+
+    return [register_kb]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

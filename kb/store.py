@@ -533,7 +533,8 @@ class KnowledgeStore:
         row = (
             self._read()
             .execute(
-                "SELECT coalesce(sum(usage_bytes), 0) FROM vector_store_files WHERE collection_id = ?",
+                "SELECT coalesce(sum(usage_bytes), 0) FROM vector_store_files "
+                "WHERE collection_id = ?",
                 (cid,),
             )
             .fetchone()

@@ -62,37 +62,70 @@ async def test_store_switches_to_ivf_past_the_threshold(tmp_path: Path) -> None:
     async with asgi_client(app) as http:
         vs = (await http.post("/v1/vector_stores", json={"name": "big"})).json()["id"]
         text = "\n\n".join(
-            f"Item {i} is a widget of kind k{i} made in batch b{i}. " + " ".join(f"f{i}x{j}" for j in range(70))
+            f"Item {i} is a widget of kind k{i} made in batch b{i}. "
+            + " ".join(f"f{i}x{j}" for j in range(70))
             for i in range(300)
         )
-        fid = (await http.post("/v1/files", files={"file": ("w.txt", text.encode())}, data={"purpose": "assistants"})).json()["id"]
+        fid = (
+            await http.post(
+                "/v1/files",
+                files={"file": ("w.txt", text.encode())},
+                data={"purpose": "assistants"},
+            )
+        ).json()["id"]
         await http.post(
             f"/v1/vector_stores/{vs}/files",
-            json={"file_id": fid, "chunking_strategy": {"type": "static", "static": {"max_chunk_size_tokens": 100, "chunk_overlap_tokens": 0}}},
+            json={
+                "file_id": fid,
+                "chunking_strategy": {
+                    "type": "static",
+                    "static": {"max_chunk_size_tokens": 100, "chunk_overlap_tokens": 0},
+                },
+            },
         )
         kb = app.state.ctx.kb
         await kb.drain()
         assert kb.index(vs).kind == "ivf"
-        hits = (await http.post(f"/v1/vector_stores/{vs}/search", json={"query": "k17 b17", "ranking_options": {"ranker": "none"}})).json()["data"]
+        hits = (
+            await http.post(
+                f"/v1/vector_stores/{vs}/search",
+                json={"query": "k17 b17", "ranking_options": {"ranker": "none"}},
+            )
+        ).json()["data"]
         assert "Item 17 " in hits[0]["content"][0]["text"]
 
 
 async def test_reembed_job_moves_a_store_to_another_model(tmp_path: Path) -> None:
     models: list[dict[str, Any]] = [
         *FAKE_MODELS,
-        {"id": "fake-embed-32", "kind": "embedding", "engine": "fake", "options": {"dimensions": 32}},
+        {
+            "id": "fake-embed-32",
+            "kind": "embedding",
+            "engine": "fake",
+            "options": {"dimensions": 32},
+        },
     ]
     app = create_app(fake_settings(data_dir=str(tmp_path), models=models))
     async with asgi_client(app) as http:
         vs = (await http.post("/v1/vector_stores", json={"name": "r"})).json()
         assert vs["embedding_model"] == "fake-embed" and vs["dimensions"] == 64
         for i in range(3):
-            fid = (await http.post("/v1/files", files={"file": (f"{i}.txt", f"document {i} about topic t{i}".encode())}, data={"purpose": "assistants"})).json()["id"]
+            fid = (
+                await http.post(
+                    "/v1/files",
+                    files={"file": (f"{i}.txt", f"document {i} about topic t{i}".encode())},
+                    data={"purpose": "assistants"},
+                )
+            ).json()["id"]
             await http.post(f"/v1/vector_stores/{vs['id']}/files", json={"file_id": fid})
         await app.state.ctx.kb.drain()
         r = await http.post(f"/v1/vector_stores/{vs['id']}/reembed", json={"model": "nope"})
         assert r.status_code == 404
-        job = (await http.post(f"/v1/vector_stores/{vs['id']}/reembed", json={"model": "fake-embed-32"})).json()
+        job = (
+            await http.post(
+                f"/v1/vector_stores/{vs['id']}/reembed", json={"model": "fake-embed-32"}
+            )
+        ).json()
         assert job["object"] == "vector_store.job" and job["total"] == 3
         for _ in range(200):
             job = (await http.get(f"/v1/vector_stores/{vs['id']}/jobs/{job['id']}")).json()
@@ -102,6 +135,11 @@ async def test_reembed_job_moves_a_store_to_another_model(tmp_path: Path) -> Non
         assert job["status"] == "completed" and job["progress"] == 3
         after = (await http.get(f"/v1/vector_stores/{vs['id']}")).json()
         assert after["embedding_model"] == "fake-embed-32" and after["dimensions"] == 32
-        hits = (await http.post(f"/v1/vector_stores/{vs['id']}/search", json={"query": "topic t2", "ranking_options": {"ranker": "none"}})).json()["data"]
+        hits = (
+            await http.post(
+                f"/v1/vector_stores/{vs['id']}/search",
+                json={"query": "topic t2", "ranking_options": {"ranker": "none"}},
+            )
+        ).json()["data"]
         assert "t2" in hits[0]["content"][0]["text"]
         assert app.state.ctx.kb.index(vs["id"]).dimensions == 32
