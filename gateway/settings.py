@@ -211,6 +211,13 @@ class KnowledgeSettings(BaseModel):
     search_candidates: int = Field(
         50, ge=1, le=1000, description="Hits each of dense and keyword search contribute."
     )
+    fusion: Literal["rrf", "relative", "dbsf"] = Field(
+        "relative",
+        description=(
+            "How dense and BM25 lists are fused: `relative` (weighted min-max normalised "
+            "scores), `dbsf` (scores normalised by mean +- 3 sigma) or `rrf` (reciprocal rank)."
+        ),
+    )
     rrf_k: float = Field(60.0, gt=0, description="Reciprocal rank fusion constant.")
     dense_weight: float = Field(1.0, ge=0, description="Weight of the dense list in fusion.")
     keyword_weight: float = Field(1.0, ge=0, description="Weight of the BM25 list in fusion.")

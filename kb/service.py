@@ -44,7 +44,7 @@ from kb.fetch import FetchError, fetch_url
 from kb.filters import compile_filter
 from kb.index import VectorIndex
 from kb.loaders import LoaderError, LoaderLimits, Section, load_document
-from kb.search import Hit, hybrid_search, rrf
+from kb.search import Hit, hybrid_search
 from kb.store import ChunkRecord, KnowledgeStore, content_hash
 
 __all__ = ["EmbeddingProvider", "KnowledgeBase", "Reranker", "SearchResult"]
@@ -847,6 +847,7 @@ class KnowledgeBase:
         mode: str = "hybrid",
         model: str | None = None,
         weights: tuple[float, float] | None = None,
+        fusion: str | None = None,
     ) -> SearchOutcome:
         col = self.collection(cid)
         if model is not None and model != col["embedding_model"]:
@@ -894,19 +895,21 @@ class KnowledgeBase:
                     dense_weight=dense_w,
                     keyword_weight=keyword_w,
                     allowed=allowed,
+                    fusion=fusion or self.settings.fusion,
                 )
                 for q, qv in zip(queries, qvecs, strict=True)
             ]
             if len(per_query) == 1:
                 return per_query[0]
-            fused = rrf([[h.chunk_id for h in hits] for hits in per_query], k=self.settings.rrf_k)
-            first = {h.chunk_id: h for hits in per_query for h in reversed(hits)}
-            return [Hit(c, s, first[c].dense_rank, first[c].keyword_rank) for c, s in fused[:want]]
+            # Several queries: a chunk keeps its best score over them.
+            best: dict[int, Hit] = {}
+            for hits in per_query:
+                for h in hits:
+                    if h.chunk_id not in best or h.score > best[h.chunk_id].score:
+                        best[h.chunk_id] = h
+            return sorted(best.values(), key=lambda h: (-h.score, h.chunk_id))[:want]
 
         hits = await asyncio.to_thread(run)
-        # RRF scores, normalised so a chunk first in every list it could be in scores 1.
-        active = {"dense": dense_w, "keyword": keyword_w, "hybrid": dense_w + keyword_w}[mode]
-        top = (len(queries) if len(queries) > 1 else active or 1.0) / (self.settings.rrf_k + 1)
         rows = self.store.chunks([h.chunk_id for h in hits])
         owners = self.store.chunk_owners([h.chunk_id for h in hits])
         names = {fid: (self.store.file(fid) or {}).get("filename", fid) for fid in vsf}
@@ -925,7 +928,7 @@ class KnowledgeBase:
                     file_id=fid,
                     filename=str(names.get(fid, fid)),
                     text=r["text"],
-                    score=min(1.0, h.score / top),
+                    score=min(1.0, h.score),
                     attributes=vsf[fid]["attributes"] if fid in vsf else {},
                     position=r["position"],
                     page=r["page"],
