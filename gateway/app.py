@@ -16,10 +16,20 @@ from engines.registry import EngineRegistry
 from gateway.errors import exception_handlers
 from gateway.metrics import Metrics
 from gateway.middleware import AuthMiddleware, MetricsMiddleware
-from gateway.routes import chat, embeddings, files, health, models, rerank, vector_stores
+from gateway.routes import (
+    chat,
+    dify,
+    embeddings,
+    files,
+    health,
+    models,
+    rerank,
+    vector_stores,
+)
 from gateway.services.chat import ChatService
 from gateway.services.embeddings import EmbeddingService, RerankService
 from gateway.services.knowledge import build_knowledge_base
+from gateway.services.rag import RagService
 from gateway.settings import Settings
 from gateway.state import AppContext
 
@@ -40,14 +50,18 @@ def create_app(settings: Settings | None = None, engines: EngineRegistry | None 
     embedding_service = EmbeddingService(registry, settings.limits)
     rerank_service = RerankService(registry, settings.limits)
     kb = build_knowledge_base(settings, registry, embedding_service, rerank_service)
+    chat_service = ChatService(registry, settings.chat)
+    rag = RagService(kb, settings.profiles, settings.rag)
+    chat_service.rag = rag
     ctx = AppContext(
         settings=settings,
         registry=registry,
         metrics=metrics,
         embeddings=embedding_service,
         rerank=rerank_service,
-        chat=ChatService(registry, settings.chat),
+        chat=chat_service,
         kb=kb,
+        rag=rag,
     )
 
     @contextlib.asynccontextmanager
@@ -94,6 +108,7 @@ def create_app(settings: Settings | None = None, engines: EngineRegistry | None 
         *chat.routes,
         *files.routes,
         *vector_stores.routes,
+        *dify.routes,
         *health.routes,
     ]
     app = Litestar(

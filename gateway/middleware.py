@@ -21,6 +21,30 @@ def _digest(value: bytes) -> bytes:
     return hashlib.sha256(value).digest()
 
 
+async def _dify_denied(send: Send, header: bytes | None) -> None:
+    """Dify's external-knowledge API has its own error shape and codes."""
+    well_formed = header is not None and header.lower().startswith(b"bearer ") and header[7:]
+    body = json.dumps(
+        {"error_code": 1002, "error_msg": "Authorization failed"}
+        if well_formed
+        else {
+            "error_code": 1001,
+            "error_msg": "Invalid Authorization header format. Expected 'Bearer <api-key>' format.",
+        }
+    ).encode()
+    start: Any = {
+        "type": "http.response.start",
+        "status": 403,
+        "headers": [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode()),
+        ],
+    }
+    await send(start)
+    end: Any = {"type": "http.response.body", "body": body}
+    await send(end)
+
+
 class AuthMiddleware:
     """Every route but /health needs ``Authorization: Bearer <key>`` when keys are set."""
 
@@ -55,6 +79,9 @@ class AuthMiddleware:
                 break
         if self.authorized(header):
             await self.app(scope, receive, send)
+            return
+        if scope["path"].rstrip("/") == "/retrieval":
+            await _dify_denied(send, header)
             return
         message = (
             "you didn't provide an API key; send it as 'Authorization: Bearer <key>'"

@@ -107,6 +107,8 @@ class ChatCompletion(msgspec.Struct):
     service_tier: str | None = None
     # Extra: the sources behind `[n]` markers (retrieval-augmented answers only).
     citations: list[dict[str, Any]] | msgspec.UnsetType = msgspec.UNSET
+    # Extra, with knowledge.debug / rag.debug: the prompt the model read.
+    rag_prompt: str | msgspec.UnsetType = msgspec.UNSET
 
 
 class CompletionChoice(msgspec.Struct):
@@ -124,3 +126,4 @@ class Completion(msgspec.Struct):
     usage: CompletionUsage
     system_fingerprint: str
     object: Literal["text_completion"] = "text_completion"
+    citations: list[dict[str, Any]] | msgspec.UnsetType = msgspec.UNSET

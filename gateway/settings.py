@@ -19,6 +19,8 @@ __all__ = [
     "KnowledgeSettings",
     "LimitSettings",
     "ModelConfig",
+    "ProfileConfig",
+    "RagSettings",
     "Settings",
     "UrlFetchSettings",
     "load_settings",
@@ -226,6 +228,73 @@ class KnowledgeSettings(BaseModel):
     )
 
 
+DEFAULT_RAG_PROMPT = (
+    "Answer the question using only the numbered sources below. Cite the sources you use "
+    "with their numbers in square brackets, like [1] or [2][3]. If the sources do not "
+    "contain the answer, say that you do not know."
+)
+
+
+class ProfileConfig(BaseModel):
+    """A knowledge profile: a chat model answering from vector stores, listed in
+    /v1/models and used like a model."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: str = Field(description="The name clients send in `model`.")
+    model: str = Field(description="The chat model (id or alias) that answers.")
+    state: str | None = Field(None, description="A State of that model to answer with.")
+    vector_store_ids: list[str] = Field(
+        min_length=1, description="Vector stores searched (ids or unique names)."
+    )
+    top_k: int = Field(5, ge=1, le=50, description="Most sources put in the prompt.")
+    rerank: bool = Field(True, description="Rerank hits when a rerank model is configured.")
+    score_threshold: float = Field(
+        0.0, ge=0, le=1, description="Hits scoring below this are not used."
+    )
+    max_context_tokens: int | None = Field(
+        None, ge=1, description="Most tokens of sources in the prompt (null = what fits)."
+    )
+    system_prompt: str = Field(DEFAULT_RAG_PROMPT, description="Instruction given with sources.")
+    no_answer: Literal["say so", "answer anyway"] = Field(
+        "say so",
+        description=(
+            "When nothing passes the threshold: `say so` answers `no_answer_message` without "
+            "running the model; `answer anyway` lets the model answer without sources."
+        ),
+    )
+    no_answer_message: str = Field(
+        "I could not find anything about that in the knowledge base.",
+        description="The answer given when `no_answer` is `say so` and nothing was found.",
+    )
+    filters: dict[str, Any] | None = Field(
+        None, description="Attribute filter applied to every search (Vector Stores syntax)."
+    )
+    description: str | None = Field(None, description="Shown in /v1/models.")
+
+
+class RagSettings(BaseModel):
+    """Retrieval-augmented chat defaults (per-request `knowledge` and profiles)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    default_top_k: int = Field(5, ge=1, le=50, description="top_k of a `knowledge` request.")
+    reserve_tokens: int = Field(
+        256, ge=0, description="Context kept free for the answer when packing sources."
+    )
+    follow_up_words: int = Field(
+        6,
+        ge=0,
+        description=(
+            "A last user turn with at most this many words (or with a pronoun) is a "
+            "follow-up: the previous user turn joins the search query."
+        ),
+    )
+    debug: bool = Field(
+        False, description="Return the prompt sent to the model (`rag_prompt`) in responses."
+    )
+
+
 def _default_models() -> list[ModelConfig]:
     return [
         ModelConfig(
@@ -301,6 +370,12 @@ class Settings(BaseSettings):
             "of the wrong shape) stops startup instead of leaving the model failed."
         ),
     )
+    profiles: list[ProfileConfig] = Field(
+        default_factory=list, description="Knowledge profiles, listed in /v1/models."
+    )
+    rag: RagSettings = Field(
+        default_factory=lambda: RagSettings(), description="Retrieval-augmented chat."
+    )
     knowledge: KnowledgeSettings = Field(
         default_factory=lambda: KnowledgeSettings(), description="The knowledge base."
     )
@@ -319,6 +394,18 @@ class Settings(BaseSettings):
                 raise ValueError(f"alias {alias!r} points at unknown model {target!r}")
             if alias in ids:
                 raise ValueError(f"alias {alias!r} shadows a model id")
+        chat_names = {m.id for m in self.models if m.kind == "chat"} | {
+            a
+            for a, t in self.aliases.items()
+            if t in {m.id for m in self.models if m.kind == "chat"}
+        }
+        seen: set[str] = set()
+        for p in self.profiles:
+            if p.id in ids or p.id in self.aliases or p.id in seen:
+                raise ValueError(f"profile id {p.id!r} clashes with a model, alias or profile")
+            seen.add(p.id)
+            if p.model not in chat_names:
+                raise ValueError(f"profile {p.id!r}: {p.model!r} is not a configured chat model")
         return self
 
     @classmethod

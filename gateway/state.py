@@ -10,6 +10,7 @@ from engines.registry import EngineRegistry
 from gateway.metrics import Metrics
 from gateway.services.chat import ChatService
 from gateway.services.embeddings import EmbeddingService, RerankService
+from gateway.services.rag import RagService
 from gateway.settings import Settings
 from kb.service import KnowledgeBase
 
@@ -25,6 +26,7 @@ class AppContext:
     rerank: RerankService
     chat: ChatService
     kb: KnowledgeBase
+    rag: RagService
 
 
 def ctx_of(state: State) -> AppContext:

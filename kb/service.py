@@ -848,6 +848,7 @@ class KnowledgeBase:
         model: str | None = None,
         weights: tuple[float, float] | None = None,
         fusion: str | None = None,
+        predicate: Callable[[dict[str, Any]], bool] | None = None,
     ) -> SearchOutcome:
         col = self.collection(cid)
         if model is not None and model != col["embedding_model"]:
@@ -867,9 +868,11 @@ class KnowledgeBase:
             queries = [_rewrite(q) for q in queries]
         allowed: set[int] | None = None
         vsf = {r["file_id"]: r for r in self.store.store_files(cid)}
-        if filters:
-            pred = compile_filter(filters)
-            keep = [fid for fid, r in vsf.items() if pred(r["attributes"])]
+        if filters or predicate is not None:
+            preds = [compile_filter(filters)] if filters else []
+            if predicate is not None:
+                preds.append(predicate)
+            keep = [fid for fid, r in vsf.items() if all(p(r["attributes"]) for p in preds)]
             allowed = await asyncio.to_thread(self.store.chunk_ids_of_files, cid, keep)
             allowed_files: set[str] | None = set(keep)
         else:

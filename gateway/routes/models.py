@@ -9,6 +9,7 @@ from litestar.params import FromPath
 from engines.errors import ModelNotFoundError
 from engines.registry import ServedModel
 from gateway.schemas import Model, ModelList
+from gateway.settings import ProfileConfig
 from gateway.state import ctx_of
 
 
@@ -36,17 +37,44 @@ def _aliases(state: State, model_id: str) -> list[str]:
     return sorted(a for a, t in ctx_of(state).registry.aliases.items() if t == model_id)
 
 
+def _profile(p: ProfileConfig, created: int) -> Model:
+    return Model(
+        id=p.id,
+        created=created,
+        owned_by="rwkv-rag-gateway",
+        kind="chat",
+        capabilities=["chat", "completions", "knowledge"],
+        engine="rag-profile",
+        status="ready",
+        details={
+            "model": p.model,
+            "state": p.state,
+            "vector_store_ids": p.vector_store_ids,
+            "top_k": p.top_k,
+            "description": p.description,
+        },
+    )
+
+
 @get("/v1/models", sync_to_thread=False)
 def list_models(state: State) -> ModelList:
-    reg = ctx_of(state).registry
-    return ModelList(data=[_wire(m, _aliases(state, m.info.id)) for m in reg.models.values()])
+    ctx = ctx_of(state)
+    reg = ctx.registry
+    data = [_wire(m, _aliases(state, m.info.id)) for m in reg.models.values()]
+    created = min((m.created for m in data), default=0)
+    data.extend(_profile(p, created) for p in ctx.settings.profiles)
+    return ModelList(data=data)
 
 
 @get("/v1/models/{model_id:path}", sync_to_thread=False)
 def retrieve_model(state: State, model_id: FromPath[str]) -> Model:
-    reg = ctx_of(state).registry
+    ctx = ctx_of(state)
+    reg = ctx.registry
     name = model_id.lstrip("/")
     m = reg.models.get(reg.aliases.get(name, name))
+    profile = next((p for p in ctx.settings.profiles if p.id == name), None)
+    if m is None and profile is not None:
+        return _profile(profile, min((x.info.created for x in reg.models.values()), default=0))
     if m is None:
         raise ModelNotFoundError(f"the model {name!r} does not exist", param="model")
     return _wire(m, _aliases(state, m.info.id))

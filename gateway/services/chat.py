@@ -6,7 +6,7 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -79,17 +79,19 @@ class PreparedChat:
     messages: list[tuple[str, str]]
     state: str | None = None
     citations: list[dict[str, Any]] | None = None
-
-
-# A hook for retrieval-augmented chat: (request, prepared) -> prepared.
-Augmenter = Callable[[ChatCompletionRequest, PreparedChat], Awaitable[PreparedChat]]
+    # Set by retrieval when nothing was found and the profile says so: the answer given
+    # without running the model.
+    answer: str | None = None
+    debug: bool = False
+    timings: dict[str, float] | None = None
 
 
 class ChatService:
     def __init__(self, registry: EngineRegistry, settings: ChatSettings) -> None:
         self.registry = registry
         self.settings = settings
-        self.augmenter: Augmenter | None = None
+        # The RAG service (gateway.services.rag.RagService) once the app wires it.
+        self.rag: Any = None
         self._templates: dict[str, ChatTemplate] = {}
 
     # -- shared --------------------------------------------------------------------------
@@ -218,21 +220,43 @@ class ChatService:
             out.append((m.role, _text_content(m.content, i)))
         return out
 
+    def _resolve(self, name: str) -> tuple[ServedModel, str | None]:
+        """The chat model behind ``name`` (a model, an alias or a knowledge profile)."""
+        target = self.rag.profile_target(name) if self.rag is not None else None
+        if target is not None:
+            return self.registry.resolve(target[0], "chat"), target[1]
+        return self.registry.resolve(name, "chat"), None
+
     async def prepare_chat(self, req: ChatCompletionRequest) -> PreparedChat:
         messages = self._check_chat(req)
-        model = self.registry.resolve(req.model, "chat")
-        prepared = PreparedChat(model=model, messages=messages, state=req.state)
-        if self.augmenter is not None:
-            prepared = await self.augmenter(req, prepared)
-        elif req.knowledge:
-            raise InvalidRequestError(
-                "this server has no knowledge base configured", param="knowledge"
-            )
-        return prepared
+        model, profile_state = self._resolve(req.model)
+        prepared = PreparedChat(model=model, messages=messages, state=req.state or profile_state)
+        if self.rag is None:
+            if req.knowledge:
+                raise InvalidRequestError(
+                    "this server has no knowledge base configured", param="knowledge"
+                )
+            return prepared
+        engine = model.engine
+        tpl = self._template(model)
+        wanted = req.max_completion_tokens or req.max_tokens or self.settings.default_max_tokens
+        reserve = max(min(wanted, engine.context_length // 2), self.rag.settings.reserve_tokens)
+        result: PreparedChat = await self.rag.augment(
+            req.model,
+            req.knowledge,
+            prepared,
+            context_length=engine.context_length,
+            reserve=reserve,
+            count=lambda text: len(engine.encode(text)),
+            rendered_len=lambda msgs: len(tpl.render(msgs, engine.encode).tokens),
+        )
+        return result
 
     async def chat(self, req: ChatCompletionRequest) -> ChatCompletion | AsyncIterator[bytes]:
         prepared = await self.prepare_chat(req)
         model = prepared.model
+        if prepared.answer is not None:
+            return self._canned(req, prepared)
         engine = model.engine
         tpl = self._template(model)
         rendered = await asyncio.to_thread(tpl.render, prepared.messages, engine.encode)
@@ -291,7 +315,58 @@ class ChatService:
         )
         if prepared.citations is not None:
             out.citations = prepared.citations
+        if prepared.debug:
+            out.rag_prompt = rendered.text
         return out
+
+    def _canned(
+        self, req: ChatCompletionRequest, prepared: PreparedChat
+    ) -> ChatCompletion | AsyncIterator[bytes]:
+        """The no-answer reply: the model does not run, so no tokens are used."""
+        answer = prepared.answer or ""
+        rid = f"chatcmpl-{uuid.uuid4().hex}"
+        created = int(time.time())
+        fp = self._fingerprint(prepared.model)
+        citations = prepared.citations or []
+        if req.stream:
+            envelope = _Envelope(
+                rid, "chat.completion.chunk", created, req.model, fp, _include_usage(req), 0
+            )
+
+            async def stream() -> AsyncIterator[bytes]:
+                for i in range(req.n):
+                    yield envelope.chunk(
+                        [
+                            {
+                                "index": i,
+                                "delta": {"role": "assistant", "content": answer},
+                                "logprobs": None,
+                                "finish_reason": None,
+                            }
+                        ],
+                        citations=citations,
+                    )
+                    yield envelope.chunk(
+                        [{"index": i, "delta": {}, "logprobs": None, "finish_reason": "stop"}]
+                    )
+                for item in envelope.tail(0):
+                    yield item
+
+            return stream()
+        return ChatCompletion(
+            id=rid,
+            created=created,
+            model=req.model,
+            choices=[
+                ChatCompletionChoice(
+                    index=i, message=ChatCompletionMessage(content=answer), finish_reason="stop"
+                )
+                for i in range(req.n)
+            ],
+            usage=CompletionUsage(0, 0, 0),
+            system_fingerprint=fp,
+            citations=citations,
+        )
 
     async def _chat_stream(
         self,
@@ -371,13 +446,10 @@ class ChatService:
             )
         if req.logprobs is not None and not 0 <= req.logprobs <= 5:
             raise InvalidRequestError("'logprobs' must be between 0 and 5", param="logprobs")
-        if req.knowledge:
-            raise InvalidRequestError(
-                "'knowledge' is supported on /v1/chat/completions", param="knowledge"
-            )
-        model = self.registry.resolve(req.model, "chat")
+        model, _ = self._resolve(req.model)
         engine = model.engine
-        prompts = await asyncio.to_thread(_prompt_tokens, req.prompt, engine.encode)
+        prompt, citations = await self._augment_prompt(req, engine)
+        prompts = await asyncio.to_thread(_prompt_tokens, prompt, engine.encode)
         if len(prompts) * req.n > self.settings.max_n:
             raise InvalidRequestError(
                 f"prompts x n must be at most {self.settings.max_n}", param="prompt"
@@ -416,7 +488,7 @@ class ChatService:
                         else None,
                     )
                 )
-        return Completion(
+        out = Completion(
             id=rid,
             created=created,
             model=req.model,
@@ -424,6 +496,38 @@ class ChatService:
             usage=CompletionUsage(prompt_total, completion, prompt_total + completion),
             system_fingerprint=fp,
         )
+        if citations is not None:
+            out.citations = citations
+        return out
+
+    async def _augment_prompt(
+        self, req: CompletionRequest, engine: Any
+    ) -> tuple[str | list[Any], list[dict[str, Any]] | None]:
+        """Retrieval for /v1/completions: sources go before a text prompt."""
+        if self.rag is None:
+            if req.knowledge:
+                raise InvalidRequestError(
+                    "this server has no knowledge base configured", param="knowledge"
+                )
+            return req.prompt, None
+        k = self.rag.knowledge_for(req.model, req.knowledge)
+        if k is None:
+            return req.prompt, None
+        if not isinstance(req.prompt, str):
+            raise InvalidRequestError("retrieval needs a single text prompt", param="prompt")
+        retrieval = await self.rag.retrieve(k, [req.prompt])
+        head = k.system_prompt + "\n\nSources:\n\n"
+        fixed = len(engine.encode(head + "\n\n" + req.prompt))
+        reserve = max(req.max_tokens or 16, self.rag.settings.reserve_tokens)
+        budget = engine.context_length - fixed - reserve
+        if k.max_context_tokens is not None:
+            budget = min(budget, k.max_context_tokens)
+        chosen = self.rag.pack(retrieval.results, max(0, budget), lambda t: len(engine.encode(t)))
+        if not chosen:
+            return req.prompt, []
+        sources = "\n\n".join(block for _, block in chosen)
+        prompt = f"{head}{sources}\n\n{req.prompt}"
+        return prompt, self.rag.citations(chosen)
 
     async def _completion_stream(
         self, engine: Any, handles: list[Any], envelope: _Envelope, echoes: list[str]

@@ -10,8 +10,8 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from bench.kb_eval import evaluate  # noqa: E402
-from kb.providers import minilm_provider  # noqa: E402
+from bench.kb_eval import evaluate
+from kb.providers import minilm_provider
 
 
 @pytest.mark.parametrize("lang", ["en", "zh"])
