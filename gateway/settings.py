@@ -280,7 +280,9 @@ class RagSettings(BaseModel):
 
     default_top_k: int = Field(5, ge=1, le=50, description="top_k of a `knowledge` request.")
     reserve_tokens: int = Field(
-        256, ge=0, description="Context kept free for the answer when packing sources."
+        256,
+        ge=0,
+        description="Context kept free for the answer when a request names no max_tokens.",
     )
     follow_up_words: int = Field(
         6,

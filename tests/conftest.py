@@ -48,6 +48,18 @@ def fake_settings(**overrides: Any) -> Settings:
     return Settings(**base)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _isolated_data_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Apps built without an explicit data_dir keep their KB in a temporary directory."""
+    old = os.environ.get("RWKV_RAG_DATA_DIR")
+    os.environ["RWKV_RAG_DATA_DIR"] = str(tmp_path_factory.mktemp("data"))
+    yield
+    if old is None:
+        os.environ.pop("RWKV_RAG_DATA_DIR", None)
+    else:
+        os.environ["RWKV_RAG_DATA_DIR"] = old
+
+
 @contextlib.asynccontextmanager
 async def asgi_client(app: Litestar) -> AsyncIterator[httpx.AsyncClient]:
     """httpx over ASGITransport with the app's lifespan running: truly concurrent requests.
@@ -116,6 +128,7 @@ def start_server(config: dict[str, Any], tmp: Path, timeout: float = 120.0) -> R
     log = tmp / "server.log"
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     env.pop("RWKV_RAG_CONFIG", None)
+    env.pop("RWKV_RAG_DATA_DIR", None)
     with log.open("wb") as sink:
         proc = subprocess.Popen(
             [sys.executable, "-m", "gateway.cli", "serve", "--config", str(cfg)],

@@ -239,8 +239,8 @@ class ChatService:
             return prepared
         engine = model.engine
         tpl = self._template(model)
-        wanted = req.max_completion_tokens or req.max_tokens or self.settings.default_max_tokens
-        reserve = max(min(wanted, engine.context_length // 2), self.rag.settings.reserve_tokens)
+        wanted = req.max_completion_tokens or req.max_tokens or self.rag.settings.reserve_tokens
+        reserve = min(wanted, engine.context_length // 2)
         result: PreparedChat = await self.rag.augment(
             req.model,
             req.knowledge,
@@ -518,7 +518,7 @@ class ChatService:
         retrieval = await self.rag.retrieve(k, [req.prompt])
         head = k.system_prompt + "\n\nSources:\n\n"
         fixed = len(engine.encode(head + "\n\n" + req.prompt))
-        reserve = max(req.max_tokens or 16, self.rag.settings.reserve_tokens)
+        reserve = min(req.max_tokens or 16, engine.context_length // 2)
         budget = engine.context_length - fixed - reserve
         if k.max_context_tokens is not None:
             budget = min(budget, k.max_context_tokens)

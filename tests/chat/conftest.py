@@ -34,8 +34,13 @@ def chat_models(tiny: Path, **options: Any) -> list[dict[str, Any]]:
 
 
 @pytest.fixture(scope="session")
-def chat_settings(tiny_dir: Path) -> Settings:
-    return Settings(models=chat_models(tiny_dir), load_in_background=False, log_json=False)
+def chat_settings(tiny_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    return Settings(
+        models=chat_models(tiny_dir),
+        load_in_background=False,
+        log_json=False,
+        data_dir=tmp_path_factory.mktemp("chat-data"),
+    )
 
 
 @pytest.fixture(scope="session")
