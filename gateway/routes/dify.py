@@ -18,8 +18,24 @@ from engines.errors import APIError, NotFoundError
 from gateway.state import ctx_of
 
 _OPERATORS = frozenset(
-    "contains|not contains|start with|end with|is|is not|empty|not empty|=|≠|>|<|≥|≤|"
-    "before|after".split("|")
+    (
+        "contains",
+        "not contains",
+        "start with",
+        "end with",
+        "is",
+        "is not",
+        "empty",
+        "not empty",
+        "=",
+        "≠",
+        ">",
+        "<",
+        "≥",
+        "≤",
+        "before",
+        "after",
+    )
 )
 
 
