@@ -53,6 +53,16 @@ def create_app(settings: Settings | None = None, engines: EngineRegistry | None 
     chat_service = ChatService(registry, settings.chat)
     rag = RagService(kb, settings.profiles, settings.rag)
     chat_service.rag = rag
+    mcp_manager: Any = None
+    mcp_routes: list[Any] = []
+    if settings.mcp.enabled:
+        from mcp_server.http import mount
+        from mcp_server.server import build_server
+
+        handler, mcp_manager = mount(
+            build_server(kb, registry, settings, chat=chat_service), settings.mcp
+        )
+        mcp_routes.append(handler)
     ctx = AppContext(
         settings=settings,
         registry=registry,
@@ -85,7 +95,11 @@ def create_app(settings: Settings | None = None, engines: EngineRegistry | None 
 
         kb_starter = asyncio.get_running_loop().create_task(start_kb(), name="start-kb")
         try:
-            yield
+            if mcp_manager is not None:
+                async with mcp_manager.run():
+                    yield
+            else:
+                yield
         finally:
             if not kb_starter.done():
                 kb_starter.cancel()
@@ -109,6 +123,7 @@ def create_app(settings: Settings | None = None, engines: EngineRegistry | None 
         *files.routes,
         *vector_stores.routes,
         *dify.routes,
+        *mcp_routes,
         *health.routes,
     ]
     app = Litestar(

@@ -82,8 +82,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _extra_commands() -> list[Callable[..., None]]:
     from kb.cli import register as register_kb
+    from mcp_server.cli import register as register_mcp
 
-    return [register_kb]
+    return [register_kb, register_mcp]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
