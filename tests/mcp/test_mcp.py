@@ -124,7 +124,7 @@ async def test_in_memory_read_only_tools(kb_env: Any) -> None:
 
 
 async def test_in_memory_write_tools(kb_env: Any) -> None:
-    kb, registry, cid, tmp = kb_env
+    kb, registry, _cid, tmp = kb_env
     other = kb.create_collection("scratch")
     server = build_server(
         kb, registry, _settings(tmp, allow_writes=True, writable_stores=["scratch"])
@@ -191,22 +191,22 @@ def test_streamable_http_on_the_real_server(tmp_path: Path) -> None:
             http.post(f"/v1/vector_stores/{vs}/files", json={"file_id": fid})
 
         async def run() -> None:
-            async with httpx2.AsyncClient(
-                headers={"Authorization": "Bearer sk-mcp"}, timeout=30
-            ) as authed:
-                async with Client(
-                    streamable_http_client(f"{base}/mcp", http_client=authed)
-                ) as client:
-                    names = {t.name for t in (await client.list_tools()).tools}
-                    assert names == READ_TOOLS
-                    for _ in range(100):
-                        res = await client.call_tool(
-                            "search", {"query": "reset the pump", "vector_store": "manuals"}
-                        )
-                        if res.structured_content["hits"]:
-                            break
-                        await asyncio.sleep(0.05)
-                    assert res.structured_content["hits"][0]["file_id"] == fid
+            async with (
+                httpx2.AsyncClient(
+                    headers={"Authorization": "Bearer sk-mcp"}, timeout=30
+                ) as authed,
+                Client(streamable_http_client(f"{base}/mcp", http_client=authed)) as client,
+            ):
+                names = {t.name for t in (await client.list_tools()).tools}
+                assert names == READ_TOOLS
+                for _ in range(100):
+                    res = await client.call_tool(
+                        "search", {"query": "reset the pump", "vector_store": "manuals"}
+                    )
+                    if res.structured_content["hits"]:
+                        break
+                    await asyncio.sleep(0.05)
+                assert res.structured_content["hits"][0]["file_id"] == fid
             # No key: refused before MCP sees the request.
             async with httpx2.AsyncClient(timeout=10) as anon:
                 r = await anon.post(
