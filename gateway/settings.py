@@ -208,7 +208,15 @@ class KnowledgeSettings(BaseModel):
     ann_threshold: int = Field(
         50_000,
         ge=1,
-        description="Past this many chunks a store's index switches from exact to IVF.",
+        description="Past this many chunks a store's index switches from exact to ANN.",
+    )
+    ann_index: Literal["hnsw", "ivf"] = Field(
+        "hnsw", description="The approximate index past ann_threshold: HNSW graph or IVF."
+    )
+    hnsw_m: int = Field(32, ge=4, le=128, description="HNSW links per node.")
+    hnsw_ef_construction: int = Field(80, ge=8, description="HNSW build-time beam width.")
+    hnsw_ef_search: int = Field(
+        128, ge=8, description="HNSW search beam width (higher = better recall, slower)."
     )
     ann_nprobe: int = Field(32, ge=1, description="IVF lists searched per query.")
     search_candidates: int = Field(

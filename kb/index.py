@@ -1,9 +1,12 @@
 """Dense vectors in FAISS: one index per collection, ids = SQLite chunk ids.
 
 The index is derived data. It is saved atomically (temp file + rename) and can always be
-rebuilt from the vectors SQLite keeps. Exact inner-product search while a collection is
-small; past ``ann_threshold`` vectors an IVF index is trained (on a copy, off the request
-path) and swapped in. GPU indexes are used when faiss-gpu and a GPU are present.
+rebuilt from the vectors SQLite keeps. Exact inner-product search (``flat``) while a
+collection is small; past ``ann_threshold`` vectors an approximate index is built (on a
+snapshot, off the request path, while searches keep using the exact one) and swapped in:
+HNSW by default, IVF as a setting. HNSW cannot delete in place, so deletions are
+tombstones filtered inside FAISS at search time, and the graph is rebuilt once they pass
+a fifth of it. GPU indexes are used for exact search when faiss-gpu and a GPU are present.
 """
 
 from __future__ import annotations
@@ -27,22 +30,46 @@ def gpu_available() -> bool:
 class VectorIndex:
     """A thread-safe FAISS index over normalised vectors (inner product = cosine)."""
 
-    def __init__(self, dimensions: int, *, ann_threshold: int = 50_000, nprobe: int = 16) -> None:
+    def __init__(
+        self,
+        dimensions: int,
+        *,
+        ann_threshold: int = 50_000,
+        ann: str = "hnsw",
+        nprobe: int = 32,
+        hnsw_m: int = 32,
+        ef_construction: int = 80,
+        ef_search: int = 128,
+    ) -> None:
         import faiss
 
         self.dimensions = dimensions
         self.ann_threshold = ann_threshold
+        self.ann = ann
         self.nprobe = nprobe
+        self.hnsw_m = hnsw_m
+        self.ef_construction = ef_construction
+        self.ef_search = ef_search
         self._faiss = faiss
         self._index: Any = faiss.IndexIDMap2(faiss.IndexFlatIP(dimensions))
         self._lock = threading.RLock()
         self.kind = "flat"
+        self._deleted: set[int] = set()  # HNSW tombstones
         # While an ANN index is built off the lock, writes are logged and replayed on it.
         self._building = False
         self._log: list[tuple[str, np.ndarray, np.ndarray | None]] = []
 
     def __len__(self) -> int:
-        return int(self._index.ntotal)
+        return int(self._index.ntotal) - len(self._deleted)
+
+    @property
+    def building(self) -> bool:
+        return self._building
+
+    @property
+    def needs_compaction(self) -> bool:
+        """Tombstones are over a fifth of an HNSW graph: time to rebuild it."""
+        return self.kind == "hnsw" and len(self._deleted) > 0.2 * max(1, self._index.ntotal)
 
     def add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
         if len(ids) == 0:
@@ -50,6 +77,8 @@ class VectorIndex:
         vecs = np.ascontiguousarray(vectors, dtype=np.float32)
         arr = np.asarray(ids, dtype=np.int64)
         with self._lock:
+            if self.kind == "hnsw" and self._deleted.intersection(arr.tolist()):
+                raise ValueError("chunk ids are never reused")
             self._index.add_with_ids(vecs, arr)
             if self._building:
                 self._log.append(("add", arr, vecs))
@@ -61,17 +90,21 @@ class VectorIndex:
         with self._lock:
             if self._building:
                 self._log.append(("remove", arr, None))
+            if self.kind == "hnsw":
+                present = self._present(arr)
+                self._deleted.update(present)
+                return len(present)
             return int(self._index.remove_ids(arr))
 
-    @property
-    def building(self) -> bool:
-        return self._building
+    def _present(self, arr: np.ndarray) -> list[int]:
+        have = set(self._faiss.vector_to_array(self._index.id_map).tolist())
+        return [int(i) for i in arr.tolist() if i in have and i not in self._deleted]
 
     def ids(self) -> set[int]:
         with self._lock:
             inner = self._index
-            if self.kind == "flat":
-                return {int(i) for i in self._faiss.vector_to_array(inner.id_map)}
+            if self.kind in ("flat", "hnsw"):
+                return set(self._faiss.vector_to_array(inner.id_map).tolist()) - self._deleted
             invlists: Any = self._faiss.extract_index_ivf(inner).invlists
             out: set[int] = set()
             for lst in range(invlists.nlist):
@@ -92,37 +125,58 @@ class VectorIndex:
         if allowed is not None and not allowed:
             return empty
         with self._lock:
-            if self._index.ntotal == 0:
+            if len(self) == 0:
                 return empty
-            k = min(k, int(self._index.ntotal))
-            if allowed is None:
-                scores, ids = self._index.search(q, k)
-                return scores, ids
-            sel = faiss.IDSelectorBatch(np.fromiter(allowed, dtype=np.int64, count=len(allowed)))
-            if self.kind == "flat":
-                params: Any = faiss.SearchParameters(sel=sel)
+            k = min(k, len(self))
+            sel: Any = None
+            base: Any = None  # an IDSelectorNot points at it: keep it alive
+            if allowed is not None:
+                keep = allowed - self._deleted if self._deleted else allowed
+                if not keep:
+                    return empty
+                sel = faiss.IDSelectorBatch(np.fromiter(keep, dtype=np.int64, count=len(keep)))
+            elif self._deleted:
+                gone = np.fromiter(self._deleted, dtype=np.int64, count=len(self._deleted))
+                base = faiss.IDSelectorBatch(gone)
+                sel = faiss.IDSelectorNot(base)
+            if self.kind == "hnsw":
+                params: Any = faiss.SearchParametersHNSW(efSearch=max(self.ef_search, k))
+                if sel is not None:
+                    params.sel = sel
+            elif self.kind == "ivf":
+                params = faiss.SearchParametersIVF(nprobe=self.nprobe)
+                if sel is not None:
+                    params.sel = sel
+            elif sel is not None:
+                params = faiss.SearchParameters(sel=sel)
             else:
-                params = faiss.SearchParametersIVF(sel=sel, nprobe=self.nprobe)
+                params = None
             scores, ids = self._index.search(q, k, params=params)
         return scores, ids
 
     # -- ANN -----------------------------------------------------------------------------
 
     def snapshot(self) -> tuple[np.ndarray, np.ndarray]:
-        """(ids, vectors) of a flat index, read under the lock."""
+        """(ids, vectors) of a flat or HNSW index (tombstones left out), under the lock."""
         with self._lock:
-            inner = self._index
-            ids = self._faiss.vector_to_array(inner.id_map).astype(np.int64)
+            ids = self._faiss.vector_to_array(self._index.id_map).astype(np.int64)
             if not len(ids):
                 return ids, np.zeros((0, self.dimensions), np.float32)
-            return ids, np.asarray(inner.index.reconstruct_n(0, len(ids)), dtype=np.float32)
+            vecs = np.asarray(self._index.index.reconstruct_n(0, len(ids)), dtype=np.float32)
+            if self._deleted:
+                keep = ~np.isin(ids, np.fromiter(self._deleted, dtype=np.int64))
+                ids, vecs = ids[keep], vecs[keep]
+            return ids, vecs
 
     def upgrade_to_ann(self) -> bool:
-        """Build the IVF index from a snapshot while searches and writes go on against the
-        flat index; writes made meanwhile are replayed on the new index before the swap.
-        Returns False when there is nothing to do (already ANN, or a build is running)."""
+        """Build the ANN index from a snapshot while searches and writes go on against the
+        current index; writes made meanwhile are replayed on the new one before the swap.
+        Also compacts an HNSW graph heavy with tombstones. False when there is nothing to
+        do (already ANN and compact, or a build is running)."""
         with self._lock:
-            if self.kind != "flat" or self._building:
+            if self._building or (self.kind != "flat" and not self.needs_compaction):
+                return False
+            if self.kind == "ivf":
                 return False
             self._building = True
             self._log = []
@@ -135,6 +189,26 @@ class VectorIndex:
                 self._log = []
         return True
 
+    def _new_ann(self, vecs: np.ndarray, nlist: int | None) -> tuple[Any, str]:
+        faiss = self._faiss
+        n = len(vecs)
+        if self.ann == "hnsw":
+            hnsw = faiss.IndexHNSWFlat(self.dimensions, self.hnsw_m, faiss.METRIC_INNER_PRODUCT)
+            hnsw.hnsw.efConstruction = self.ef_construction
+            hnsw.hnsw.efSearch = self.ef_search
+            return faiss.IndexIDMap2(hnsw), "hnsw"
+        nlist = nlist or max(16, min(65536, int(4 * np.sqrt(n))))
+        quantizer = faiss.IndexFlatIP(self.dimensions)
+        ivf = faiss.IndexIVFFlat(quantizer, self.dimensions, nlist, faiss.METRIC_INNER_PRODUCT)
+        train = (
+            vecs
+            if n <= nlist * 64
+            else vecs[np.random.default_rng(0).choice(n, nlist * 64, replace=False)]
+        )
+        ivf.train(train)
+        ivf.nprobe = self.nprobe
+        return ivf, "ivf"
+
     def build_ann(
         self,
         ids: np.ndarray,
@@ -143,31 +217,24 @@ class VectorIndex:
         *,
         replay: bool = False,
     ) -> None:
-        """Train an IVF index on the given vectors (slow: call off the request path), then
-        swap it in under the lock."""
-        faiss = self._faiss
-        n = len(ids)
-        nlist = nlist or max(16, min(65536, int(4 * np.sqrt(n))))
-        quantizer = faiss.IndexFlatIP(self.dimensions)
-        ivf = faiss.IndexIVFFlat(quantizer, self.dimensions, nlist, faiss.METRIC_INNER_PRODUCT)
+        """Build the ANN index over the given vectors (slow: call off the request path),
+        then swap it in under the lock."""
         vecs = np.ascontiguousarray(vectors, dtype=np.float32)
-        train = (
-            vecs
-            if n <= nlist * 64
-            else vecs[np.random.default_rng(0).choice(n, nlist * 64, replace=False)]
-        )
-        ivf.train(train)
-        ivf.nprobe = self.nprobe
-        ivf.add_with_ids(vecs, np.asarray(ids, dtype=np.int64))
+        index, kind = self._new_ann(vecs, nlist)
+        index.add_with_ids(vecs, np.asarray(ids, dtype=np.int64))
         with self._lock:
+            deleted: set[int] = set()
             if replay:
                 for op, op_ids, op_vecs in self._log:
                     if op == "add":
-                        ivf.add_with_ids(op_vecs, op_ids)
+                        index.add_with_ids(op_vecs, op_ids)
+                    elif kind == "hnsw":
+                        deleted.update(int(i) for i in op_ids)
                     else:
-                        ivf.remove_ids(op_ids)
-            self._index = ivf
-            self.kind = "ivf"
+                        index.remove_ids(op_ids)
+            self._index = index
+            self.kind = kind
+            self._deleted = deleted
 
     # -- persistence ---------------------------------------------------------------------
 
@@ -176,8 +243,13 @@ class VectorIndex:
         tmp = path.with_name(path.name + ".tmp")
         with self._lock:
             self._faiss.write_index(self._index, str(tmp))
+            # Tombstones live beside the index (ids no longer in SQLite: the load-time
+            # check would find them anyway; saving them keeps that cheap).
+            gone = np.fromiter(self._deleted, dtype=np.int64, count=len(self._deleted))
+        np.save(str(path.with_name(path.name + ".deleted.tmp.npy")), gone)
         with open(tmp, "rb") as fh:
             os.fsync(fh.fileno())
+        os.replace(path.with_name(path.name + ".deleted.tmp.npy"), _tombstones(path))
         os.replace(tmp, path)
 
     @classmethod
@@ -189,7 +261,19 @@ class VectorIndex:
         if loaded.d != dimensions:
             raise ValueError(f"{path}: index has {loaded.d} dimensions, expected {dimensions}")
         index._index = loaded
-        index.kind = "flat" if isinstance(loaded, faiss.IndexIDMap) else "ivf"
-        if index.kind == "ivf":
+        if isinstance(loaded, faiss.IndexIDMap):
+            inner: Any = faiss.downcast_index(loaded.index)
+            index.kind = "hnsw" if isinstance(inner, faiss.IndexHNSW) else "flat"
+            if index.kind == "hnsw":
+                inner.hnsw.efSearch = index.ef_search
+                tomb = _tombstones(path)
+                if tomb.exists():
+                    index._deleted = {int(i) for i in np.load(str(tomb))}
+        else:
+            index.kind = "ivf"
             faiss.extract_index_ivf(loaded).nprobe = index.nprobe
         return index
+
+
+def _tombstones(path: Path) -> Path:
+    return path.with_name(path.name + ".deleted.npy")

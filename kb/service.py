@@ -373,6 +373,7 @@ class KnowledgeBase:
             self._indexes.pop(cid, None)
             self._dirty.discard(cid)
         self._index_path(cid).unlink(missing_ok=True)
+        self._index_path(cid).with_name(f"{cid}.faiss.deleted.npy").unlink(missing_ok=True)
 
     def touch(self, cid: str) -> None:
         self.store.update_collection(cid, last_active_at=int(time.time()))
@@ -382,8 +383,19 @@ class KnowledgeBase:
     def _index_path(self, cid: str) -> Path:
         return self.dir / "indexes" / f"{cid}.faiss"
 
+    def _index_options(self) -> dict[str, Any]:
+        s = self.settings
+        return {
+            "ann_threshold": self.ann_threshold,
+            "ann": s.ann_index,
+            "nprobe": s.ann_nprobe,
+            "hnsw_m": s.hnsw_m,
+            "ef_construction": s.hnsw_ef_construction,
+            "ef_search": s.hnsw_ef_search,
+        }
+
     def _new_index(self, dims: int) -> VectorIndex:
-        return VectorIndex(dims, ann_threshold=self.ann_threshold, nprobe=self.settings.ann_nprobe)
+        return VectorIndex(dims, **self._index_options())
 
     def index(self, cid: str) -> VectorIndex:
         """The collection's FAISS index: cached, else loaded and repaired against SQLite,
@@ -398,12 +410,7 @@ class KnowledgeBase:
             index: VectorIndex | None = None
             if path.exists():
                 try:
-                    index = VectorIndex.load(
-                        path,
-                        dims,
-                        ann_threshold=self.ann_threshold,
-                        nprobe=self.settings.ann_nprobe,
-                    )
+                    index = VectorIndex.load(path, dims, **self._index_options())
                     self._repair(cid, index)
                 except Exception:
                     log.exception("index unreadable; rebuilding", extra={"collection": cid})
@@ -450,7 +457,8 @@ class KnowledgeBase:
     def _maybe_upgrade(self, cid: str, index: VectorIndex) -> None:
         """Past the threshold, build the ANN index in a thread; searches keep using the
         exact index until the swap."""
-        if index.kind != "flat" or len(index) < self.ann_threshold or cid in self._upgrades:
+        due = (index.kind == "flat" and len(index) >= self.ann_threshold) or index.needs_compaction
+        if not due or cid in self._upgrades:
             return
         self._upgrades.add(cid)
 
@@ -460,7 +468,8 @@ class KnowledgeBase:
                 if await asyncio.to_thread(index.upgrade_to_ann):
                     self._dirty.add(cid)
                     log.info(
-                        "index switched to IVF",
+                        "index switched to %s",
+                        index.kind,
                         extra={
                             "collection": cid,
                             "vectors": len(index),
@@ -545,6 +554,7 @@ class KnowledgeBase:
         index = await asyncio.to_thread(self.index, cid)
         index.remove(ids)
         self._dirty.add(cid)
+        self._maybe_upgrade(cid, index)
         return len(ids)
 
     def create_batch(

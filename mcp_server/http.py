@@ -30,7 +30,7 @@ def mount(server: MCPServer, cfg: McpSettings) -> tuple[Any, Any]:
     manager = server.session_manager
     app = StreamableHTTPASGIApp(manager)
 
-    @asgi(cfg.path, name="mcp")
+    @asgi(cfg.path, name="mcp", copy_scope=True)
     async def mcp_endpoint(scope: Scope, receive: Receive, send: Send) -> None:
         await app(scope, receive, send)  # type: ignore[arg-type]
 

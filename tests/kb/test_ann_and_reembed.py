@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pytest
 
 from gateway.app import create_app
 from kb.index import VectorIndex
@@ -21,10 +22,11 @@ def _clustered(n: int, d: int, seed: int = 0) -> np.ndarray:
     return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
 
 
-def test_upgrade_replays_writes_made_while_building() -> None:
+@pytest.mark.parametrize("ann", ["hnsw", "ivf"])
+def test_upgrade_replays_writes_made_while_building(ann: str) -> None:
     d = 32
     vecs = _clustered(6000, d)
-    index = VectorIndex(d, ann_threshold=5000, nprobe=64)
+    index = VectorIndex(d, ann_threshold=5000, nprobe=64, ann=ann)
     index.add(np.arange(5000), vecs[:5000])
     done = threading.Event()
     seen_during: list[str] = []
@@ -43,8 +45,10 @@ def test_upgrade_replays_writes_made_while_building() -> None:
         seen_during.append(index.kind)
     index.remove(list(range(0, 100)))
     t.join(timeout=60)
-    assert done.is_set() and index.kind == "ivf"
+    assert done.is_set() and index.kind == ann
     assert index.ids() == set(range(100, 6000))
+    _, got = index.search(vecs[:100], 5)
+    assert not set(got.ravel().tolist()) & set(range(100))  # removed during the build
     # Recall against exact search on the same data.
     flat = VectorIndex(d)
     flat.add(np.arange(100, 6000), vecs[100:])
@@ -53,7 +57,28 @@ def test_upgrade_replays_writes_made_while_building() -> None:
     _, approx = index.search(q, 10)
     recall = np.mean([len(set(a) & set(e)) / 10 for a, e in zip(approx, exact, strict=True)])
     assert recall >= 0.95
-    assert not index.upgrade_to_ann()  # already IVF: nothing to do
+    assert not index.upgrade_to_ann()  # already ANN: nothing to do
+
+
+def test_hnsw_tombstones_filters_persistence_and_compaction(tmp_path: Path) -> None:
+    d = 16
+    vecs = _clustered(3000, d)
+    index = VectorIndex(d, ann="hnsw")
+    index.build_ann(np.arange(3000), vecs)
+    assert index.remove(list(range(0, 300))) == 300
+    assert len(index) == 2700 and not index.needs_compaction
+    _, got = index.search(vecs[:300], 3)
+    assert not set(got.ravel().tolist()) & set(range(300))
+    _, got = index.search(vecs[500], 5, allowed={500, 7, 8})
+    assert set(got[0].tolist()) <= {500, 7, 8, -1} and got[0][0] == 500
+    index.save(tmp_path / "i.faiss")
+    again = VectorIndex.load(tmp_path / "i.faiss", d)
+    assert again.kind == "hnsw" and again.ids() == set(range(300, 3000))
+    again.remove(list(range(300, 1000)))
+    assert again.needs_compaction
+    assert again.upgrade_to_ann()
+    assert again.kind == "hnsw" and not again.needs_compaction and len(again) == 2000
+    assert again.ids() == set(range(1000, 3000))
 
 
 async def test_store_switches_to_ivf_past_the_threshold(tmp_path: Path) -> None:
@@ -85,7 +110,7 @@ async def test_store_switches_to_ivf_past_the_threshold(tmp_path: Path) -> None:
         )
         kb = app.state.ctx.kb
         await kb.drain()
-        assert kb.index(vs).kind == "ivf"
+        assert kb.index(vs).kind == "hnsw"
         hits = (
             await http.post(
                 f"/v1/vector_stores/{vs}/search",

@@ -96,7 +96,8 @@ def test_index_rebuilds_from_sqlite_and_saves_atomically(
     assert loaded.ids() == set(ids.tolist())
 
 
-def test_ivf_index_matches_exact_search_on_clustered_vectors() -> None:
+@pytest.mark.parametrize("kind", ["ivf", "hnsw"])
+def test_ann_index_matches_exact_search_on_clustered_vectors(kind: str) -> None:
     rng = np.random.default_rng(0)
     centers = rng.standard_normal((32, 64)).astype(np.float32)
     data = centers[rng.integers(0, 32, 5000)] + 0.3 * rng.standard_normal((5000, 64))
@@ -104,9 +105,9 @@ def test_ivf_index_matches_exact_search_on_clustered_vectors() -> None:
     ids = np.arange(1, 5001)
     exact = VectorIndex(64)
     exact.add(ids, data)
-    ann = VectorIndex(64, nprobe=8)
+    ann = VectorIndex(64, nprobe=8, ann=kind)
     ann.build_ann(ids, data)
-    assert ann.kind == "ivf" and len(ann) == 5000
+    assert ann.kind == kind and len(ann) == 5000
     queries = data[:50] + 0.05 * rng.standard_normal((50, 64)).astype(np.float32)
     _, e = exact.search(queries, 10)
     _, a = ann.search(queries, 10)
