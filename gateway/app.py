@@ -50,6 +50,7 @@ def create_app(settings: Settings | None = None, engines: EngineRegistry | None 
     embedding_service = EmbeddingService(registry, settings.limits)
     rerank_service = RerankService(registry, settings.limits)
     kb = build_knowledge_base(settings, registry, embedding_service, rerank_service)
+    metrics.attach_knowledge(kb)
     chat_service = ChatService(registry, settings.chat)
     rag = RagService(kb, settings.profiles, settings.rag)
     chat_service.rag = rag

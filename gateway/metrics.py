@@ -84,6 +84,9 @@ class Metrics:
         """Expose chat engines' live numbers (read at scrape time)."""
         self.registry.register(_ChatEngineCollector(registry))
 
+    def attach_knowledge(self, kb: Any) -> None:
+        self.registry.register(_KnowledgeCollector(kb))
+
     def render(self) -> bytes:
         return generate_latest(self.registry)
 
@@ -133,3 +136,42 @@ class _ChatEngineCollector(Collector):
             tokens.add_metric([mid, "prefill"], engine.stats["prefill_tokens"])
             tokens.add_metric([mid, "generated"], engine.stats["generated_tokens"])
         yield from (active, queued, cache_bytes, hits, misses, hit_tokens, tokens)
+
+
+class _KnowledgeCollector(Collector):
+    """Knowledge-base gauges, read from SQLite at scrape time."""
+
+    def __init__(self, kb: Any) -> None:
+        self.kb = kb
+
+    def collect(self) -> Iterator[Metric]:
+        chunks = GaugeMetricFamily(
+            "rwkv_rag_kb_chunks", "Chunks stored per vector store.", labels=["vector_store"]
+        )
+        files = GaugeMetricFamily(
+            "rwkv_rag_kb_files",
+            "Vector store files by ingestion status.",
+            labels=["vector_store", "status"],
+        )
+        queue = GaugeMetricFamily(
+            "rwkv_rag_kb_ingest_queue", "Ingestion jobs waiting for a worker."
+        )
+        ann = GaugeMetricFamily(
+            "rwkv_rag_kb_index_approximate",
+            "1 when the store's loaded index is approximate (HNSW/IVF), 0 when exact.",
+            labels=["vector_store"],
+        )
+        try:
+            for col in self.kb.collections():
+                cid = col["id"]
+                chunks.add_metric([cid], self.kb.store.count(cid))
+                for status, n in self.kb.store.file_counts(cid).items():
+                    if status != "total":
+                        files.add_metric([cid, status], n)
+                index = self.kb.loaded_index(cid)
+                if index is not None:
+                    ann.add_metric([cid], 0 if index.kind == "flat" else 1)
+        except Exception:  # a closed store during shutdown: no knowledge metrics
+            pass
+        queue.add_metric([], self.kb.queue_depth)
+        yield from (chunks, files, queue, ann)

@@ -211,6 +211,13 @@ class KnowledgeBase:
         while self._upgrades:
             await asyncio.sleep(0.05)
 
+    @property
+    def queue_depth(self) -> int:
+        return self._queue.qsize() if self._queue is not None else 0
+
+    def loaded_index(self, cid: str) -> VectorIndex | None:
+        return self._indexes.get(cid)
+
     def _spawn(self, coro: Any, name: str) -> asyncio.Task[Any]:
         task = asyncio.get_running_loop().create_task(coro, name=name)
         self._tasks.add(task)

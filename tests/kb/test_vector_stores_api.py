@@ -84,6 +84,9 @@ async def test_vector_store_upload_and_poll_and_search(sdk: Any) -> None:
     vs = await client.vector_stores.retrieve(vs.id)
     assert vs.file_counts.completed == 3 and vs.file_counts.total == 3
     assert vs.status == "completed" and vs.usage_bytes > 0
+    metrics = (await sdk[1].get("/metrics")).text
+    assert f'rwkv_rag_kb_chunks{{vector_store="{vs.id}"}} 3.0' in metrics
+    assert f'rwkv_rag_kb_files{{status="completed",vector_store="{vs.id}"}} 3.0' in metrics
     page = await client.vector_stores.search(vs.id, query="reset the pump red button")
     first = page.data[0]
     assert first.filename == "pump.md"
