@@ -40,24 +40,85 @@ from kb.index import VectorIndex  # noqa: E402
 D = 384
 
 
-def clustered(n: int, seed: int, per_topic: int = 10, spread: float = 0.45) -> np.ndarray:
-    """Sentence-embedding-like vectors: a shared mean direction, topic centres, per-text
-    noise. Calibrated against real MiniLM embeddings of 10k docstring paragraphs (random
-    pairs at cosine 0.12, nearest neighbour 0.72, tenth 0.52; here 0.14 / 0.72 / 0.48),
-    with topics growing with n so the local density stays that of the real sample."""
+REAL_CACHE = ROOT / ".data" / "bench-real10k.npy"
+
+
+def real_embeddings(n: int = 10_000) -> np.ndarray:
+    """MiniLM embeddings of ``n`` real paragraphs (cached in .data: ~6 minutes to make)."""
+    if REAL_CACHE.exists():
+        cached = np.load(REAL_CACHE)
+        if len(cached) >= n:
+            return cached[:n].astype(np.float32)
+    from kb.providers import minilm_provider
+
+    provider = minilm_provider()
+    texts = corpus_texts(n)
+
+    async def embed() -> np.ndarray:
+        parts = []
+        for start in range(0, n, 256):
+            v, _ = await provider.embed("m", texts[start : start + 256])
+            parts.append(v)
+        return np.concatenate(parts).astype(np.float32)
+
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(1) as pool:  # its own event loop, whoever calls
+        vecs = pool.submit(asyncio.run, embed()).result()
+    REAL_CACHE.parent.mkdir(parents=True, exist_ok=True)
+    np.save(REAL_CACHE, vecs)
+    return vecs
+
+
+_FIT: dict[str, np.ndarray] = {}
+
+
+def _fit() -> dict[str, np.ndarray]:
+    """A Gaussian-mixture model of real MiniLM embeddings: topic centres drawn with the
+    spectrum (PCA) of k-means centroids of the real sample, per-text variation with the
+    spectrum of the residuals. Same anisotropy and intrinsic dimension as the real data."""
+    if _FIT:
+        return _FIT
+    import faiss
+
+    real = real_embeddings()
+    km = faiss.Kmeans(D, 500, niter=20, seed=1)
+    km.train(real)
+    _, assign = km.index.search(real, 1)
+    centres = km.centroids
+    resid = real - centres[assign[:, 0]]
+    mu = centres.mean(0)
+    _, sc, vc = np.linalg.svd(centres - mu, full_matrices=False)
+    _, sr, vr = np.linalg.svd(resid, full_matrices=False)
+    _FIT.update(
+        mu=mu,
+        sc=sc / np.sqrt(len(centres) - 1),
+        vc=vc,
+        sr=sr / np.sqrt(len(resid) - 1),
+        vr=vr,
+    )
+    return _FIT
+
+
+def clustered(n: int, seed: int, per_topic: int = 10) -> np.ndarray:
+    """Synthetic vectors with the structure of real sentence embeddings (see ``_fit``):
+    ``n / per_topic`` topics, normalised. On 10k vectors they behave like the real sample
+    for ANN (HNSW recall@10 0.99 vs 0.997 real) while being slightly less clustered
+    (nearest-neighbour cosine 0.55 vs 0.72), so they err on the hard side."""
+    f = _fit()
     rng = np.random.default_rng(seed)
-    topics = max(100, n // per_topic)
-    common = np.random.default_rng(12345).normal(size=D)
-    common /= np.linalg.norm(common)
-    centres = np.random.default_rng(777).normal(size=(topics, D)).astype(np.float32)
-    centres /= np.linalg.norm(centres, axis=1, keepdims=True)
+    topics = max(50, n // per_topic)
+    centres = (
+        f["mu"]
+        + (np.random.default_rng(777).normal(size=(topics, len(f["sc"]))) * f["sc"]) @ f["vc"]
+    ).astype(np.float32)
     out = np.empty((n, D), np.float32)
     step = 100_000
     for start in range(0, n, step):
         m = min(step, n - start)
         t = rng.integers(0, topics, m)
-        noise = rng.normal(size=(m, D)).astype(np.float32) / np.sqrt(D)
-        x = centres[t] + (spread / 0.6) * noise + 0.5 * common.astype(np.float32)
+        noise = ((rng.normal(size=(m, len(f["sr"]))) * f["sr"]) @ f["vr"]).astype(np.float32)
+        x = centres[t] + noise
         out[start : start + m] = x / np.linalg.norm(x, axis=1, keepdims=True)
     return out
 
@@ -191,17 +252,9 @@ def corpus_texts(n: int, seed: int = 0) -> list[str]:
 
 
 async def bench_real_minilm(n: int, nprobes: list[int], efs: list[int]) -> dict[str, Any]:
-    from kb.providers import minilm_provider
-
-    provider = minilm_provider()
-    texts = corpus_texts(n)
     t = time.perf_counter()
-    vecs_list = []
-    for start in range(0, n, 256):
-        v, _ = await provider.embed("m", texts[start : start + 256])
-        vecs_list.append(v)
+    vecs = await asyncio.to_thread(real_embeddings, n)
     embed_s = time.perf_counter() - t
-    vecs = np.concatenate(vecs_list).astype(np.float32)
     rng = np.random.default_rng(5)
     # Queries: held-out paragraphs (the index holds the other n - 200).
     held = rng.choice(n, 200, replace=False)
@@ -225,6 +278,7 @@ async def bench_real_minilm(n: int, nprobes: list[int], efs: list[int]) -> dict[
         "recall@10": {},
     }
     for nprobe in nprobes:
+        ivf.nprobe = nprobe
         inner.nprobe = nprobe
         lat, approx = time_queries(ivf, qv)
         out["recall@10"][f"ivf nprobe={nprobe}"] = round(recall_at(approx, exact), 4)

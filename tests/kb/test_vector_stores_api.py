@@ -361,3 +361,51 @@ async def test_bad_ids_are_404_in_openai_shape(sdk: Any) -> None:
         },
     )
     assert r.status_code == 400
+
+
+async def test_query_lists_rewrite_and_score_threshold(sdk: Any) -> None:
+    client, http = sdk
+    vs = await client.vector_stores.create(name="q")
+    for name, text in DOCS.items():
+        await client.vector_stores.files.upload_and_poll(
+            vector_store_id=vs.id, file=(name, io.BytesIO(text.encode()))
+        )
+    r = await http.post(
+        f"/v1/vector_stores/{vs.id}/search",
+        json={
+            "query": "Could you please tell me how to reset the water pump?",
+            "rewrite_query": True,
+            "ranking_options": {"ranker": "none"},
+        },
+    )
+    body = r.json()
+    assert body["search_query"] == ["how to reset the water pump"]
+    assert body["data"][0]["filename"] == "pump.md"
+    r = await http.post(
+        f"/v1/vector_stores/{vs.id}/search",
+        json={
+            "query": ["museum tickets", "refunds invoices"],
+            "max_num_results": 2,
+            "ranking_options": {"ranker": "none"},
+        },
+    )
+    assert {d["filename"] for d in r.json()["data"]} == {"museum.txt", "billing.txt"}
+    everything = (
+        await http.post(
+            f"/v1/vector_stores/{vs.id}/search",
+            json={"query": "pump", "ranking_options": {"ranker": "none"}},
+        )
+    ).json()["data"]
+    cut = everything[0]["score"] - 1e-6
+    r = await http.post(
+        f"/v1/vector_stores/{vs.id}/search",
+        json={"query": "pump", "ranking_options": {"ranker": "none", "score_threshold": cut}},
+    )
+    assert all(d["score"] >= cut for d in r.json()["data"]) and len(r.json()["data"]) < len(
+        everything
+    )
+    r = await http.post(
+        f"/v1/vector_stores/{vs.id}/search",
+        json={"query": "pump", "ranking_options": {"ranker": "magic"}},
+    )
+    assert r.status_code == 400 and r.json()["error"]["param"] == "ranking_options.ranker"
