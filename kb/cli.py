@@ -228,6 +228,25 @@ async def _rebuild(args: argparse.Namespace) -> int:
     return 0
 
 
+async def _reembed(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    async with open_kb(args.config) as kb:
+        cid = kb.collection_by_name(args.store)["id"]
+        job = kb.reembed(cid, args.model)
+        with tqdm(total=job["total"], unit="chunk", desc="re-embed", disable=args.quiet) as bar:
+            while True:
+                job = kb.job(cid, job["id"])
+                bar.total = job["total"]
+                bar.n = job["progress"]
+                bar.refresh()
+                if job["status"] != "in_progress":
+                    break
+                await asyncio.sleep(0.2)
+        print(f"{cid}: {job['status']}" + (f" ({job['error']})" if job["error"] else ""))
+        return 0 if job["status"] == "completed" else 1
+
+
 def _runner(fn: Callable[[argparse.Namespace], Any]) -> Callable[[argparse.Namespace], int]:
     def run(args: argparse.Namespace) -> int:
         from gateway.logging import configure_logging
@@ -287,6 +306,11 @@ def register(sub: Any, add_config: Callable[[argparse.ArgumentParser], None]) ->
     p = cmd("rm", "delete a store, or one file from it", _rm)
     p.add_argument("store")
     p.add_argument("file_id", nargs="?")
+
+    p = cmd("reembed", "re-embed a store with another embedding model (resumable)", _reembed)
+    p.add_argument("store")
+    p.add_argument("model")
+    p.add_argument("--quiet", action="store_true")
 
     p = cmd("rebuild", "rebuild FAISS indexes from SQLite", _rebuild)
     p.add_argument("store", nargs="?")

@@ -14,7 +14,11 @@ from tests.conftest import FAKE_MODELS
 
 def test_kb_cli_lifecycle(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     cfg = tmp_path / "cfg.yaml"
-    cfg.write_text(yaml.safe_dump({"models": FAKE_MODELS, "data_dir": str(tmp_path / "data")}))
+    models = [
+        *FAKE_MODELS,
+        {"id": "small", "kind": "embedding", "engine": "fake", "options": {"dimensions": 16}},
+    ]
+    cfg.write_text(yaml.safe_dump({"models": models, "data_dir": str(tmp_path / "data")}))
     docs = tmp_path / "docs"
     docs.mkdir()
     (docs / "pump.md").write_text("# Pump\nHold the red button for ten seconds to reset the pump.")
@@ -45,5 +49,9 @@ def test_kb_cli_lifecycle(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
     assert "1 chunks" in capsys.readouterr().out
     assert main(["kb", "rebuild", *c]) == 0
     assert f"{cid}: 1 vectors (flat)" in capsys.readouterr().out
+    assert main(["kb", "reembed", "manuals", "small", "--quiet", *c]) == 0
+    assert f"{cid}: completed" in capsys.readouterr().out
+    assert main(["kb", "ls", *c]) == 0
+    assert "model=small" in capsys.readouterr().out
     assert main(["kb", "search", "nope", "x", *c]) == 2
     assert "no vector store" in capsys.readouterr().err
