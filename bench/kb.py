@@ -38,6 +38,7 @@ sys.path.insert(0, str(ROOT))
 from kb.index import VectorIndex  # noqa: E402
 
 D = 384
+PARTS = ("ingest", "vectors", "real", "hybrid", "switch")
 
 
 REAL_CACHE = ROOT / ".data" / "bench-real10k.npy"
@@ -266,25 +267,31 @@ async def bench_real_minilm(n: int, nprobes: list[int], efs: list[int]) -> dict[
     flat = VectorIndex(D)
     flat.add(ids, vecs)
     _, exact = time_queries(flat, qv)
-    ivf = VectorIndex(D)
-    ivf.build_ann(ids, vecs)
+    out: dict[str, Any] = {"n": n, "embed_s": round(embed_s, 1), "recall@10": {}}
+    hnsw = VectorIndex(D, ann="hnsw")
+    hnsw.build_ann(ids, vecs)
+    for ef in efs:
+        hnsw.ef_search = ef
+        lat, approx = time_queries(hnsw, qv)
+        key = f"hnsw ef={ef}"
+        out["recall@10"][key] = round(recall_at(approx, exact), 4)
+        print(
+            f"real MiniLM n={n} {key}: recall@10={out['recall@10'][key]} p50={pct(lat, 50):.3f} ms"
+        )
     import faiss
 
+    ivf = VectorIndex(D, ann="ivf")
+    ivf.build_ann(ids, vecs)
     inner = faiss.extract_index_ivf(ivf._index)
-    out: dict[str, Any] = {
-        "n": n,
-        "embed_s": round(embed_s, 1),
-        "nlist": inner.nlist,
-        "recall@10": {},
-    }
+    out["nlist"] = inner.nlist
     for nprobe in nprobes:
         ivf.nprobe = nprobe
-        inner.nprobe = nprobe
         lat, approx = time_queries(ivf, qv)
-        out["recall@10"][f"ivf nprobe={nprobe}"] = round(recall_at(approx, exact), 4)
+        key = f"ivf nprobe={nprobe}"
+        out["recall@10"][key] = round(recall_at(approx, exact), 4)
         print(
-            f"real MiniLM n={n} nlist={inner.nlist} nprobe={nprobe}: "
-            f"recall@10={out['recall@10'][f'ivf nprobe={nprobe}']} p50={pct(lat, 50):.3f} ms"
+            f"real MiniLM n={n} nlist={inner.nlist} {key}: "
+            f"recall@10={out['recall@10'][key]} p50={pct(lat, 50):.3f} ms"
         )
     return out
 
@@ -420,7 +427,7 @@ def bench_switch(n: int) -> dict[str, Any]:
         "kind_after": index.kind,
     }
     print(
-        f"switch at {n}: IVF built in {build_s:.1f}s while {len(lat)} searches ran "
+        f"switch at {n}: {index.kind} built in {build_s:.1f}s while {len(lat)} searches ran "
         f"(p50 {res['p50_ms']} ms, worst {res['max_ms']} ms)"
     )
     return res
@@ -433,7 +440,7 @@ async def main() -> None:
     ap.add_argument("--ef", default="64,128,256")
     ap.add_argument("--ivf-max", type=int, default=100_000, help="largest size IVF is built at")
     ap.add_argument("--queries", type=int, default=200)
-    ap.add_argument("--skip-real", action="store_true")
+    ap.add_argument("--parts", default="all", help=f"comma-separated subset of {PARTS}")
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "kb.json"))
     args = ap.parse_args()
     import faiss
@@ -445,18 +452,34 @@ async def main() -> None:
         "machine": f"{platform.processor() or platform.machine()}, {platform.system()}",
         "faiss_threads": faiss.omp_get_max_threads(),
     }
-    result["ingest"] = await bench_ingest(40)
-    print(
-        f"\n{'n':>9} {'index':<28} {'build_s':>8} {'p50_ms':>9} {'p95_ms':>9} "
-        f"{'recall@10':>9} {'index_mb':>9} {'rss_mb':>8}"
-    )
-    result["vectors"] = bench_vectors(sizes, nprobes, efs, args.queries, args.ivf_max)
-    if not args.skip_real:
+    out = Path(args.out)
+    if out.exists() and args.parts != "all":
+        result = {**json.loads(out.read_text()), **result}  # update the parts re-run
+    parts = set(args.parts.split(",")) if args.parts != "all" else set(PARTS)
+
+    def save() -> None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(result, indent=2))
+
+    if "ingest" in parts:
+        result["ingest"] = await bench_ingest(40)
+        save()
+    if "vectors" in parts:
+        print(
+            f"\n{'n':>9} {'index':<28} {'build_s':>8} {'p50_ms':>9} {'p95_ms':>9} "
+            f"{'recall@10':>9} {'index_mb':>9} {'rss_mb':>8}"
+        )
+        result["vectors"] = bench_vectors(sizes, nprobes, efs, args.queries, args.ivf_max)
+        save()
+    if "real" in parts:
         result["real_minilm"] = await bench_real_minilm(10_000, nprobes, efs)
-    result["hybrid"] = bench_hybrid(100_000, args.queries)
-    result["switch"] = bench_switch(100_000)
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=2))
+        save()
+    if "hybrid" in parts:
+        result["hybrid"] = bench_hybrid(100_000, args.queries)
+        save()
+    if "switch" in parts:
+        result["switch"] = bench_switch(100_000)
+        save()
 
 
 if __name__ == "__main__":

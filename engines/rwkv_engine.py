@@ -140,8 +140,7 @@ class RWKVChatEngine:
         return list(self.tokenizer.encode(text))
 
     def decode(self, tokens: list[int]) -> str:
-        data: bytes = self.tokenizer.decodeBytes(tokens)
-        return data.decode("utf-8", errors="replace")
+        return b"".join(self._bytes(t) for t in tokens).decode("utf-8", errors="replace")
 
     # -- public API ----------------------------------------------------------------------
 
@@ -375,7 +374,9 @@ class RWKVChatEngine:
             self._finish(seq, "length")
 
     def _bytes(self, token: int) -> bytes:
-        return bytes(self.tokenizer.decodeBytes([token])) if token != 0 else b""
+        # Ids the vocabulary leaves unassigned (the world vocabulary stops short of the
+        # embedding size) decode to nothing rather than failing the whole batch.
+        return bytes(self.tokenizer.idx2token.get(token, b"")) if token != 0 else b""
 
     def _finish(self, seq: _Seq, reason: str) -> None:
         tail = seq.decoder.decode(b"", final=True)

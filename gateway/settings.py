@@ -216,7 +216,7 @@ class KnowledgeSettings(BaseModel):
     hnsw_m: int = Field(32, ge=4, le=128, description="HNSW links per node.")
     hnsw_ef_construction: int = Field(80, ge=8, description="HNSW build-time beam width.")
     hnsw_ef_search: int = Field(
-        128, ge=8, description="HNSW search beam width (higher = better recall, slower)."
+        256, ge=8, description="HNSW search beam width (higher = better recall, slower)."
     )
     ann_nprobe: int = Field(32, ge=1, description="IVF lists searched per query.")
     search_candidates: int = Field(

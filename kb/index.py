@@ -39,7 +39,7 @@ class VectorIndex:
         nprobe: int = 32,
         hnsw_m: int = 32,
         ef_construction: int = 80,
-        ef_search: int = 128,
+        ef_search: int = 256,
     ) -> None:
         import faiss
 

@@ -131,6 +131,21 @@ async def test_token_id_prompts_are_accepted(http: httpx.AsyncClient) -> None:
     assert r.json()["usage"]["prompt_tokens"] == 2
 
 
+async def test_ids_the_vocabulary_leaves_unassigned_decode_to_nothing(
+    http: httpx.AsyncClient, chat_registry: Any
+) -> None:
+    # The world vocabulary ends at 65529; the embedding has 65536 rows, so a random or
+    # greedy model can pick 65530-65535. They must not fail the batch (nor an echo).
+    r = await http.post(
+        "/v1/completions",
+        json={"model": "rwkv7-tiny", "prompt": [510, 65535, 3658], "echo": True, "max_tokens": 1},
+    )
+    assert r.status_code == 200, r.text
+    engine = chat_registry.models["rwkv7-tiny"].engine
+    assert engine.decode([65535, 65531]) == ""
+    assert engine.decode([510, 65535]) == engine.decode([510])
+
+
 async def test_prompt_over_the_context_limit_is_context_length_exceeded(tiny_dir: Path) -> None:
     from tests.conftest import asgi_client
 
