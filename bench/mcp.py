@@ -22,6 +22,8 @@ from typing import Any
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
+# This file is named like the `mcp` package: keep its directory off the import path.
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 sys.path.insert(0, str(ROOT))
 
 from tests.conftest import start_server, stop_server  # noqa: E402
@@ -97,6 +99,7 @@ async def run(base: str, vs: str, n: int) -> dict[str, Any]:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--requests", type=int, default=200)
+    ap.add_argument("--json-response", action="store_true", help="mcp.json_response: true")
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "mcp.json"))
     args = ap.parse_args()
     import httpx
@@ -104,7 +107,12 @@ def main() -> None:
     docs = json.loads((ROOT / "bench" / "eval" / "en.json").read_text())["docs"]
     with tempfile.TemporaryDirectory() as tmp:
         server = start_server(
-            {"data_dir": f"{tmp}/data", "log_json": True, "log_level": "WARNING"},
+            {
+                "data_dir": f"{tmp}/data",
+                "log_json": True,
+                "log_level": "WARNING",
+                "mcp": {"json_response": args.json_response},
+            },
             Path(tmp),
             timeout=300,
         )
@@ -127,6 +135,7 @@ def main() -> None:
         finally:
             stop_server(server)
     result["machine"] = f"{platform.machine()}, {os.cpu_count()} cores"
+    result["mcp_json_response"] = args.json_response
     result["mcp_added_p50_ms"] = {
         f"c{c}": round(result[f"mcp_c{c}"]["p50_ms"] - result[f"rest_c{c}"]["p50_ms"], 2)
         for c in (1, 16)
