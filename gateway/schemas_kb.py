@@ -151,6 +151,8 @@ class SearchRequest(msgspec.Struct, kw_only=True):
     max_num_results: int = 10
     ranking_options: RankingOptions | None = None
     rewrite_query: bool = False
+    # Extra: the embedding model the caller expects the store to use (400 if it differs).
+    model: str | None = None
 
 
 class ContentPart(msgspec.Struct):

@@ -26,7 +26,15 @@ from typing import Any
 
 from charset_normalizer import from_bytes
 
-__all__ = ["Document", "LoaderError", "LoaderLimits", "Section", "load_document", "sniff_kind"]
+__all__ = [
+    "Document",
+    "LoaderError",
+    "LoaderLimits",
+    "Section",
+    "kinds_for",
+    "load_document",
+    "sniff_kind",
+]
 
 
 class LoaderError(Exception):
@@ -46,6 +54,12 @@ class LoaderLimits:
     max_xlsx_uncompressed_bytes: int = 1024**3
     max_xlsx_compression_ratio: float = 200.0
     max_text_bytes: int = 256 * 1024 * 1024
+    allowed_kinds: frozenset[str] | None = None  # None = every kind below
+
+
+def kinds_for(extensions: list[str]) -> frozenset[str]:
+    """The loader kinds that a list of allowed file extensions stands for."""
+    return frozenset(_EXT_KIND[e.lower()] for e in extensions if e.lower() in _EXT_KIND)
 
 
 @dataclass(slots=True)
@@ -116,6 +130,14 @@ def load_document(
     with open(path, "rb") as fh:
         head = fh.read(512)
     kind = sniff_kind(filename, head, content_type)
+    if kind in ("text", "markdown", "csv", "json") and b"\x00" in head:
+        raise LoaderError(
+            f"{filename!r} is a binary file of an unsupported type", "unsupported_file"
+        )
+    if limits.allowed_kinds is not None and kind not in limits.allowed_kinds:
+        raise LoaderError(
+            f"{kind} files are not accepted here (knowledge.allowed_extensions)", "unsupported_file"
+        )
     if kind == "pdf":
         doc = _load_pdf(path, limits, password)
     elif kind == "xlsx":

@@ -43,7 +43,7 @@ from kb.chunking import ChunkingStrategy, chunk_text
 from kb.fetch import FetchError, fetch_url
 from kb.filters import compile_filter
 from kb.index import VectorIndex
-from kb.loaders import LoaderError, LoaderLimits, Section, load_document
+from kb.loaders import LoaderError, LoaderLimits, Section, kinds_for, load_document
 from kb.search import Hit, hybrid_search
 from kb.store import ChunkRecord, KnowledgeStore, content_hash
 
@@ -93,7 +93,7 @@ _OPENAI_ERROR_CODES = {"invalid_file", "unsupported_file", "server_error"}
 def _last_error(code: str, message: str) -> dict[str, str]:
     """last_error in the API's enum (the SDK types it); the detail goes in the message."""
     if code not in _OPENAI_ERROR_CODES:
-        code = "unsupported_file" if code == "unsupported_file" else "invalid_file"
+        code = "invalid_file"
     return {"code": code, "message": message}
 
 
@@ -171,6 +171,7 @@ class KnowledgeBase:
             max_extracted_chars=self.settings.max_extracted_chars,
             max_xlsx_uncompressed_bytes=self.settings.max_xlsx_uncompressed_bytes,
             max_xlsx_compression_ratio=self.settings.max_xlsx_compression_ratio,
+            allowed_kinds=kinds_for(self.settings.allowed_extensions),
         )
         self._indexes: dict[str, VectorIndex] = {}
         self._dirty: set[str] = set()

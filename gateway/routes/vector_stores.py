@@ -399,6 +399,7 @@ async def search_store(
         score_threshold=threshold,
         rewrite_query=data.rewrite_query,
         weights=weights,
+        model=data.model,
     )
     return SearchPage(
         search_query=outcome.queries,

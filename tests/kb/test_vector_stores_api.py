@@ -409,3 +409,42 @@ async def test_query_lists_rewrite_and_score_threshold(sdk: Any) -> None:
         json={"query": "pump", "ranking_options": {"ranker": "magic"}},
     )
     assert r.status_code == 400 and r.json()["error"]["param"] == "ranking_options.ranker"
+
+
+async def test_unsupported_types_and_model_mismatch(tmp_path: Path) -> None:
+    settings = fake_settings(
+        data_dir=str(tmp_path), knowledge={"allowed_extensions": [".txt", ".md"]}
+    )
+    async with asgi_client(create_app(settings)) as http:
+        client = openai.AsyncOpenAI(
+            api_key="x", base_url="http://testserver.local/v1", http_client=http
+        )
+        vs = await client.vector_stores.create(name="t")
+        binary = await client.vector_stores.files.upload_and_poll(
+            vector_store_id=vs.id, file=("blob.txt", io.BytesIO(b"\x00\x01\x02binary"))
+        )
+        assert (
+            binary.status == "failed"
+            and binary.last_error
+            and binary.last_error.code == "unsupported_file"
+        )
+        pdf = await client.vector_stores.files.upload_and_poll(
+            vector_store_id=vs.id, file=("a.pdf", io.BytesIO(make_pdf([["hello"]])))
+        )
+        assert (
+            pdf.status == "failed"
+            and pdf.last_error
+            and "allowed_extensions" in pdf.last_error.message
+        )
+        ok = await client.vector_stores.files.upload_and_poll(
+            vector_store_id=vs.id, file=("a.md", io.BytesIO(b"# Title\nfine"))
+        )
+        assert ok.status == "completed"
+        r = await http.post(
+            f"/v1/vector_stores/{vs.id}/search", json={"query": "fine", "model": "other-model"}
+        )
+        assert r.status_code == 400 and r.json()["error"]["code"] == "embedding_model_mismatch"
+        r = await http.post(
+            f"/v1/vector_stores/{vs.id}/search", json={"query": "fine", "model": "fake-embed"}
+        )
+        assert r.status_code == 200 and r.json()["data"]
