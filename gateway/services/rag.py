@@ -24,9 +24,10 @@ from kb.service import KnowledgeBase, SearchResult
 
 __all__ = ["Knowledge", "RagService"]
 
+# Words that point back at the conversation: a question holding one is a follow-up.
 _FOLLOW_UP = re.compile(
-    r"\b(it|its|they|them|their|that|those|this|these|he|she|there|what about|how about|"
-    r"and|also|then|why|more)\b|它|他们|她|这个|那个|这些|那些|呢|还有|那么",
+    r"\b(it|its|they|them|their|that|those|this|these|he|she|what about|how about)\b"
+    r"|它|他们|她|这个|那个|这些|那些|呢|还有",
     re.IGNORECASE,
 )
 

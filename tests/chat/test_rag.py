@@ -370,3 +370,21 @@ async def test_open_webui_shapes(stack: Any) -> None:
         lines = [line async for line in resp.aiter_lines() if line.startswith("data: ")]
     assert lines[-1] == "data: [DONE]"
     await asyncio.sleep(0)
+
+
+def test_search_queries_join_the_previous_turn_only_for_follow_ups() -> None:
+    from gateway.services.rag import RagService
+    from gateway.settings import RagSettings
+
+    rag = RagService(None, [], RagSettings())  # type: ignore[arg-type]
+    pump = ("user", "Tell me about the water pump in the basement.")
+    assert rag.search_queries([pump, ("assistant", "ok"), ("user", "How long do I hold it?")]) == [
+        "How long do I hold it?",
+        "Tell me about the water pump in the basement. How long do I hold it?",
+    ]
+    standalone = "When does the city museum open on public holidays in summer?"
+    assert rag.search_queries([pump, ("assistant", "ok"), ("user", standalone)]) == [standalone]
+    assert rag.search_queries([("user", "那个怎么复位呢"), ("user", "水泵")]) == [
+        "水泵",
+        "那个怎么复位呢 水泵",
+    ]
