@@ -157,6 +157,39 @@ def index_bytes(index: VectorIndex) -> int:
     return int(faiss.serialize_index(index._index).size)
 
 
+def _row(
+    n: int,
+    label: str,
+    index: VectorIndex,
+    build_s: float,
+    queries: np.ndarray,
+    exact: np.ndarray | None,
+) -> tuple[dict[str, Any], np.ndarray]:
+    """Time ``queries`` on ``index``; recall@10 against ``exact`` (None: it is exact)."""
+    lat, got = time_queries(index, queries)
+    row = {
+        "n": n,
+        "index": label,
+        "build_s": round(build_s, 2),
+        "p50_ms": round(pct(lat, 50), 3),
+        "p95_ms": round(pct(lat, 95), 3),
+        "recall@10": 1.0 if exact is None else round(recall_at(got, exact), 4),
+        "index_mb": round(index_bytes(index) / 2**20, 1),
+        "rss_mb": round(rss_mb(), 0),
+    }
+    print_row(row)
+    return row, got
+
+
+def _built(index: VectorIndex, ids: np.ndarray, vecs: np.ndarray, ann: bool) -> float:
+    t = time.perf_counter()
+    if ann:
+        index.build_ann(ids, vecs)
+    else:
+        index.add(ids, vecs)
+    return time.perf_counter() - t
+
+
 def bench_vectors(
     sizes: list[int], nprobes: list[int], efs: list[int], n_queries: int, ivf_max: int
 ) -> list[dict[str, Any]]:
@@ -168,68 +201,25 @@ def bench_vectors(
         queries = clustered(n_queries, seed=2)
         ids = np.arange(n, dtype=np.int64)
         flat = VectorIndex(D)
-        t = time.perf_counter()
-        flat.add(ids, vecs)
-        flat_build = time.perf_counter() - t
-        lat_flat, exact = time_queries(flat, queries)
-        rows.append(
-            {
-                "n": n,
-                "index": "flat (exact)",
-                "build_s": round(flat_build, 2),
-                "p50_ms": round(pct(lat_flat, 50), 3),
-                "p95_ms": round(pct(lat_flat, 95), 3),
-                "recall@10": 1.0,
-                "index_mb": round(index_bytes(flat) / 2**20, 1),
-                "rss_mb": round(rss_mb(), 0),
-            }
-        )
-        print_row(rows[-1])
+        row, exact = _row(n, "flat (exact)", flat, _built(flat, ids, vecs, False), queries, None)
+        rows.append(row)
         del flat
         hnsw = VectorIndex(D, ann="hnsw")
-        t = time.perf_counter()
-        hnsw.build_ann(ids, vecs)
-        build = time.perf_counter() - t
+        build = _built(hnsw, ids, vecs, True)
         for ef in efs:
             hnsw.ef_search = ef
-            lat, approx = time_queries(hnsw, queries)
-            rows.append(
-                {
-                    "n": n,
-                    "index": f"hnsw M=32 ef={ef}",
-                    "build_s": round(build, 1),
-                    "p50_ms": round(pct(lat, 50), 3),
-                    "p95_ms": round(pct(lat, 95), 3),
-                    "recall@10": round(recall_at(approx, exact), 4),
-                    "index_mb": round(index_bytes(hnsw) / 2**20, 1),
-                    "rss_mb": round(rss_mb(), 0),
-                }
-            )
-            print_row(rows[-1])
+            rows.append(_row(n, f"hnsw M=32 ef={ef}", hnsw, build, queries, exact)[0])
         del hnsw
         if n > ivf_max:
             continue
         ivf = VectorIndex(D, ann="ivf")
-        t = time.perf_counter()
-        ivf.build_ann(ids, vecs)
-        ivf_build = time.perf_counter() - t
-        inner = faiss.extract_index_ivf(ivf._index)
+        build = _built(ivf, ids, vecs, True)
+        nlist = faiss.extract_index_ivf(ivf._index).nlist
         for nprobe in nprobes:
             ivf.nprobe = nprobe
-            lat_ivf, approx = time_queries(ivf, queries)
             rows.append(
-                {
-                    "n": n,
-                    "index": f"ivf nlist={inner.nlist} nprobe={nprobe}",
-                    "build_s": round(ivf_build, 1),
-                    "p50_ms": round(pct(lat_ivf, 50), 3),
-                    "p95_ms": round(pct(lat_ivf, 95), 3),
-                    "recall@10": round(recall_at(approx, exact), 4),
-                    "index_mb": round(index_bytes(ivf) / 2**20, 1),
-                    "rss_mb": round(rss_mb(), 0),
-                }
+                _row(n, f"ivf nlist={nlist} nprobe={nprobe}", ivf, build, queries, exact)[0]
             )
-            print_row(rows[-1])
         del ivf, vecs
     return rows
 

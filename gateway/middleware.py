@@ -6,6 +6,7 @@ import hashlib
 import hmac
 import json
 import time
+from collections.abc import Sequence
 from typing import Any
 
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
@@ -24,20 +25,28 @@ def _digest(value: bytes) -> bytes:
 async def _dify_denied(send: Send, header: bytes | None) -> None:
     """Dify's external-knowledge API has its own error shape and codes."""
     well_formed = header is not None and header.lower().startswith(b"bearer ") and header[7:]
-    body = json.dumps(
+    body = (
         {"error_code": 1002, "error_msg": "Authorization failed"}
         if well_formed
         else {
             "error_code": 1001,
             "error_msg": "Invalid Authorization header format. Expected 'Bearer <api-key>' format.",
         }
-    ).encode()
+    )
+    await _send_json(send, 403, body)
+
+
+async def _send_json(
+    send: Send, status: int, payload: dict[str, Any], extra: Sequence[tuple[bytes, bytes]] = ()
+) -> None:
+    body = json.dumps(payload).encode()
     start: Any = {
         "type": "http.response.start",
-        "status": 403,
+        "status": status,
         "headers": [
             (b"content-type", b"application/json"),
             (b"content-length", str(len(body)).encode()),
+            *extra,
         ],
     }
     await send(start)
@@ -88,28 +97,13 @@ class AuthMiddleware:
             if header is None
             else "incorrect API key provided"
         )
-        body = json.dumps(
-            {
-                "error": {
-                    "message": message,
-                    "type": "invalid_request_error",
-                    "param": None,
-                    "code": "invalid_api_key",
-                }
-            }
-        ).encode()
-        start: Any = {
-            "type": "http.response.start",
-            "status": 401,
-            "headers": [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(body)).encode()),
-                (b"www-authenticate", b"Bearer"),
-            ],
+        error = {
+            "message": message,
+            "type": "invalid_request_error",
+            "param": None,
+            "code": "invalid_api_key",
         }
-        await send(start)
-        end: Any = {"type": "http.response.body", "body": body}
-        await send(end)
+        await _send_json(send, 401, {"error": error}, [(b"www-authenticate", b"Bearer")])
 
 
 class MetricsMiddleware:

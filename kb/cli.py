@@ -23,9 +23,7 @@ __all__ = ["register"]
 
 @contextlib.asynccontextmanager
 async def open_kb(config: str | None, *, need_models: bool = True) -> AsyncIterator[Any]:
-    from engines.registry import EngineRegistry
-    from gateway.services.embeddings import EmbeddingService, RerankService
-    from gateway.services.knowledge import build_knowledge_base
+    from gateway.services.knowledge import local_knowledge_base
     from gateway.settings import load_settings
 
     settings = load_settings(config)
@@ -33,21 +31,8 @@ async def open_kb(config: str | None, *, need_models: bool = True) -> AsyncItera
     settings = settings.model_copy(
         update={"models": [m for m in settings.models if m.kind in ("embedding", "rerank")]}
     )
-    registry = EngineRegistry(settings)
-    if need_models:
-        await registry.load()
-    kb = build_knowledge_base(
-        settings,
-        registry,
-        EmbeddingService(registry, settings.limits),
-        RerankService(registry, settings.limits),
-    )
-    try:
+    async with local_knowledge_base(settings, load_models=need_models) as (kb, _):
         yield kb
-    finally:
-        await kb.stop()
-        kb.close()
-        await registry.close()
 
 
 def _attrs(pairs: list[str]) -> dict[str, Any]:

@@ -51,10 +51,13 @@ def is_public_address(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool
     return bool(ip.is_global) and not ip.is_multicast and not ip.is_reserved
 
 
+def _exempt(host: str, settings: UrlFetchSettings) -> bool:
+    allowed = {h.lower() for h in settings.allowed_hosts}
+    return settings.allow_private_networks or host.lower() in allowed
+
+
 async def _check_host(host: str, port: int, settings: UrlFetchSettings) -> None:
-    if settings.allow_private_networks or host.lower() in {
-        h.lower() for h in settings.allowed_hosts
-    }:
+    if _exempt(host, settings):
         return
     try:
         literal = ipaddress.ip_address(host.strip("[]"))
@@ -80,9 +83,7 @@ async def _check_host(host: str, port: int, settings: UrlFetchSettings) -> None:
 
 
 def _check_peer(response: httpx.Response, host: str, settings: UrlFetchSettings) -> None:
-    if settings.allow_private_networks or host.lower() in {
-        h.lower() for h in settings.allowed_hosts
-    }:
+    if _exempt(host, settings):
         return
     stream = response.extensions.get("network_stream")
     addr = stream.get_extra_info("server_addr") if stream is not None else None

@@ -25,7 +25,6 @@ import json
 import logging
 import os
 import re
-import shutil
 import threading
 import time
 import uuid
@@ -92,9 +91,7 @@ _OPENAI_ERROR_CODES = {"invalid_file", "unsupported_file", "server_error"}
 
 def _last_error(code: str, message: str) -> dict[str, str]:
     """last_error in the API's enum (the SDK types it); the detail goes in the message."""
-    if code not in _OPENAI_ERROR_CODES:
-        code = "invalid_file"
-    return {"code": code, "message": message}
+    return {"code": code if code in _OPENAI_ERROR_CODES else "invalid_file", "message": message}
 
 
 def strategy_from(spec: dict[str, Any] | None) -> ChunkingStrategy:
@@ -180,6 +177,7 @@ class KnowledgeBase:
         self._queue: asyncio.Queue[tuple[str, str]] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._upgrades: set[str] = set()
+        self._touched: dict[str, int] = {}
         self.progress: Progress | None = None
 
     # -- lifecycle -----------------------------------------------------------------------
@@ -193,8 +191,8 @@ class KnowledgeBase:
             self._queue.put_nowait((row["collection_id"], row["file_id"]))
         for job in self.store.jobs("in_progress"):
             self._spawn(self._run_job(job["id"]), f"kb-job-{job['id']}")
-        for batch_cid, batch_id in self._open_batches():
-            self._refresh_batch(batch_cid, batch_id)
+        for batch in self.store.open_batches():
+            self._refresh_batch(batch["collection_id"], batch["id"])
 
     async def stop(self) -> None:
         for task in list(self._tasks):
@@ -248,69 +246,63 @@ class KnowledgeBase:
 
     # -- files ---------------------------------------------------------------------------
 
-    def _new_file_row(
-        self, file_id: str, filename: str, size: int, purpose: str, digest: str, path: Path
-    ) -> dict[str, Any]:
-        return {
-            "id": file_id,
-            "filename": filename,
-            "bytes": size,
-            "purpose": purpose,
-            "sha256": digest,
-            "path": str(path),
-            "source_url": None,
-            "created_at": int(time.time()),
-        }
-
     def new_upload_path(self) -> tuple[str, Path]:
         """A fresh file id and the temporary path an upload streams into."""
         file_id = f"file-{uuid.uuid4().hex}"
         return file_id, self.files_dir / f"{file_id}.part"
 
     def register_file(
-        self, file_id: str, part: Path, filename: str, purpose: str, size: int, digest: str
+        self,
+        file_id: str,
+        part: Path,
+        filename: str,
+        purpose: str,
+        size: int,
+        digest: str,
+        source_url: str | None = None,
     ) -> dict[str, Any]:
         """Move a fully written upload into place and record it."""
         path = self.files_dir / file_id
         os.replace(part, path)
-        row = self._new_file_row(file_id, filename, size, purpose, digest, path)
+        row = {
+            "id": file_id,
+            "filename": filename,
+            "bytes": size,
+            "purpose": purpose,
+            "sha256": digest,
+            "path": str(path),
+            "source_url": source_url,
+            "created_at": int(time.time()),
+        }
         self.store.add_file(row)
         return row
+
+    def _check_size(self, size: int, what: str) -> None:
+        if size > self.settings.max_upload_bytes:
+            raise PayloadTooLargeError(
+                f"{what} is larger than {self.settings.max_upload_bytes} bytes "
+                "(knowledge.max_upload_bytes)"
+            )
 
     def add_file_bytes(
         self, data: bytes, filename: str, purpose: str = "assistants", source_url: str | None = None
     ) -> dict[str, Any]:
-        if len(data) > self.settings.max_upload_bytes:
-            raise PayloadTooLargeError(
-                f"the file is larger than {self.settings.max_upload_bytes} bytes"
-            )
-        file_id = f"file-{uuid.uuid4().hex}"
-        path = self.files_dir / file_id
-        tmp = path.with_suffix(".part")
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
-        row = self._new_file_row(
-            file_id, filename, len(data), purpose, hashlib.sha256(data).hexdigest(), path
-        )
-        row["source_url"] = source_url
-        self.store.add_file(row)
-        return row
+        self._check_size(len(data), "the file")
+        file_id, part = self.new_upload_path()
+        part.write_bytes(data)
+        digest = hashlib.sha256(data).hexdigest()
+        return self.register_file(file_id, part, filename, purpose, len(data), digest, source_url)
 
     def add_file_path(self, src: Path, purpose: str = "assistants") -> dict[str, Any]:
         size = src.stat().st_size
-        if size > self.settings.max_upload_bytes:
-            raise PayloadTooLargeError(f"{src} is larger than {self.settings.max_upload_bytes}")
-        file_id = f"file-{uuid.uuid4().hex}"
-        path = self.files_dir / file_id
+        self._check_size(size, str(src))
+        file_id, part = self.new_upload_path()
         digest = hashlib.sha256()
-        with open(src, "rb") as fh:
+        with open(src, "rb") as fh, open(part, "wb") as out:
             for block in iter(lambda: fh.read(1 << 20), b""):
                 digest.update(block)
-        shutil.copyfile(src, path.with_suffix(".part"))
-        os.replace(path.with_suffix(".part"), path)
-        row = self._new_file_row(file_id, src.name, size, purpose, digest.hexdigest(), path)
-        self.store.add_file(row)
-        return row
+                out.write(block)
+        return self.register_file(file_id, part, src.name, purpose, size, digest.hexdigest())
 
     def file(self, file_id: str) -> dict[str, Any]:
         row = self.store.file(file_id)
@@ -384,7 +376,12 @@ class KnowledgeBase:
         self._index_path(cid).with_name(f"{cid}.faiss.deleted.npy").unlink(missing_ok=True)
 
     def touch(self, cid: str) -> None:
-        self.store.update_collection(cid, last_active_at=int(time.time()))
+        """Record use (expires_after counts from it): at most one write a minute per store,
+        so searches do not queue behind ingestion for the writer lock."""
+        now = int(time.time())
+        if now - self._touched.get(cid, 0) >= 60:
+            self._touched[cid] = now
+            self.store.update_collection(cid, last_active_at=now)
 
     # -- index lifecycle -----------------------------------------------------------------
 
@@ -598,9 +595,6 @@ class KnowledgeBase:
         for row in self.store.store_files(cid, status="in_progress", batch_id=batch_id):
             self.store.update_store_file(cid, row["file_id"], status="cancelled")
         self.store.set_batch_status(batch_id, "cancelled")
-
-    def _open_batches(self) -> list[tuple[str, str]]:
-        return [(r["collection_id"], r["id"]) for r in self.store.open_batches()]
 
     def _refresh_batch(self, cid: str, batch_id: str | None) -> None:
         if not batch_id:
@@ -885,12 +879,15 @@ class KnowledgeBase:
         if rewrite_query:
             queries = [_rewrite(q) for q in queries]
         allowed: set[int] | None = None
-        vsf = {r["file_id"]: r for r in self.store.store_files(cid)}
         if filters or predicate is not None:
             preds = [compile_filter(filters)] if filters else []
             if predicate is not None:
                 preds.append(predicate)
-            keep = [fid for fid, r in vsf.items() if all(p(r["attributes"]) for p in preds)]
+            keep = [
+                r["file_id"]
+                for r in self.store.store_files(cid)
+                if all(p(r["attributes"]) for p in preds)
+            ]
             allowed = await asyncio.to_thread(self.store.chunk_ids_of_files, cid, keep)
             allowed_files: set[str] | None = set(keep)
         else:
@@ -932,9 +929,11 @@ class KnowledgeBase:
 
         hits = await asyncio.to_thread(run)
         rows = self.store.chunks([h.chunk_id for h in hits])
-        owners = self.store.chunk_owners([h.chunk_id for h in hits])
-        names = {fid: (self.store.file(fid) or {}).get("filename", fid) for fid in vsf}
-        results: list[SearchResult] = []
+        # A deduplicated chunk is reported under a file the filter allowed.
+        owners = (
+            self.store.chunk_owners([h.chunk_id for h in hits]) if allowed_files is not None else {}
+        )
+        picked: dict[int, str] = {}
         for h in hits:
             r = rows.get(h.chunk_id)
             if r is None:
@@ -942,15 +941,24 @@ class KnowledgeBase:
             fid = r["file_id"]
             if allowed_files is not None and fid not in allowed_files:
                 fid = next((f for f in owners.get(h.chunk_id, []) if f in allowed_files), fid)
+            picked[h.chunk_id] = fid
+        details = self.store.store_file_details(cid, set(picked.values()))
+        results: list[SearchResult] = []
+        for h in hits:
+            if h.chunk_id not in picked:
+                continue
+            r = rows[h.chunk_id]
+            fid = picked[h.chunk_id]
+            info = details.get(fid, {})
             results.append(
                 SearchResult(
                     vector_store_id=cid,
                     chunk_id=h.chunk_id,
                     file_id=fid,
-                    filename=str(names.get(fid, fid)),
+                    filename=str(info.get("filename") or fid),
                     text=r["text"],
                     score=min(1.0, h.score),
-                    attributes=vsf[fid]["attributes"] if fid in vsf else {},
+                    attributes=info.get("attributes", {}),
                     position=r["position"],
                     page=r["page"],
                     sheet=r["sheet"],

@@ -489,6 +489,19 @@ class KnowledgeStore:
             args.append(batch_id)
         return [_decode_vsf(r) for r in self._rows(sql + " ORDER BY created_at, rowid", args)]
 
+    def store_file_details(self, cid: str, file_ids: Iterable[str]) -> dict[str, dict[str, Any]]:
+        """Filename and attributes of some of a collection's files (search results)."""
+        rows = self._rows(
+            "SELECT v.file_id, v.attributes, f.filename FROM vector_store_files v "
+            "LEFT JOIN files f ON f.id = v.file_id WHERE v.collection_id = ? "
+            "AND v.file_id IN (SELECT value FROM json_each(?))",
+            [cid, json.dumps(sorted(file_ids))],
+        )
+        return {
+            r["file_id"]: {"filename": r["filename"], "attributes": json.loads(r["attributes"])}
+            for r in rows
+        }
+
     def pending_files(self) -> list[dict[str, Any]]:
         return [
             _decode_vsf(r)

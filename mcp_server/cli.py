@@ -15,9 +15,7 @@ __all__ = ["register"]
 
 
 async def _serve_stdio(config: str | None) -> None:
-    from engines.registry import EngineRegistry
-    from gateway.services.embeddings import EmbeddingService, RerankService
-    from gateway.services.knowledge import build_knowledge_base
+    from gateway.services.knowledge import local_knowledge_base
     from gateway.settings import load_settings
     from mcp_server.server import build_server
 
@@ -27,21 +25,9 @@ async def _serve_stdio(config: str | None) -> None:
     needed |= {settings.aliases.get(n, n) for n in needed}
     models = [m for m in settings.models if m.kind != "chat" or m.id in needed]
     settings = settings.model_copy(update={"models": models})
-    registry = EngineRegistry(settings)
-    await registry.load()
-    kb = build_knowledge_base(
-        settings,
-        registry,
-        EmbeddingService(registry, settings.limits),
-        RerankService(registry, settings.limits),
-    )
-    await kb.start()
-    try:
+    async with local_knowledge_base(settings) as (kb, registry):
+        await kb.start()
         await build_server(kb, registry, settings).run_stdio_async()
-    finally:
-        await kb.stop()
-        kb.close()
-        await registry.close()
 
 
 def _cmd(args: argparse.Namespace) -> int:

@@ -127,6 +127,18 @@ def _result(structured: BaseModel, text: str) -> CallToolResult:
     )
 
 
+def _written(row: dict[str, Any], what: str) -> CallToolResult:
+    """The result of a write tool from the vector store file it produced."""
+    err = (row["last_error"] or {}).get("message")
+    out = FileWritten(
+        vector_store_id=row["collection_id"],
+        file_id=row["file_id"],
+        status=row["status"],
+        last_error=err,
+    )
+    return _result(out, f"{row['status']}: {what}" + (f" ({err})" if err else ""))
+
+
 def _where(h: Hit | ChunkInfo) -> str:
     if h.page is not None:
         return f", page {h.page}"
@@ -377,11 +389,7 @@ def build_server(
             )
         except APIError as exc:
             raise ToolError(exc.message) from None
-        err = (row["last_error"] or {}).get("message")
-        out = FileWritten(
-            vector_store_id=col["id"], file_id=row["file_id"], status=row["status"], last_error=err
-        )
-        return _result(out, f"{row['status']}: {row['file_id']} in {col['name'] or col['id']}")
+        return _written(row, f"{row['file_id']} in {col['name'] or col['id']}")
 
     @server.tool(
         description="Fetch a public web page into a vector store (private addresses refused).",
@@ -397,13 +405,7 @@ def build_server(
             row = await kb.wait_file(col["id"], row["file_id"], timeout=120)
         except APIError as exc:
             raise ToolError(exc.message) from None
-        err = (row["last_error"] or {}).get("message")
-        out = FileWritten(
-            vector_store_id=col["id"], file_id=row["file_id"], status=row["status"], last_error=err
-        )
-        return _result(
-            out, f"{row['status']}: {url} -> {row['file_id']}" + (f" ({err})" if err else "")
-        )
+        return _written(row, f"{url} -> {row['file_id']}")
 
     @server.tool(
         description="Remove a file from a vector store (its chunks leave the index).",

@@ -213,9 +213,26 @@ def list_store_files(
 ) -> dict[str, Any]:
     kb = ctx_of(state).kb
     kb.collection(vs_id)
-    _check_status(filter)
+    return _files_page(kb, vs_id, None, limit, order, after, before, filter)
+
+
+def _files_page(
+    kb: KnowledgeBase,
+    vs_id: str,
+    batch_id: str | None,
+    limit: int | None,
+    order: str | None,
+    after: str | None,
+    before: str | None,
+    status: str | None,
+) -> dict[str, Any]:
+    """A page of a store's (or a batch's) files, optionally of one status."""
+    if status is not None and status not in ("in_progress", "completed", "failed", "cancelled"):
+        raise InvalidRequestError(
+            "'filter' must be in_progress, completed, failed or cancelled", param="filter"
+        )
     return page(
-        kb.store.store_files(vs_id, status=filter),
+        kb.store.store_files(vs_id, status=status, batch_id=batch_id),
         key=lambda r: r["file_id"],
         limit=limit,
         order=order,
@@ -223,13 +240,6 @@ def list_store_files(
         before=before,
         render=store_file_object,
     )
-
-
-def _check_status(status: str | None) -> None:
-    if status is not None and status not in ("in_progress", "completed", "failed", "cancelled"):
-        raise InvalidRequestError(
-            "'filter' must be in_progress, completed, failed or cancelled", param="filter"
-        )
 
 
 @get("/v1/vector_stores/{vs_id:str}/files/{file_id:str}", sync_to_thread=False)
@@ -344,16 +354,7 @@ def list_batch_files(
 ) -> dict[str, Any]:
     kb = ctx_of(state).kb
     kb.batch(vs_id, batch_id)
-    _check_status(filter)
-    return page(
-        kb.store.store_files(vs_id, status=filter, batch_id=batch_id),
-        key=lambda r: r["file_id"],
-        limit=limit,
-        order=order,
-        after=after,
-        before=before,
-        render=store_file_object,
-    )
+    return _files_page(kb, vs_id, batch_id, limit, order, after, before, filter)
 
 
 # -- search and extras ------------------------------------------------------------------

@@ -83,7 +83,6 @@ class PreparedChat:
     # without running the model.
     answer: str | None = None
     debug: bool = False
-    timings: dict[str, float] | None = None
 
 
 class ChatService:
@@ -503,31 +502,22 @@ class ChatService:
     async def _augment_prompt(
         self, req: CompletionRequest, engine: Any
     ) -> tuple[str | list[Any], list[dict[str, Any]] | None]:
-        """Retrieval for /v1/completions: sources go before a text prompt."""
         if self.rag is None:
             if req.knowledge:
                 raise InvalidRequestError(
                     "this server has no knowledge base configured", param="knowledge"
                 )
             return req.prompt, None
-        k = self.rag.knowledge_for(req.model, req.knowledge)
-        if k is None:
-            return req.prompt, None
-        if not isinstance(req.prompt, str):
-            raise InvalidRequestError("retrieval needs a single text prompt", param="prompt")
-        retrieval = await self.rag.retrieve(k, [req.prompt])
-        head = k.system_prompt + "\n\nSources:\n\n"
-        fixed = len(engine.encode(head + "\n\n" + req.prompt))
-        reserve = min(req.max_tokens or 16, engine.context_length // 2)
-        budget = engine.context_length - fixed - reserve
-        if k.max_context_tokens is not None:
-            budget = min(budget, k.max_context_tokens)
-        chosen = self.rag.pack(retrieval.results, max(0, budget), lambda t: len(engine.encode(t)))
-        if not chosen:
-            return req.prompt, []
-        sources = "\n\n".join(block for _, block in chosen)
-        prompt = f"{head}{sources}\n\n{req.prompt}"
-        return prompt, self.rag.citations(chosen)
+        result: tuple[str | list[Any], list[dict[str, Any]] | None]
+        result = await self.rag.augment_prompt(
+            req.model,
+            req.knowledge,
+            req.prompt,
+            context_length=engine.context_length,
+            reserve=min(req.max_tokens or 16, engine.context_length // 2),
+            count=lambda text: len(engine.encode(text)),
+        )
+        return result
 
     async def _completion_stream(
         self, engine: Any, handles: list[Any], envelope: _Envelope, echoes: list[str]

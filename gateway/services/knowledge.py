@@ -3,6 +3,9 @@ batchers, the configured reranker, and the KB's own settings."""
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator
+
 import numpy as np
 
 from engines.base import Tokenizer
@@ -12,7 +15,7 @@ from gateway.services.embeddings import EmbeddingService, RerankService
 from gateway.settings import Settings
 from kb.service import KnowledgeBase, Reranker
 
-__all__ = ["GatewayProvider", "build_knowledge_base"]
+__all__ = ["GatewayProvider", "build_knowledge_base", "local_knowledge_base"]
 
 
 class GatewayProvider:
@@ -81,3 +84,27 @@ def build_knowledge_base(
         default_model=default,
         reranker=_reranker(settings, rerank),
     )
+
+
+@contextlib.asynccontextmanager
+async def local_knowledge_base(
+    settings: Settings, *, load_models: bool = True
+) -> AsyncIterator[tuple[KnowledgeBase, EngineRegistry]]:
+    """The knowledge base in-process, without the HTTP server (CLI, MCP over stdio): the
+    engines of ``settings`` loaded (unless ``load_models`` is off), everything closed
+    on exit."""
+    registry = EngineRegistry(settings)
+    if load_models:
+        await registry.load()
+    kb = build_knowledge_base(
+        settings,
+        registry,
+        EmbeddingService(registry, settings.limits),
+        RerankService(registry, settings.limits),
+    )
+    try:
+        yield kb, registry
+    finally:
+        await kb.stop()
+        kb.close()
+        await registry.close()

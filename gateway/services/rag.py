@@ -12,9 +12,8 @@ the ``[n]`` markers. When nothing passes the score threshold, ``no_answer`` deci
 from __future__ import annotations
 
 import re
-import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from engines.errors import InvalidRequestError, NotFoundError
@@ -50,7 +49,6 @@ class Knowledge:
 class Retrieval:
     queries: list[str]
     results: list[SearchResult]
-    timings: dict[str, float] = field(default_factory=dict)
 
 
 class RagService:
@@ -113,7 +111,6 @@ class RagService:
         return queries
 
     async def retrieve(self, k: Knowledge, queries: list[str]) -> Retrieval:
-        started = time.perf_counter()
         results: list[SearchResult] = []
         for name in k.store_ids:
             try:
@@ -133,9 +130,7 @@ class RagService:
             )
             results.extend(outcome.results)
         results.sort(key=lambda r: -r.score)
-        return Retrieval(
-            queries, results[: k.top_k], {"retrieval_ms": (time.perf_counter() - started) * 1e3}
-        )
+        return Retrieval(queries, results[: k.top_k])
 
     @staticmethod
     def pack(
@@ -159,6 +154,22 @@ class RagService:
 
     # -- the chat hook -------------------------------------------------------------------
 
+    def _fit(
+        self,
+        k: Knowledge,
+        results: list[SearchResult],
+        used: int,
+        context_length: int,
+        reserve: int,
+        count: Callable[[str], int],
+    ) -> list[tuple[SearchResult, str]]:
+        """The sources that fit what the context leaves after ``used`` tokens (the prompt
+        with the instruction) and the answer's ``reserve`` (and the profile's own cap)."""
+        budget = context_length - used - reserve
+        if k.max_context_tokens is not None:
+            budget = min(budget, k.max_context_tokens)
+        return self.pack(results, max(0, budget), count)
+
     async def augment(
         self,
         req_model: str,
@@ -170,36 +181,53 @@ class RagService:
         count: Callable[[str], int],
         rendered_len: Callable[[list[tuple[str, str]]], int],
     ) -> PreparedChat:
+        """Chat: sources go in a system turn right before the last user turn."""
         k = self.knowledge_for(req_model, knowledge_field)
         if k is None:
             return prepared
         retrieval = await self.retrieve(k, self.search_queries(prepared.messages))
-        prepared.timings = retrieval.timings
-        if not retrieval.results:
-            prepared.citations = []
-            if k.no_answer == "say so":
-                prepared.answer = k.no_answer_message
-            return prepared
-        # Room for sources: the context minus the conversation, the instruction and the
-        # answer's reserve (and the profile's own cap).
         base = list(prepared.messages)
         last_user = max(i for i, (role, _) in enumerate(base) if role == "user")
         head = k.system_prompt + "\n\nSources:\n\n"
-        skeleton = [*base[:last_user], ("system", head), *base[last_user:]]
-        budget = context_length - rendered_len(skeleton) - reserve
-        if k.max_context_tokens is not None:
-            budget = min(budget, k.max_context_tokens)
-        chosen = self.pack(retrieval.results, max(0, budget), count)
+        chosen = []
+        if retrieval.results:
+            skeleton = [*base[:last_user], ("system", head), *base[last_user:]]
+            used = rendered_len(skeleton)
+            chosen = self._fit(k, retrieval.results, used, context_length, reserve, count)
+        prepared.citations = self.citations(chosen)
         if not chosen:
-            prepared.citations = []
             if k.no_answer == "say so":
                 prepared.answer = k.no_answer_message
             return prepared
         sources = head + "\n\n".join(block for _, block in chosen)
         prepared.messages = [*base[:last_user], ("system", sources), *base[last_user:]]
-        prepared.citations = self.citations(chosen)
         prepared.debug = k.debug
         return prepared
+
+    async def augment_prompt(
+        self,
+        req_model: str,
+        knowledge_field: dict[str, Any] | None,
+        prompt: str | list[Any],
+        *,
+        context_length: int,
+        reserve: int,
+        count: Callable[[str], int],
+    ) -> tuple[str | list[Any], list[dict[str, Any]] | None]:
+        """Completions: sources go before a text prompt."""
+        k = self.knowledge_for(req_model, knowledge_field)
+        if k is None:
+            return prompt, None
+        if not isinstance(prompt, str):
+            raise InvalidRequestError("retrieval needs a single text prompt", param="prompt")
+        retrieval = await self.retrieve(k, [prompt])
+        head = k.system_prompt + "\n\nSources:\n\n"
+        used = count(head + "\n\n" + prompt)
+        chosen = self._fit(k, retrieval.results, used, context_length, reserve, count)
+        if not chosen:
+            return prompt, []
+        sources = "\n\n".join(block for _, block in chosen)
+        return f"{head}{sources}\n\n{prompt}", self.citations(chosen)
 
 
 def _apply_field(k: Knowledge, f: dict[str, Any]) -> None:
