@@ -448,3 +448,77 @@ async def test_unsupported_types_and_model_mismatch(tmp_path: Path) -> None:
             f"/v1/vector_stores/{vs.id}/search", json={"query": "fine", "model": "fake-embed"}
         )
         assert r.status_code == 200 and r.json()["data"]
+
+
+async def test_bad_knowledge_base_inputs_are_4xx_in_openai_shape(sdk: Any) -> None:
+    _, http = sdk
+    vs = (await http.post("/v1/vector_stores", json={"name": "bad"})).json()["id"]
+    fid = (
+        await http.post(
+            "/v1/files", files={"file": ("a.txt", b"hello")}, data={"purpose": "assistants"}
+        )
+    ).json()["id"]
+    boundary = "XyZ"
+    cases: list[tuple[str, str, dict[str, Any], int, str | None]] = [
+        (
+            "POST",
+            "/v1/files",
+            {"data": {"purpose": "assistants"}, "files": {"other": ("a.txt", b"x")}},
+            400,
+            "file",
+        ),
+        (
+            "POST",
+            "/v1/files",
+            {
+                "content": b"--XyZ\r\nbroken",
+                "headers": {"content-type": f"multipart/form-data; boundary={boundary}"},
+            },
+            400,
+            "file",
+        ),
+        (
+            "POST",
+            "/v1/vector_stores",
+            {"json": {"metadata": {f"k{i}": "v" for i in range(17)}}},
+            400,
+            "metadata",
+        ),
+        (
+            "POST",
+            f"/v1/vector_stores/{vs}/files",
+            {"json": {"file_id": fid, "attributes": {"a": [1, 2]}}},
+            400,
+            "attributes",
+        ),
+        ("GET", "/v1/vector_stores?limit=0", {}, 400, "limit"),
+        ("GET", "/v1/vector_stores?order=sideways", {}, 400, "order"),
+        ("GET", "/v1/vector_stores?after=vs_nope", {}, 400, "after"),
+        ("GET", f"/v1/vector_stores/{vs}/files?filter=done", {}, 400, "filter"),
+        (
+            "POST",
+            f"/v1/vector_stores/{vs}/search",
+            {"json": {"query": "x", "ranking_options": {"score_threshold": 2}}},
+            400,
+            "ranking_options.score_threshold",
+        ),
+        ("POST", f"/v1/vector_stores/{vs}/search", {"json": {"query": "  "}}, 400, "query"),
+        ("POST", f"/v1/vector_stores/{vs}/file_batches", {"json": {}}, 400, "file_ids"),
+        ("GET", f"/v1/vector_stores/{vs}/file_batches/vsfb_nope", {}, 404, "batch_id"),
+        ("GET", f"/v1/vector_stores/{vs}/jobs/job_nope", {}, 404, "job_id"),
+        (
+            "POST",
+            f"/v1/vector_stores/{vs}/urls",
+            {"json": {"url": "ftp://example.com/x"}},
+            400,
+            "url",
+        ),
+    ]
+    for method, url, kwargs, status, param in cases:
+        r = await http.request(method, url, **kwargs)
+        assert r.status_code == status, (url, r.text)
+        err = r.json()["error"]
+        assert err["type"] == "invalid_request_error" and err["message"], (url, err)
+        assert err["param"] == param, (url, err)
+    r = await http.get(f"/v1/vector_stores/{vs}/files/{fid}/chunks?limit=0")
+    assert r.status_code == 400 and r.json()["error"]["param"] == "limit"
