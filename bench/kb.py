@@ -287,27 +287,28 @@ async def bench_real_minilm(n: int, nprobes: list[int], efs: list[int]) -> dict[
 
 
 async def bench_ingest(n_docs: int) -> dict[str, Any]:
-    from gateway.settings import KnowledgeSettings
     from kb.chunking import ChunkingStrategy
+    from kb.config import KnowledgeSettings
+    from kb.ingest import chunk_sections
     from kb.loaders import LoaderLimits, load_document
     from kb.providers import minilm_provider
-    from kb.service import KnowledgeBase, _chunk_sections
+    from kb.service import KnowledgeBase
     from tests.kb.fixtures import make_pdf
 
     provider = minilm_provider()
     texts = corpus_texts(n_docs * 12)
     docs = ["\n\n".join(texts[i * 12 : (i + 1) * 12]) for i in range(n_docs)]
     with tempfile.TemporaryDirectory() as tmp:
-        kb = KnowledgeBase(Path(tmp), provider, KnowledgeSettings(), default_model="m")
-        cid = kb.create_collection("bench", "m")
+        kb = KnowledgeBase.open_sqlite(Path(tmp), provider, KnowledgeSettings())
+        cid = (await kb.create_store("bench", "m")).id
         await kb.start()
         t = time.perf_counter()
         for i, d in enumerate(docs):
-            row = kb.add_file_bytes(d.encode(), f"doc{i}.txt")
-            kb.attach(cid, row["id"])
+            row = await kb.add_file_bytes(d.encode(), f"doc{i}.txt")
+            await kb.attach(cid, row.id)
         await kb.drain()
         took = time.perf_counter() - t
-        chunks = kb.store.count(cid)
+        chunks = (await kb.store(cid)).stats.chunk_count
         await kb.stop()
         kb.close()
         pages = 200
@@ -318,7 +319,7 @@ async def bench_ingest(n_docs: int) -> dict[str, Any]:
         tok = provider.tokenizer("m")
         t = time.perf_counter()
         doc = load_document(pdf, "p.pdf", LoaderLimits())
-        parsed = _chunk_sections(doc.sections, ChunkingStrategy(256, 128), tok.count, "f", "t")
+        parsed = chunk_sections(doc.sections, ChunkingStrategy(256, 128), tok.count, "f")
         parse_s = time.perf_counter() - t
     res = {
         "docs": n_docs,
@@ -337,26 +338,26 @@ async def bench_ingest(n_docs: int) -> dict[str, Any]:
 
 
 def bench_hybrid(n: int, n_queries: int) -> dict[str, Any]:
-    from kb.search import hybrid_search
-    from kb.store import ChunkRecord, KnowledgeStore
+    from kb.backend import CandidateQuery
+    from kb.fusion import fuse
+    from kb.store import SqliteBackend
+    from kb.types import ChunkRecord, Collection
 
     texts = corpus_texts(n)
     vecs = clustered(n, seed=4)
     with tempfile.TemporaryDirectory() as tmp:
-        store = KnowledgeStore(Path(tmp) / "kb.sqlite")
-        store.create_collection("c", "c", "m", D)
+        store = SqliteBackend(Path(tmp))
+        store.create_collection(Collection("c", "c", "m", D, {}, 0))
         t = time.perf_counter()
         for start in range(0, n, 5000):
             recs = [
                 ChunkRecord(f"f{i // 50}", i % 50, texts[i], 40)
                 for i in range(start, min(n, start + 5000))
             ]
-            store.add_chunks("c", recs, vecs[start : start + len(recs)])
+            store.insert_chunks("c", recs, vecs[start : start + len(recs)])
         insert_s = time.perf_counter() - t
-        index = VectorIndex(D)
-        ids, mat = store.vectors("c")
         t = time.perf_counter()
-        index.build_ann(ids, mat) if n >= 50_000 else index.add(ids, mat)
+        index = store.indexes.rebuild("c")
         index_s = time.perf_counter() - t
         rng = np.random.default_rng(8)
         qi = rng.choice(n, n_queries, replace=False)
@@ -366,7 +367,10 @@ def bench_hybrid(n: int, n_queries: int) -> dict[str, Any]:
         lat = []
         for q, qv in zip(queries, qvecs, strict=True):
             t = time.perf_counter()
-            hits = hybrid_search(store, index, "c", q, qv, 10, fusion="relative")
+            [cands] = store.candidates(
+                "c", [CandidateQuery(q, qv)], 50, allowed_files=None, dense=True, keyword=True
+            )
+            hits = fuse(cands.dense, cands.keyword, 10)
             store.chunks([h.chunk_id for h in hits])
             lat.append(time.perf_counter() - t)
         store.close()

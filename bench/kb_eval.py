@@ -20,27 +20,29 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from gateway.settings import KnowledgeSettings  # noqa: E402
+from kb.config import KnowledgeSettings  # noqa: E402
 from kb.providers import minilm_provider  # noqa: E402
+from kb.retrieval import SearchQuery  # noqa: E402
 from kb.service import KnowledgeBase  # noqa: E402
 
 
 async def evaluate(lang: str, provider: Any, sweep: bool) -> dict[str, Any]:
     data = json.loads((ROOT / "bench" / "eval" / f"{lang}.json").read_text())
     with tempfile.TemporaryDirectory() as tmp:
-        kb = KnowledgeBase(Path(tmp), provider, KnowledgeSettings(), default_model="minilm")
-        cid = kb.create_collection(lang, "minilm")
+        kb = KnowledgeBase.open_sqlite(Path(tmp), provider, KnowledgeSettings())
+        cid = (await kb.create_store(lang, "minilm")).id
         by_file: dict[str, str] = {}
         for doc_id, text in data["docs"].items():
             row = await kb.add_text(cid, text, title=f"{doc_id}.txt")
-            by_file[row["file_id"]] = doc_id
+            by_file[row.file_id] = doc_id
 
         async def recall(mode: str, k: int = 5, **kw: Any) -> tuple[float, float]:
             hit = 0
             rr = 0.0
             for item in data["questions"]:
-                out = await kb.search(cid, item["q"], k, mode=mode, rerank=False, **kw)
-                docs = [by_file[r.file_id] for r in out.results]
+                query = SearchQuery((item["q"],), k, mode=mode, rerank=False, **kw)
+                out = await kb.search(cid, query)
+                docs = [by_file[r.file_id] for r in out.hits]
                 if item["doc"] in docs:
                     hit += 1
                     rr += 1.0 / (docs.index(item["doc"]) + 1)

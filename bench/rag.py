@@ -31,11 +31,13 @@ sys.path.insert(0, str(ROOT))
 
 from bench.corpus import paragraphs  # noqa: E402
 from bench.kb import clustered  # noqa: E402
-from gateway.services.rag import RagService  # noqa: E402
-from gateway.settings import DEFAULT_RAG_PROMPT, KnowledgeSettings  # noqa: E402
+from kb.config import KnowledgeSettings  # noqa: E402
 from kb.providers import minilm_provider  # noqa: E402
+from kb.retrieval import SearchQuery  # noqa: E402
 from kb.service import KnowledgeBase  # noqa: E402
-from kb.store import ChunkRecord  # noqa: E402
+from kb.types import ChunkRecord  # noqa: E402
+from rag.config import DEFAULT_RAG_PROMPT  # noqa: E402
+from rag.service import RagService  # noqa: E402
 
 QUESTIONS = [
     "How do I open a file for reading and writing?",
@@ -65,14 +67,16 @@ async def ttft(engine: Any, tokens: list[int], max_tokens: int) -> tuple[float, 
 
 
 async def build_store(kb: KnowledgeBase, n: int, real: bool) -> str:
-    cid = kb.create_collection(f"s{n}", "m")
+    cid = (await kb.create_store(f"s{n}", "m")).id
     texts = paragraphs(max(n * 3, 3000))
     if real:
         await kb.start()
         per_file = 60
         for i in range(0, n * 3, per_file):
-            row = kb.add_file_bytes("\n\n".join(texts[i : i + per_file]).encode(), f"f{i}.txt")
-            kb.attach(cid, row["id"])
+            row = await kb.add_file_bytes(
+                "\n\n".join(texts[i : i + per_file]).encode(), f"f{i}.txt"
+            )
+            await kb.attach(cid, row.id)
         await kb.drain()
         return cid
     vecs = clustered(n, seed=3)
@@ -81,8 +85,8 @@ async def build_store(kb: KnowledgeBase, n: int, real: bool) -> str:
             ChunkRecord(f"file-{i // 20}", i % 20, f"{texts[i % len(texts)]} [{i}]", 80)
             for i in range(start, min(n, start + 5000))
         ]
-        kb.store.add_chunks(cid, recs, vecs[start : start + len(recs)])
-    await asyncio.to_thread(kb.rebuild, cid)
+        kb.backend.add_chunks(cid, recs, vecs[start : start + len(recs)], model="m")
+    await kb.rebuild(cid)
     return cid
 
 
@@ -120,23 +124,23 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             plain.append(await ttft(engine, rendered.tokens, args.tokens))
         out["plain_ttft_ms"] = round(float(np.median([p[0] for p in plain])) * 1e3, 1)
         for n, real in ((1000, True), (100_000, False)):
-            kb = KnowledgeBase(tmp / f"kb{n}", provider, KnowledgeSettings(), default_model="m")
+            kb = KnowledgeBase.open_sqlite(tmp / f"kb{n}", provider, KnowledgeSettings())
             t = time.perf_counter()
             cid = await build_store(kb, n, real)
             build_s = time.perf_counter() - t
             rows = []
             for q in QUESTIONS:
                 t0 = time.perf_counter()
-                found = await kb.search(cid, q, 20, rerank=False)
+                found = await kb.search(cid, SearchQuery((q,), 20, rerank=False))
                 t1 = time.perf_counter()
-                docs = [r.text for r in found.results]
+                docs = [r.text for r in found.hits]
                 mat, _ = await provider.embed("m", [q, *docs])
                 scores = mat[1:] @ mat[0]
-                ranked = [found.results[i] for i in np.argsort(-scores)][:5]
+                ranked = [found.hits[i] for i in np.argsort(-scores)][:5]
                 t2 = time.perf_counter()
                 chosen = RagService.pack(ranked, 1500, lambda s: len(engine.encode(s)))
                 sources = (
-                    DEFAULT_RAG_PROMPT + "\n\nSources:\n\n" + "\n\n".join(b for _, b in chosen)
+                    DEFAULT_RAG_PROMPT + "\n\nSources:\n\n" + "\n\n".join(c.block for c in chosen)
                 )
                 rendered = tpl.render([("system", sources), ("user", q)], engine.encode)
                 first, total, ntok = await ttft(engine, rendered.tokens, args.tokens)

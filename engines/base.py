@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
+from core.types import Tokenizer
+
 if TYPE_CHECKING:
     import numpy as np
 
@@ -37,16 +39,6 @@ class EmbeddingBatch:
 class RerankScores:
     scores: list[float]
     token_counts: list[int]
-
-
-class Tokenizer(Protocol):
-    def count(self, texts: list[str]) -> list[int]:
-        """Token count of each text (special tokens included, as the model sees it)."""
-        ...
-
-    def truncate(self, text: str, max_tokens: int) -> str:
-        """The longest prefix of ``text`` that fits ``max_tokens``."""
-        ...
 
 
 @runtime_checkable

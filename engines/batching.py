@@ -18,7 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Generic, Protocol, TypeVar
 
-from engines.errors import EngineError, EngineUnavailableError, QueueFullError
+from core.errors import EngineError, EngineUnavailableError, QueueFullError
 
 __all__ = ["BatchObserver", "DynamicBatcher"]
 

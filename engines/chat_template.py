@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["ChatTemplate", "RenderedPrompt"]
+__all__ = ["ChatTemplate", "RenderedPrompt", "Turn"]
 
 _BLANK_LINES = re.compile(r"\n\s*\n+")
 
@@ -21,6 +21,14 @@ class RenderedPrompt:
     tokens: list[int]
     boundaries: list[int]  # token offsets after each turn
     text: str
+
+
+@dataclass(frozen=True)
+class Turn:
+    """One rendered message: its text and its tokens (tokenized on its own)."""
+
+    text: str
+    tokens: list[int]
 
 
 @dataclass(frozen=True)
@@ -55,23 +63,37 @@ class ChatTemplate:
         text = text.strip()
         return _BLANK_LINES.sub("\n", text) if self.collapse_blank_lines else text
 
+    def format(self, role: str, content: str) -> str:
+        fmt = {"system": self.system, "user": self.user, "assistant": self.assistant}[
+            self.roles[role]
+        ]
+        return fmt.format(content=self._clean(content)) + self.separator
+
     def segments(self, messages: list[tuple[str, str]]) -> list[str]:
-        out = []
-        for role, content in messages:
-            fmt = {"system": self.system, "user": self.user, "assistant": self.assistant}[
-                self.roles[role]
-            ]
-            out.append(fmt.format(content=self._clean(content)) + self.separator)
-        out.append(self.generation_prompt)
-        return out
+        return [*(self.format(role, content) for role, content in messages), self.generation_prompt]
+
+    def turn(self, role: str, content: str, encode: Callable[[str], list[int]]) -> Turn:
+        text = self.format(role, content)
+        return Turn(text, encode(text))
+
+    def turns(
+        self, messages: list[tuple[str, str]], encode: Callable[[str], list[int]]
+    ) -> list[Turn]:
+        return [self.turn(role, content, encode) for role, content in messages]
+
+    def prompt(self, turns: list[Turn], encode: Callable[[str], list[int]]) -> RenderedPrompt:
+        """The prompt of rendered turns plus the generation prompt; a boundary after each
+        turn (the prefix-state cache stores the state there)."""
+        tokens: list[int] = []
+        bounds: list[int] = []
+        for t in turns:
+            tokens.extend(t.tokens)
+            bounds.append(len(tokens))
+        tokens.extend(encode(self.generation_prompt))
+        text = "".join(t.text for t in turns) + self.generation_prompt
+        return RenderedPrompt(tokens, bounds, text)
 
     def render(
         self, messages: list[tuple[str, str]], encode: Callable[[str], list[int]]
     ) -> RenderedPrompt:
-        tokens: list[int] = []
-        bounds: list[int] = []
-        segs = self.segments(messages)
-        for seg in segs:
-            tokens.extend(encode(seg))
-            bounds.append(len(tokens))
-        return RenderedPrompt(tokens, bounds[:-1], "".join(segs))
+        return self.prompt(self.turns(messages, encode), encode)

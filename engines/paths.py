@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from engines.errors import InvalidRequestError
+from core.errors import InvalidRequestError
 
 __all__ = ["resolve_model_path"]
 

@@ -13,15 +13,13 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from core.errors import EngineUnavailableError, InvalidRequestError, ModelNotFoundError
 from engines.base import ModelInfo
 from engines.batching import BatchObserver, DynamicBatcher
-from engines.errors import EngineUnavailableError, InvalidRequestError, ModelNotFoundError
+from engines.config import ModelConfig, RegistryConfig
 from engines.paths import resolve_model_path
-
-if TYPE_CHECKING:
-    from gateway.settings import ModelConfig, Settings
 
 __all__ = ["EngineRegistry", "ServedModel"]
 
@@ -67,7 +65,7 @@ class ServedModel:
 
 
 class EngineRegistry:
-    def __init__(self, settings: Settings, observer: BatchObserver | None = None) -> None:
+    def __init__(self, settings: RegistryConfig, observer: BatchObserver | None = None) -> None:
         self.settings = settings
         self.observer = observer
         self.models: dict[str, ServedModel] = {}
@@ -163,12 +161,16 @@ class EngineRegistry:
             except Exception as exc:
                 model.status = "failed"
                 model.error = f"{type(exc).__name__}: {exc}"
-                log.exception("model failed to load", extra={"model": model.info.id})
+                log.exception(
+                    "model %s failed to load", model.info.id, extra={"model": model.info.id}
+                )
                 continue
             self._start_batcher(model)
             model.status = "ready"
             log.info(
-                "model loaded",
+                "model %s loaded (%s)",
+                model.info.id,
+                model.info.engine,
                 extra={
                     "model": model.info.id,
                     "engine": model.info.engine,
@@ -205,7 +207,7 @@ class EngineRegistry:
         if model.kind not in ("embedding", "rerank"):
             return  # chat engines schedule their own batches
         batching = model.config.batching or self.settings.batching
-        limit = min(self.settings.limits.max_tokens_per_input, int(engine.max_input_tokens))
+        limit = min(self.settings.max_tokens_per_input, int(engine.max_input_tokens))
         fn: Callable[[list[Any]], Any]
         # Each item comes back as (result, its token count): usage is counted by the same
         # tokenization the forward used, at no extra cost.

@@ -22,8 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from core.errors import EngineError, InvalidRequestError, QueueFullError
 from engines.base import ModelInfo
-from engines.errors import EngineError, InvalidRequestError, QueueFullError
 from engines.generation import (
     FinishEvent,
     GenerationRequest,

@@ -58,9 +58,11 @@ def _rwkv_module(v7: bool, jit: bool, cuda: bool) -> ModuleType:
             module = importlib.import_module("rwkv.model")
         else:
             spec = importlib.util.find_spec("rwkv.model")
-            assert spec is not None and spec.origin is not None
+            if spec is None or spec.origin is None:
+                raise ImportError("the rwkv package's model module is missing")
             copy_spec = importlib.util.spec_from_file_location("rwkv._model_x070", spec.origin)
-            assert copy_spec is not None and copy_spec.loader is not None
+            if copy_spec is None or copy_spec.loader is None:
+                raise ImportError("cannot load a copy of rwkv.model")
             module = importlib.util.module_from_spec(copy_spec)
             sys.modules["rwkv._model_x070"] = module
             copy_spec.loader.exec_module(module)

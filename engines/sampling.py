@@ -76,26 +76,33 @@ def sample_rows(samplers: list[Sampler], logits: Any) -> tuple[list[int], list[A
     top_probs, top_ids = torch.topk(probs, k, dim=-1)
     tokens: list[int] = []
     for row, s in enumerate(samplers):
-        p = s.p
-        if p.temperature <= 0.0:
+        if s.p.temperature <= 0.0:
             token = int(top_ids[row, 0])
         else:
-            cand_p, cand_ids = top_probs[row], top_ids[row]
-            if p.top_k and p.top_k > 0:
-                cand_p, cand_ids = cand_p[: p.top_k], cand_ids[: p.top_k]
-                if p.top_k > k:
-                    cand_p, cand_ids = torch.sort(probs[row], descending=True)
-                    cand_p, cand_ids = cand_p[: p.top_k], cand_ids[: p.top_k]
-            elif p.top_p < 1.0 and float(cand_p.sum()) < p.top_p:
-                cand_p, cand_ids = torch.sort(probs[row], descending=True)  # wide nucleus
-            elif p.top_p >= 1.0:
-                cand_p, cand_ids = probs[row], torch.arange(probs.shape[-1])
-            if p.top_p < 1.0:
-                cum = torch.cumsum(cand_p, dim=-1)
-                keep = int(torch.searchsorted(cum, torch.tensor([p.top_p])).item()) + 1
-                cand_p, cand_ids = cand_p[:keep], cand_ids[:keep]
-            pick = int(torch.multinomial(cand_p, 1, generator=s.gen))
-            token = int(cand_ids[pick])
+            token = _draw(s, probs[row], top_probs[row], top_ids[row])
         s.observe(token)
         tokens.append(token)
     return tokens, log_probs
+
+
+def _draw(s: Sampler, probs: Any, top_probs: Any, top_ids: Any) -> int:
+    """One row's draw from its top-k / nucleus candidates (the pre-selected top
+    ``CANDIDATES`` unless the row needs wider)."""
+    import torch
+
+    p, k = s.p, top_probs.shape[-1]
+    cand_p, cand_ids = top_probs, top_ids
+    if p.top_k and p.top_k > 0:
+        if p.top_k > k:
+            cand_p, cand_ids = torch.sort(probs, descending=True)
+        cand_p, cand_ids = cand_p[: p.top_k], cand_ids[: p.top_k]
+    elif p.top_p < 1.0 and float(cand_p.sum()) < p.top_p:
+        cand_p, cand_ids = torch.sort(probs, descending=True)  # wide nucleus
+    elif p.top_p >= 1.0:
+        cand_p, cand_ids = probs, torch.arange(probs.shape[-1])
+    if p.top_p < 1.0:
+        cum = torch.cumsum(cand_p, dim=-1)
+        keep = int(torch.searchsorted(cum, torch.tensor([p.top_p])).item()) + 1
+        cand_p, cand_ids = cand_p[:keep], cand_ids[:keep]
+    pick = int(torch.multinomial(cand_p, 1, generator=s.gen))
+    return int(cand_ids[pick])

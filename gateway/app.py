@@ -1,4 +1,5 @@
-"""The app factory. The lifespan owns the engines (and, in later layers, KB and MCP)."""
+"""The app factory. The lifespan owns the engines, the knowledge base and the MCP session
+manager, and closes all of them on shutdown."""
 
 from __future__ import annotations
 
@@ -6,16 +7,25 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Any
 
 from litestar import Litestar
 from litestar.middleware import DefineMiddleware
 from litestar.openapi import OpenAPIConfig
+from litestar.openapi.plugins import SwaggerRenderPlugin
+from litestar.static_files import create_static_files_router
 
 from engines.registry import EngineRegistry
 from gateway.errors import exception_handlers
+from gateway.logging import logging_config
 from gateway.metrics import Metrics
-from gateway.middleware import AuthMiddleware, MetricsMiddleware
+from gateway.middleware import (
+    AuthMiddleware,
+    JsonGuardMiddleware,
+    MetricsMiddleware,
+    RequestLogMiddleware,
+)
 from gateway.routes import (
     chat,
     dify,
@@ -28,94 +38,134 @@ from gateway.routes import (
 )
 from gateway.services.chat import ChatService
 from gateway.services.embeddings import EmbeddingService, RerankService
-from gateway.services.knowledge import build_knowledge_base
-from gateway.services.rag import RagService
+from gateway.services.knowledge import build_knowledge_base, filter_limits
 from gateway.settings import Settings
 from gateway.state import AppContext
+from rag.catalog import ProfileCatalog
+from rag.service import RagService
 
 __all__ = ["create_app"]
 
 log = logging.getLogger("gateway")
 
 
-def create_app(settings: Settings | None = None, engines: EngineRegistry | None = None) -> Litestar:
-    """Build the gateway. ``engines`` may be a registry the caller owns (it is not closed)."""
-    settings = settings or Settings()
-    metrics = Metrics()
-    owns_registry = engines is None
-    registry = engines or EngineRegistry(settings, observer=metrics)
-    if registry.observer is None:
-        registry.observer = metrics
-    metrics.attach_engines(registry)
+def _context(settings: Settings, registry: EngineRegistry, metrics: Metrics) -> AppContext:
     embedding_service = EmbeddingService(registry, settings.limits)
     rerank_service = RerankService(registry, settings.limits)
     kb = build_knowledge_base(settings, registry, embedding_service, rerank_service)
     metrics.attach_knowledge(kb)
-    chat_service = ChatService(registry, settings.chat)
-    rag = RagService(kb, settings.profiles, settings.rag)
-    chat_service.rag = rag
-    mcp_manager: Any = None
-    mcp_routes: list[Any] = []
-    if settings.mcp.enabled:
-        from mcp_server.http import mount
-        from mcp_server.server import build_server
-
-        handler, mcp_manager = mount(
-            build_server(kb, registry, settings, chat=chat_service), settings.mcp
-        )
-        mcp_routes.append(handler)
-    ctx = AppContext(
+    catalog = ProfileCatalog.build(settings.profiles, settings.model_names("chat"))
+    rag = RagService(kb, catalog, settings.rag, filter_limits(settings.limits))
+    return AppContext(
         settings=settings,
         registry=registry,
         metrics=metrics,
         embeddings=embedding_service,
         rerank=rerank_service,
-        chat=chat_service,
+        chat=ChatService(registry, settings.chat, catalog, rag),
         kb=kb,
         rag=rag,
+        catalog=catalog,
     )
 
-    @contextlib.asynccontextmanager
-    async def lifespan(app: Litestar) -> AsyncIterator[None]:
-        loader: asyncio.Task[None] | None = None
+
+@dataclass
+class _Lifespan:
+    """Loads the engines (in the background unless told not to), starts the knowledge base
+    once the embedding models are there, runs the MCP session manager, and stops it all."""
+
+    ctx: AppContext
+    owns_registry: bool
+    mcp_manager: Any = None
+
+    async def _load(self) -> asyncio.Task[None] | None:
+        registry, settings = self.ctx.registry, self.ctx.settings
         if settings.load_in_background:
-            loader = asyncio.get_running_loop().create_task(registry.load(), name="load-engines")
-        else:
-            await registry.load()
-            failed = {m.info.id: m.error for m in registry.models.values() if m.error}
-            if failed and settings.strict_startup:
-                await registry.stop()
-                raise RuntimeError(f"models failed to load: {failed}")
+            return asyncio.get_running_loop().create_task(registry.load(), name="load-engines")
+        await registry.load()
+        failed = {m.info.id: m.error for m in registry.models.values() if m.error}
+        if failed and settings.strict_startup:
+            await registry.stop()
+            raise RuntimeError(f"models failed to load: {failed}")
+        return None
+
+    @contextlib.asynccontextmanager
+    async def __call__(self, app: Litestar) -> AsyncIterator[None]:
+        ctx = self.ctx
+        log.info(
+            "data directory: %s",
+            ctx.settings.data_dir,
+            extra={"data_dir": str(ctx.settings.data_dir)},
+        )
+        loader = await self._load()
 
         async def start_kb() -> None:
             # Resumed ingestions need the embedding models: wait for them first.
             if loader is not None:
                 with contextlib.suppress(Exception):
                     await asyncio.shield(loader)
-            await kb.start()
+            await ctx.kb.start()
 
         kb_starter = asyncio.get_running_loop().create_task(start_kb(), name="start-kb")
         try:
-            if mcp_manager is not None:
-                async with mcp_manager.run():
+            if self.mcp_manager is not None:
+                async with self.mcp_manager.run():
                     yield
             else:
                 yield
         finally:
-            if not kb_starter.done():
-                kb_starter.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await kb_starter
-            await kb.stop()
-            if loader is not None and not loader.done():
-                loader.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await loader
-            if owns_registry:
-                await registry.close()
+            await _cancel(kb_starter)
+            await ctx.kb.stop()
+            await _cancel(loader)
+            if self.owns_registry:
+                await ctx.registry.close()
             else:
-                await registry.stop()
+                await ctx.registry.stop()
+            ctx.kb.close()
 
+
+async def _cancel(task: asyncio.Task[None] | None) -> None:
+    if task is not None and not task.done():
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+def _openapi() -> tuple[OpenAPIConfig, list[Any]]:
+    """The OpenAPI document and Swagger UI, its assets served from the installed
+    swagger-ui-bundle package (no CDN: the docs work offline)."""
+    from swagger_ui_bundle import swagger_ui_path
+
+    assets = create_static_files_router(
+        path="/schema/assets",
+        directories=[str(swagger_ui_path)],
+        include_in_schema=False,
+        cache_control=None,
+        name="swagger-assets",
+    )
+    swagger = SwaggerRenderPlugin(
+        js_url="/schema/assets/swagger-ui-bundle.js",
+        css_url="/schema/assets/swagger-ui.css",
+        standalone_preset_js_url="/schema/assets/swagger-ui-standalone-preset.js",
+        path="/swagger",
+        favicon="<link rel='icon' type='image/png' href='/schema/assets/favicon-32x32.png'>",
+    )
+    config = OpenAPIConfig(
+        title="rwkv-rag-gateway", version="0.1.0", path="/schema", render_plugins=[swagger]
+    )
+    return config, [assets]
+
+
+def create_app(settings: Settings | None = None, engines: EngineRegistry | None = None) -> Litestar:
+    """Build the gateway. ``engines`` may be a registry the caller owns (it is not closed)."""
+    settings = settings or Settings()
+    metrics = Metrics()
+    registry = engines or EngineRegistry(settings.registry_config(), observer=metrics)
+    if registry.observer is None:
+        registry.observer = metrics
+    metrics.attach_engines(registry)
+    ctx = _context(settings, registry, metrics)
+    lifespan = _Lifespan(ctx, owns_registry=engines is None)
     route_handlers: list[Any] = [
         *models.routes,
         *embeddings.routes,
@@ -124,19 +174,35 @@ def create_app(settings: Settings | None = None, engines: EngineRegistry | None 
         *files.routes,
         *vector_stores.routes,
         *dify.routes,
-        *mcp_routes,
         *health.routes,
     ]
+    if settings.mcp.enabled:
+        from mcp_server.http import mount
+        from mcp_server.server import build_server
+
+        handler, lifespan.mcp_manager = mount(
+            build_server(ctx.kb, settings.mcp, ctx.chat), settings.mcp
+        )
+        route_handlers.append(handler)
+    openapi, doc_routes = _openapi()
+    limits = settings.limits
     app = Litestar(
-        route_handlers=route_handlers,
+        route_handlers=[*route_handlers, *doc_routes],
         lifespan=[lifespan],
-        exception_handlers=exception_handlers,  # type: ignore[arg-type]
+        exception_handlers=exception_handlers,
         middleware=[
+            RequestLogMiddleware,
             DefineMiddleware(MetricsMiddleware, metrics=metrics),
             DefineMiddleware(AuthMiddleware, api_keys=settings.api_keys),
+            DefineMiddleware(
+                JsonGuardMiddleware,
+                max_depth=limits.max_json_depth,
+                max_bytes=limits.max_body_bytes,
+            ),
         ],
-        request_max_body_size=settings.limits.max_body_bytes,
-        openapi_config=OpenAPIConfig(title="rwkv-rag-gateway", version="0.1.0", path="/schema"),
+        request_max_body_size=limits.max_body_bytes,
+        openapi_config=openapi,
+        logging_config=logging_config(settings.log_level, settings.log_json),
         debug=False,
     )
     app.state.ctx = ctx

@@ -9,8 +9,9 @@ from typing import Any
 from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
+from litestar.types import ExceptionHandlersMap
 
-from engines.errors import APIError
+from core.errors import APIError
 
 __all__ = ["exception_handlers", "render_error"]
 
@@ -27,8 +28,10 @@ _STATUS_TYPES: dict[int, tuple[str, str]] = {
     429: ("rate_limit_error", "rate_limit_exceeded"),
     503: ("server_error", "service_unavailable"),
 }
-_PARAM = re.compile(r"\$\.([A-Za-z_][\w.\[\]]*)")
-_FIELD = re.compile(r"field `([^`]+)`")
+_DICT_KEY = re.compile(r"\[\.\.\.\].*$")
+# The one case the decoder reports only in words: a missing field is named in the message
+# (the structured key points at the object that lacks it).
+_MISSING = re.compile(r"^Object missing required field `([^`]+)`")
 
 
 def render_error(
@@ -44,19 +47,28 @@ def _api_error(_: Request[Any, Any, Any], exc: APIError) -> Response[Any]:
     return render_error(exc.status_code, exc.message, exc.type, exc.param, exc.code)
 
 
+def _param(key: object) -> str | None:
+    """The decoder's field path as OpenAI's ``param``: ``messages[0].role`` stays, a dict
+    entry (``attributes[...]``) names its dict."""
+    if not isinstance(key, str) or not key or key in ("body", "data"):
+        return None
+    return _DICT_KEY.sub("", key) or None
+
+
 def _validation_error(_: Request[Any, Any, Any], exc: ValidationException) -> Response[Any]:
     message = str(exc.detail)
     param: str | None = None
     extra = exc.extra
     if isinstance(extra, list) and extra and isinstance(extra[0], dict):
         first = extra[0]
-        key = first.get("key")
-        inner = str(first.get("message", ""))
-        found = _PARAM.search(inner) or _FIELD.search(inner)
-        param = found.group(1) if found else (key if key and key not in ("body", "data") else None)
-        message = inner or message
-        if message.startswith("Object missing required field"):
-            message = message.replace("Object missing required field", "missing required field")
+        param = _param(first.get("key"))
+        message = str(first.get("message") or message)
+        missing = _MISSING.match(message)
+        if missing:
+            param = f"{param}.{missing.group(1)}" if param else missing.group(1)
+            message = f"missing required field `{missing.group(1)}`"
+        if param and " - at " not in message:
+            message = f"{message} - at `{param}`"
     elif "JSON" in message or "decode" in message.lower():
         message = "the request body is not valid JSON"
     return render_error(400, message, "invalid_request_error", param, "invalid_value")
@@ -84,7 +96,7 @@ def _unexpected(_: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
     )
 
 
-exception_handlers: dict[type[Exception], Any] = {
+exception_handlers: ExceptionHandlersMap = {
     APIError: _api_error,
     ValidationException: _validation_error,
     HTTPException: _http_error,

@@ -9,6 +9,9 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from core.errors import APIError
+from kb.service import KnowledgeBase
+
 __all__ = ["Metrics"]
 
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
@@ -84,7 +87,7 @@ class Metrics:
         """Expose chat engines' live numbers (read at scrape time)."""
         self.registry.register(_ChatEngineCollector(registry))
 
-    def attach_knowledge(self, kb: Any) -> None:
+    def attach_knowledge(self, kb: KnowledgeBase) -> None:
         self.registry.register(_KnowledgeCollector(kb))
 
     def render(self) -> bytes:
@@ -139,9 +142,9 @@ class _ChatEngineCollector(Collector):
 
 
 class _KnowledgeCollector(Collector):
-    """Knowledge-base gauges, read from SQLite at scrape time."""
+    """Knowledge-base gauges, read from the backend at scrape time."""
 
-    def __init__(self, kb: Any) -> None:
+    def __init__(self, kb: KnowledgeBase) -> None:
         self.kb = kb
 
     def collect(self) -> Iterator[Metric]:
@@ -153,25 +156,30 @@ class _KnowledgeCollector(Collector):
             "Vector store files by ingestion status.",
             labels=["vector_store", "status"],
         )
-        queue = GaugeMetricFamily(
-            "rwkv_rag_kb_ingest_queue", "Ingestion jobs waiting for a worker."
-        )
+        queue = GaugeMetricFamily("rwkv_rag_kb_ingest_queue", "Files waiting for or in ingestion.")
+        running = GaugeMetricFamily("rwkv_rag_kb_ingesting", "Files this process is ingesting now.")
         ann = GaugeMetricFamily(
             "rwkv_rag_kb_index_approximate",
             "1 when the store's loaded index is approximate (HNSW/IVF), 0 when exact.",
             labels=["vector_store"],
         )
         try:
-            for col in self.kb.collections():
-                cid = col["id"]
-                chunks.add_metric([cid], self.kb.store.count(cid))
-                for status, n in self.kb.store.file_counts(cid).items():
-                    if status != "total":
-                        files.add_metric([cid, status], n)
-                index = self.kb.loaded_index(cid)
-                if index is not None:
-                    ann.add_metric([cid], 0 if index.kind == "flat" else 1)
-        except Exception:  # a closed store during shutdown: no knowledge metrics
-            pass
-        queue.add_metric([], self.kb.queue_depth)
-        yield from (chunks, files, queue, ann)
+            snap = self.kb.snapshot()
+        except (APIError, OSError, RuntimeError, ValueError):  # a closed or unreachable store
+            snap = None
+        if snap is not None:
+            for col, stats, kind in snap.stores:
+                chunks.add_metric([col.id], stats.chunk_count)
+                c = stats.file_counts
+                for status, n in (
+                    ("in_progress", c.in_progress),
+                    ("completed", c.completed),
+                    ("failed", c.failed),
+                    ("cancelled", c.cancelled),
+                ):
+                    files.add_metric([col.id, status], n)
+                if kind is not None:
+                    ann.add_metric([col.id], 0 if kind == "flat" else 1)
+            queue.add_metric([], snap.queued)
+            running.add_metric([], snap.ingesting)
+        yield from (chunks, files, queue, running, ann)

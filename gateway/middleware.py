@@ -1,19 +1,31 @@
-"""ASGI middleware: Bearer auth (constant time) and request metrics."""
+"""ASGI middleware: request ids and the access log, Bearer auth (constant time), request
+metrics, and a guard that refuses over-deep JSON bodies before any handler decodes them."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import json
+import logging
+import re
 import time
+import uuid
 from collections.abc import Sequence
 from typing import Any
 
+import msgspec
+from litestar.enums import ScopeType
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
+from gateway.jsonguard import json_depth
+from gateway.logging import request_id
 from gateway.metrics import Metrics
 
-__all__ = ["AuthMiddleware", "MetricsMiddleware"]
+__all__ = ["AuthMiddleware", "JsonGuardMiddleware", "MetricsMiddleware", "RequestLogMiddleware"]
+
+access_log = logging.getLogger("gateway.access")
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
 _OPEN_PATHS = frozenset({"/health"})
 
@@ -112,7 +124,7 @@ class MetricsMiddleware:
         self.metrics = metrics
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        if scope["type"] != ScopeType.HTTP:
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
@@ -140,3 +152,149 @@ def _route(scope: Any) -> str:
     if path.startswith("/mcp"):
         return "/mcp"
     return "unmatched"
+
+
+class _ModelOnly(msgspec.Struct):
+    model: str | None = None
+
+
+def _error(message: str, code: str, param: str | None = None) -> dict[str, Any]:
+    return {
+        "error": {"message": message, "type": "invalid_request_error", "param": param, "code": code}
+    }
+
+
+class JsonGuardMiddleware:
+    """Buffers a JSON body (up to the body limit), refuses one nested deeper than
+    ``max_depth`` with a 400 naming the limit, and notes its ``model`` for the access log;
+    then replays it to the app. Uploads (multipart, octet streams) pass untouched."""
+
+    def __init__(self, app: ASGIApp, max_depth: int, max_bytes: int) -> None:
+        self.app = app
+        self.max_depth = max_depth
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != ScopeType.HTTP or scope.get("method") not in ("POST", "PUT", "PATCH"):
+            await self.app(scope, receive, send)
+            return
+        ctype = b""
+        for name, value in scope["headers"]:
+            if name == b"content-type":
+                ctype = value.lower()
+                break
+        if ctype.startswith((b"multipart/", b"application/octet-stream")):
+            await self.app(scope, receive, send)
+            return
+        chunks: list[bytes] = []
+        size = 0
+        more = True
+        while more:
+            message = await receive()
+            if message["type"] != "http.request":
+                await self.app(scope, _replay([message]), send)
+                return
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            chunks.append(chunk)
+            more = bool(message.get("more_body"))
+            if size > self.max_bytes:
+                await _send_json(
+                    send,
+                    413,
+                    _error(
+                        f"the request body is larger than {self.max_bytes} bytes "
+                        "(limits.max_body_bytes)",
+                        "request_too_large",
+                    ),
+                )
+                return
+        body = b"".join(chunks)
+        if body and json_depth(body) > self.max_depth:
+            await _send_json(
+                send,
+                400,
+                _error(
+                    f"the JSON body nests deeper than {self.max_depth} levels "
+                    "(limits.max_json_depth)",
+                    "json_too_deep",
+                ),
+            )
+            return
+        if body[:1] == b"{":
+            # A body that does not decode is the handler's to report, in full.
+            with contextlib.suppress(msgspec.DecodeError, RecursionError):
+                model = msgspec.json.decode(body, type=_ModelOnly).model
+                scope.setdefault("state", {})["access_model"] = model
+        await self.app(
+            scope,
+            _replay([{"type": "http.request", "body": body, "more_body": False}], receive),
+            send,
+        )
+
+
+def _replay(messages: list[Any], then: Receive | None = None) -> Receive:
+    queue = list(messages)
+
+    async def receive() -> Any:
+        if queue:
+            return queue.pop(0)
+        if then is not None:
+            return await then()
+        return {"type": "http.disconnect"}
+
+    return receive
+
+
+class RequestLogMiddleware:
+    """A request id for every request (a client's ``X-Request-Id`` when well formed), sent
+    back as ``X-Request-Id``, set in every log record of the request, and one structured
+    access-log line: method, path, status, duration, model, request id. Never the body, the
+    query string or the key."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != ScopeType.HTTP:
+            await self.app(scope, receive, send)
+            return
+        rid = None
+        for name, value in scope["headers"]:
+            if name == b"x-request-id":
+                candidate = value.decode("latin-1")
+                rid = candidate if _REQUEST_ID.match(candidate) else None
+                break
+        rid = rid or uuid.uuid4().hex
+        token = request_id.set(rid)
+        started = time.perf_counter()
+        status = 500
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+                headers = list(message.get("headers", []))
+                headers.append((b"x-request-id", rid.encode()))
+                message["headers"] = headers
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_wrapper)
+        finally:
+            state = scope.get("state") or {}
+            access_log.info(
+                "%s %s %s",
+                scope.get("method"),
+                scope.get("path"),
+                status,
+                extra={
+                    "method": scope.get("method"),
+                    "path": scope.get("path"),
+                    "status": status,
+                    "duration_ms": round((time.perf_counter() - started) * 1000, 2),
+                    "model": state.get("access_model"),
+                    "request_id": rid,
+                },
+            )
+            request_id.reset(token)

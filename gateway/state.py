@@ -10,9 +10,10 @@ from engines.registry import EngineRegistry
 from gateway.metrics import Metrics
 from gateway.services.chat import ChatService
 from gateway.services.embeddings import EmbeddingService, RerankService
-from gateway.services.rag import RagService
 from gateway.settings import Settings
 from kb.service import KnowledgeBase
+from rag.catalog import ProfileCatalog
+from rag.service import RagService
 
 __all__ = ["AppContext", "ctx_of"]
 
@@ -27,6 +28,7 @@ class AppContext:
     chat: ChatService
     kb: KnowledgeBase
     rag: RagService
+    catalog: ProfileCatalog
 
 
 def ctx_of(state: State) -> AppContext:

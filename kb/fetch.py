@@ -20,7 +20,7 @@ from urllib.parse import unquote, urljoin, urlsplit
 
 import httpx
 
-from gateway.settings import UrlFetchSettings
+from kb.config import UrlFetchSettings
 
 __all__ = ["FetchError", "Fetched", "fetch_url", "is_public_address"]
 

@@ -1,31 +1,98 @@
-"""Attribute filters of the Vector Stores search API.
+"""Attribute filters over a file's ``attributes``, as one small typed tree.
 
-A comparison ``{type: eq|ne|gt|gte|lt|lte|in|nin, key, value}`` or a compound
-``{type: and|or, filters: [...]}``, evaluated against a file's ``attributes``. Filters are
-validated once (a bad one is a 400 naming it) and then applied to each file, so search
-can limit both FAISS and FTS5 to the matching files' chunks before ranking.
+The Vector Stores search syntax parses into it: a comparison ``{type: eq|ne|gt|gte|lt|
+lte|in|nin, key, value}`` or a compound ``{type: and|or, filters: [...]}``; Dify's metadata
+conditions (contains, starts with, empty, ...) build the same tree. A filter is validated
+once (a bad one is a 400 naming it, with its depth and breadth capped) and then either
+evaluated per file (``matches``) or compiled to SQL by a backend.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
+from dataclasses import dataclass
+from typing import Literal
 
-from engines.errors import InvalidRequestError
+from core.errors import InvalidRequestError
 
-__all__ = ["compile_filter"]
+__all__ = [
+    "Compare",
+    "Compound",
+    "Filter",
+    "FilterLimits",
+    "Scalar",
+    "parse_filter",
+]
 
-Predicate = Callable[[dict[str, Any]], bool]
+Scalar = str | int | float | bool
+CompareOp = Literal[
+    "eq",
+    "ne",
+    "gt",
+    "gte",
+    "lt",
+    "lte",
+    "in",
+    "nin",
+    "contains",
+    "not_contains",
+    "starts_with",
+    "ends_with",
+    "text_eq",
+    "text_ne",
+    "empty",
+    "not_empty",
+    "num_eq",
+    "num_ne",
+    "loose_gt",
+    "loose_gte",
+    "loose_lt",
+    "loose_lte",
+]
+_VECTOR_STORE_OPS = frozenset({"eq", "ne", "gt", "gte", "lt", "lte", "in", "nin"})
+# Operators true for a file that lacks the key.
+_NEGATIVE = frozenset({"ne", "nin", "not_contains", "text_ne", "empty", "num_ne"})
 
-_COMPARISONS = {"eq", "ne", "gt", "gte", "lt", "lte", "in", "nin"}
-_SCALAR = (str, int, float, bool)
+
+@dataclass(frozen=True, slots=True)
+class FilterLimits:
+    max_depth: int = 8
+    max_conditions: int = 64
+    max_in_values: int = 256
 
 
-def _bad(msg: str) -> InvalidRequestError:
-    return InvalidRequestError(msg, param="filters")
+@dataclass(frozen=True, slots=True)
+class Compare:
+    op: CompareOp
+    key: str
+    value: Scalar | tuple[Scalar, ...] | None = None
+
+    def matches(self, attrs: dict[str, object]) -> bool:
+        if self.key not in attrs:
+            return self.op in _NEGATIVE
+        return _test(self.op, attrs[self.key], self.value)
 
 
-def _ordered(a: Any, b: Any) -> bool:
+@dataclass(frozen=True, slots=True)
+class Compound:
+    op: Literal["and", "or"]
+    filters: tuple[Filter, ...]
+
+    def matches(self, attrs: dict[str, object]) -> bool:
+        if self.op == "and":
+            return all(f.matches(attrs) for f in self.filters)
+        return any(f.matches(attrs) for f in self.filters)
+
+
+Filter = Compare | Compound
+
+
+def _eq(a: object, b: object) -> bool:
+    if isinstance(a, bool) != isinstance(b, bool):
+        return False
+    return bool(a == b)
+
+
+def _ordered(a: object, b: object) -> bool:
     """Order comparisons need two numbers or two strings (bools are not numbers here)."""
     if isinstance(a, bool) or isinstance(b, bool):
         return False
@@ -34,60 +101,127 @@ def _ordered(a: Any, b: Any) -> bool:
     )
 
 
-def _eq(a: Any, b: Any) -> bool:
-    if isinstance(a, bool) != isinstance(b, bool):
-        return False
-    return bool(a == b)
+def _number(v: object) -> float | None:
+    if isinstance(v, bool):
+        return None
+    try:
+        return float(v)  # type: ignore[arg-type]  # strings of digits compare as numbers
+    except (TypeError, ValueError):
+        return None
 
 
-def compile_filter(spec: Any, path: str = "filters") -> Predicate:
-    if not isinstance(spec, dict):
-        raise _bad(f"{path} must be an object")
-    kind = spec.get("type")
-    if kind in ("and", "or"):
-        subs = spec.get("filters")
-        if not isinstance(subs, list) or not subs:
-            raise _bad(f"{path}.filters must be a non-empty list")
-        preds = [compile_filter(f, f"{path}.filters[{i}]") for i, f in enumerate(subs)]
-        if kind == "and":
-            return lambda attrs: all(p(attrs) for p in preds)
-        return lambda attrs: any(p(attrs) for p in preds)
-    if kind not in _COMPARISONS:
-        raise _bad(
-            f"{path}.type must be one of eq, ne, gt, gte, lt, lte, in, nin, and, or; got {kind!r}"
-        )
-    key = spec.get("key")
-    if not isinstance(key, str) or not key:
-        raise _bad(f"{path}.key must be a non-empty string")
-    if "value" not in spec:
-        raise _bad(f"{path}.value is required")
-    value = spec["value"]
-    if kind in ("in", "nin"):
-        if not isinstance(value, list) or not all(isinstance(v, _SCALAR) for v in value):
-            raise _bad(f"{path}.value must be a list of strings, numbers or booleans")
-        members = list(value)
-        if kind == "in":
-            return lambda attrs: key in attrs and any(_eq(attrs[key], v) for v in members)
-        return lambda attrs: key not in attrs or not any(_eq(attrs[key], v) for v in members)
-    if not isinstance(value, _SCALAR):
-        raise _bad(f"{path}.value must be a string, number or boolean")
-    if kind == "eq":
-        return lambda attrs: key in attrs and _eq(attrs[key], value)
-    if kind == "ne":
-        return lambda attrs: key not in attrs or not _eq(attrs[key], value)
-    if isinstance(value, bool):
-        raise _bad(f"{path}: {kind} needs a number or a string, not a boolean")
+def _order(op: str, a: object, b: object) -> bool:
+    if op.endswith("gt"):
+        return bool(a > b)  # type: ignore[operator]
+    if op.endswith("gte"):
+        return bool(a >= b)  # type: ignore[operator]
+    if op.endswith("lt"):
+        return bool(a < b)  # type: ignore[operator]
+    return bool(a <= b)  # type: ignore[operator]
 
-    def order(attrs: dict[str, Any]) -> bool:
-        if key not in attrs or not _ordered(attrs[key], value):
-            return False
-        a = attrs[key]
-        if kind == "gt":
-            return bool(a > value)
-        if kind == "gte":
-            return bool(a >= value)
-        if kind == "lt":
-            return bool(a < value)
-        return bool(a <= value)
 
-    return order
+def _text_test(op: str, text: str, want: str, raw: object) -> bool:
+    if op == "contains":
+        return want in text
+    if op == "not_contains":
+        return want not in text
+    if op == "starts_with":
+        return text.startswith(want)
+    if op == "ends_with":
+        return text.endswith(want)
+    if op == "text_eq":
+        return text == want
+    if op == "text_ne":
+        return text != want
+    if op == "empty":
+        return raw in (None, "")
+    return raw not in (None, "")
+
+
+def _test(op: CompareOp, a: object, b: object) -> bool:
+    if op in ("eq", "ne"):
+        return _eq(a, b) == (op == "eq")
+    if op in ("in", "nin"):
+        found = any(_eq(a, v) for v in b)  # type: ignore[attr-defined]
+        return found == (op == "in")
+    if op in ("gt", "gte", "lt", "lte"):
+        return _ordered(a, b) and _order(op, a, b)
+    na, nb = _number(a), _number(b)
+    if op in ("num_eq", "num_ne"):
+        return (na is not None and na == nb) == (op == "num_eq")
+    if op.startswith("loose_"):
+        # Numbers when both sides read as numbers, else text (Dify compares dates so).
+        if na is not None and nb is not None:
+            return _order(op, na, nb)
+        return _order(op, "" if a is None else str(a), "" if b is None else str(b))
+    return _text_test(op, "" if a is None else str(a), "" if b is None else str(b), a)
+
+
+def _bad(msg: str, param: str) -> InvalidRequestError:
+    return InvalidRequestError(msg, param=param, code="invalid_filter")
+
+
+class _Parser:
+    def __init__(self, limits: FilterLimits, param: str) -> None:
+        self.limits = limits
+        self.param = param
+        self.count = 0
+
+    def parse(self, spec: object, path: str, depth: int) -> Filter:
+        if depth > self.limits.max_depth:
+            raise _bad(
+                f"{path}: filters nest deeper than {self.limits.max_depth} levels", self.param
+            )
+        self.count += 1
+        if self.count > self.limits.max_conditions:
+            raise _bad(
+                f"filters hold more than {self.limits.max_conditions} conditions", self.param
+            )
+        if not isinstance(spec, dict):
+            raise _bad(f"{path} must be an object", self.param)
+        kind = spec.get("type")
+        if kind in ("and", "or"):
+            subs = spec.get("filters")
+            if not isinstance(subs, list) or not subs:
+                raise _bad(f"{path}.filters must be a non-empty list", self.param)
+            parts = tuple(
+                self.parse(f, f"{path}.filters[{i}]", depth + 1) for i, f in enumerate(subs)
+            )
+            return Compound("and" if kind == "and" else "or", parts)
+        if kind not in _VECTOR_STORE_OPS:
+            raise _bad(
+                f"{path}.type must be one of eq, ne, gt, gte, lt, lte, in, nin, and, or; "
+                f"got {kind!r}",
+                self.param,
+            )
+        return self._compare(spec, str(kind), path)
+
+    def _compare(self, spec: dict[str, object], kind: str, path: str) -> Compare:
+        key = spec.get("key")
+        if not isinstance(key, str) or not key:
+            raise _bad(f"{path}.key must be a non-empty string", self.param)
+        if "value" not in spec:
+            raise _bad(f"{path}.value is required", self.param)
+        value = spec["value"]
+        if kind in ("in", "nin"):
+            if not isinstance(value, list) or not all(isinstance(v, Scalar) for v in value):
+                raise _bad(
+                    f"{path}.value must be a list of strings, numbers or booleans", self.param
+                )
+            if len(value) > self.limits.max_in_values:
+                raise _bad(
+                    f"{path}.value lists more than {self.limits.max_in_values} values", self.param
+                )
+            return Compare(kind, key, tuple(value))  # type: ignore[arg-type]
+        if not isinstance(value, Scalar):
+            raise _bad(f"{path}.value must be a string, number or boolean", self.param)
+        if kind in ("gt", "gte", "lt", "lte") and isinstance(value, bool):
+            raise _bad(f"{path}: {kind} needs a number or a string, not a boolean", self.param)
+        return Compare(kind, key, value)  # type: ignore[arg-type]
+
+
+def parse_filter(
+    spec: object, *, param: str = "filters", limits: FilterLimits | None = None
+) -> Filter:
+    """Validate a Vector Stores filter and build its tree (a 400 naming ``param`` if bad)."""
+    return _Parser(limits or FilterLimits(), param).parse(spec, param, 1)

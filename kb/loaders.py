@@ -31,6 +31,7 @@ __all__ = [
     "LoaderError",
     "LoaderLimits",
     "Section",
+    "iter_document",
     "kinds_for",
     "load_document",
     "sniff_kind",
@@ -164,6 +165,24 @@ def load_document(
     return doc
 
 
+def iter_document(
+    path: Path,
+    filename: str,
+    limits: LoaderLimits,
+    *,
+    content_type: str | None = None,
+    password: str | None = None,
+    ocr_languages: str | None = None,
+    deadline: float | None = None,
+    warnings: list[str] | None = None,
+) -> Iterator[Section]:
+    """The document's sections, in reading order."""
+    del ocr_languages, deadline, warnings
+    yield from load_document(
+        path, filename, limits, content_type=content_type, password=password
+    ).sections
+
+
 def _read_text(path: Path, limits: LoaderLimits) -> str:
     size = path.stat().st_size
     if size > limits.max_text_bytes:
@@ -218,7 +237,7 @@ def markdown_sections(text: str) -> list[Section]:
 # -- PDF -----------------------------------------------------------------------------------
 
 
-def _load_pdf(path: Path, limits: LoaderLimits, password: str | None) -> Document:
+def _open_pdf(path: Path, password: str | None) -> tuple[Any, int]:
     from pypdf import PdfReader
     from pypdf.errors import FileNotDecryptedError, PdfReadError, PdfStreamError
 
@@ -241,6 +260,11 @@ def _load_pdf(path: Path, limits: LoaderLimits, password: str | None) -> Documen
         raise LoaderError("the PDF is encrypted; give its password", "encrypted_file") from None
     except (PdfReadError, PdfStreamError, ValueError, KeyError, OSError) as exc:
         raise LoaderError(f"the PDF is corrupt and could not be read: {exc}") from None
+    return reader, n
+
+
+def _load_pdf(path: Path, limits: LoaderLimits, password: str | None) -> Document:
+    reader, n = _open_pdf(path, password)
     if n > limits.max_pdf_pages:
         raise LoaderError(
             f"the PDF has {n} pages; the limit is {limits.max_pdf_pages} (knowledge.max_pdf_pages)",
@@ -250,7 +274,7 @@ def _load_pdf(path: Path, limits: LoaderLimits, password: str | None) -> Documen
     try:
         meta = reader.metadata
         title = str(meta.title) if meta and meta.title else None
-    except Exception:
+    except Exception:  # noqa: BLE001 - pypdf raises anything on broken metadata; the title is optional
         title = None
     doc = Document("pdf", title=title)
     failed = 0
@@ -258,7 +282,7 @@ def _load_pdf(path: Path, limits: LoaderLimits, password: str | None) -> Documen
     for i in range(n):
         try:
             text = reader.pages[i].extract_text() or ""
-        except Exception:
+        except Exception:  # noqa: BLE001 - one broken page must not lose the rest (pypdf raises anything on it)
             # Lenient recovery: one broken page does not lose the rest of the document.
             failed += 1
             continue
@@ -339,7 +363,7 @@ def _load_xlsx(path: Path, limits: LoaderLimits) -> Document:
     with open(path, "rb") as fh:
         try:
             wb = openpyxl.load_workbook(fh, read_only=True, data_only=True)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - openpyxl raises anything on a malformed workbook; it becomes the file's error
             raise LoaderError(f"the workbook could not be read: {exc}") from None
         try:
             for ws in wb.worksheets:
@@ -387,7 +411,7 @@ def _load_html(html: str, limits: LoaderLimits) -> Document:
         result = trafilatura.bare_extraction(
             html, output_format="python", with_metadata=True, include_tables=True, as_dict=True
         )
-    except Exception:
+    except Exception:  # noqa: BLE001 - trafilatura raises anything on odd markup; the lxml fallback takes over
         result = None
     if isinstance(result, dict):
         title = result.get("title") or None
@@ -407,7 +431,7 @@ def _plain_html_text(html: str) -> tuple[str, str | None]:
 
     try:
         root = lxml.html.fromstring(html)
-    except Exception:
+    except Exception:  # noqa: BLE001 - lxml raises anything on odd markup; such a page has no text
         return "", None
     for bad in root.xpath(
         "//script|//style|//noscript|//template|//nav|//header|//footer|//aside|//form"

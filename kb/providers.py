@@ -6,7 +6,8 @@ import asyncio
 
 import numpy as np
 
-from engines.base import ModelInfo, Tokenizer
+from core.types import Tokenizer
+from engines.base import ModelInfo
 
 __all__ = ["LocalProvider", "minilm_provider"]
 

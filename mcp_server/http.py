@@ -11,7 +11,7 @@ from mcp.server import MCPServer
 from mcp.server.streamable_http_manager import StreamableHTTPASGIApp
 from mcp.server.transport_security import TransportSecuritySettings
 
-from gateway.settings import McpSettings
+from mcp_server.config import McpSettings
 
 __all__ = ["mount"]
 

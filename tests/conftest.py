@@ -177,7 +177,7 @@ async def startup_error(app: Litestar) -> str:
     try:
         async with app.lifespan():
             pass
-    except BaseException as exc:  # Litestar may wrap it in an ExceptionGroup
+    except BaseException as exc:  # noqa: BLE001 - Litestar may wrap it in an ExceptionGroup
         parts = [exc, *getattr(exc, "exceptions", [])]
         return " | ".join(f"{type(e).__name__}: {e}" for e in parts)
     raise AssertionError("startup did not fail")

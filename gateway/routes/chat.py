@@ -10,13 +10,13 @@ from litestar.openapi import ResponseSpec
 from litestar.params import JSONBody
 from litestar.response import Stream
 
-from gateway.schemas import ErrorResponse
-from gateway.schemas_chat import (
+from gateway.schemas.chat import (
     ChatCompletion,
     ChatCompletionRequest,
     Completion,
     CompletionRequest,
 )
+from gateway.schemas.common import ErrorResponse
 from gateway.state import ctx_of
 
 _SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}

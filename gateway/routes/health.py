@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from litestar import Response, get
@@ -36,10 +37,10 @@ def health(state: State) -> Response[dict[str, Any]]:
     return Response({"status": status, "models": models}, status_code=code)
 
 
-@get("/metrics", sync_to_thread=False, media_type="text/plain; version=0.0.4")
-def metrics(state: State) -> Response[bytes]:
-    ctx = ctx_of(state)
-    return Response(ctx.metrics.render(), media_type="text/plain; version=0.0.4")
+@get("/metrics", media_type="text/plain; version=0.0.4")
+async def metrics(state: State) -> Response[bytes]:
+    body = await asyncio.to_thread(ctx_of(state).metrics.render)
+    return Response(body, media_type="text/plain; version=0.0.4")
 
 
 routes = [health, metrics]

@@ -6,11 +6,11 @@ from litestar import get
 from litestar.datastructures import State
 from litestar.params import FromPath
 
-from engines.errors import ModelNotFoundError
+from core.errors import ModelNotFoundError
 from engines.registry import ServedModel
-from gateway.schemas import Model, ModelList
-from gateway.settings import ProfileConfig
+from gateway.schemas.models import Model, ModelList
 from gateway.state import ctx_of
+from rag.catalog import Profile
 
 
 def _wire(m: ServedModel, aliases: list[str]) -> Model:
@@ -37,7 +37,7 @@ def _aliases(state: State, model_id: str) -> list[str]:
     return sorted(a for a, t in ctx_of(state).registry.aliases.items() if t == model_id)
 
 
-def _profile(p: ProfileConfig, created: int) -> Model:
+def _profile(p: Profile, created: int) -> Model:
     return Model(
         id=p.id,
         created=created,
@@ -49,7 +49,7 @@ def _profile(p: ProfileConfig, created: int) -> Model:
         details={
             "model": p.model,
             "state": p.state,
-            "vector_store_ids": p.vector_store_ids,
+            "vector_store_ids": list(p.store_refs),
             "top_k": p.top_k,
             "description": p.description,
         },
@@ -62,7 +62,7 @@ def list_models(state: State) -> ModelList:
     reg = ctx.registry
     data = [_wire(m, _aliases(state, m.info.id)) for m in reg.models.values()]
     created = min((m.created for m in data), default=0)
-    data.extend(_profile(p, created) for p in ctx.settings.profiles)
+    data.extend(_profile(p, created) for p in ctx.catalog)
     return ModelList(data=data)
 
 
@@ -72,7 +72,7 @@ def retrieve_model(state: State, model_id: FromPath[str]) -> Model:
     reg = ctx.registry
     name = model_id.lstrip("/")
     m = reg.models.get(reg.aliases.get(name, name))
-    profile = next((p for p in ctx.settings.profiles if p.id == name), None)
+    profile = ctx.catalog.get(name)
     if m is None and profile is not None:
         return _profile(profile, min((x.info.created for x in reg.models.values()), default=0))
     if m is None:

@@ -6,7 +6,7 @@ from litestar import post
 from litestar.datastructures import State
 from litestar.params import JSONBody
 
-from gateway.schemas import RerankRequest, RerankResponse
+from gateway.schemas.rerank import RerankRequest, RerankResponse
 from gateway.state import ctx_of
 
 

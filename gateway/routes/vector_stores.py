@@ -1,10 +1,8 @@
 """The Vector Stores API (OpenAI shapes) and its extras: URL ingestion, a file's chunks,
-re-embedding jobs."""
+re-embedding jobs. ``{vs_id}`` is a store id or its unique name."""
 
 from __future__ import annotations
 
-import json
-import time
 from typing import Any
 
 import msgspec
@@ -12,100 +10,44 @@ from litestar import Response, delete, get, post
 from litestar.datastructures import State
 from litestar.params import FromPath, FromQuery, JSONBody
 
-from engines.errors import InvalidRequestError
-from gateway.routes.paging import page
-from gateway.schemas_kb import (
+from core.errors import InvalidRequestError
+from gateway.converters import (
+    batch_object,
+    chunk_object,
+    expiry,
+    job_object,
+    list_page,
+    page_request,
+    search_page,
+    status_filter,
+    store_file_object,
+    store_object,
+    strategy,
+)
+from gateway.schemas.common import DeletedObject, ListPage
+from gateway.schemas.vector_stores import (
     BatchObject,
-    ChunkObject,
-    ContentPart,
     CreateBatchRequest,
     CreateStoreFileRequest,
     CreateVectorStoreRequest,
-    DeletedObject,
-    ExpiresAfter,
-    FileCounts,
     IngestUrlRequest,
     JobObject,
-    LastError,
     ReembedRequest,
     SearchPage,
     SearchRequest,
-    SearchResultObject,
     UpdateStoreFileRequest,
     UpdateVectorStoreRequest,
     VectorStoreFileObject,
     VectorStoreObject,
 )
+from gateway.services.knowledge import batch_items, search_query
 from gateway.state import ctx_of
-from kb.service import KnowledgeBase
+from kb.types import IngestOptions
 
 # The SDK's *_and_poll helpers wait this long between polls when the server says so.
 POLL_HEADERS = {"openai-poll-after-ms": "100"}
 
-
-def store_object(kb: KnowledgeBase, col: dict[str, Any]) -> VectorStoreObject:
-    cid = col["id"]
-    counts = kb.store.file_counts(cid)
-    expires = json.loads(col["expires_after"]) if col.get("expires_after") else None
-    last_active = col.get("last_active_at")
-    expires_at = (
-        int(last_active) + int(expires["days"]) * 86400 if expires and last_active else None
-    )
-    if expires_at is not None and time.time() > expires_at:
-        status = "expired"
-    elif counts["in_progress"]:
-        status = "in_progress"
-    else:
-        status = "completed"
-    return VectorStoreObject(
-        id=cid,
-        created_at=int(col["created_at"]),
-        name=col["name"],
-        usage_bytes=kb.store.usage_bytes(cid),
-        file_counts=FileCounts(**counts),
-        status=status,
-        metadata=json.loads(col["metadata"] or "{}"),
-        expires_after=ExpiresAfter(**expires) if expires else None,
-        expires_at=expires_at,
-        last_active_at=last_active,
-        embedding_model=col["embedding_model"],
-        dimensions=int(col["dimensions"]),
-        chunk_count=kb.store.count(cid),
-    )
-
-
-def store_file_object(row: dict[str, Any]) -> VectorStoreFileObject:
-    err = row.get("last_error")
-    return VectorStoreFileObject(
-        id=row["file_id"],
-        created_at=int(row["created_at"]),
-        vector_store_id=row["collection_id"],
-        status=row["status"],
-        last_error=LastError(**err) if err else None,
-        usage_bytes=int(row["usage_bytes"]),
-        chunking_strategy=row["chunking_strategy"],
-        attributes=row["attributes"],
-    )
-
-
-def batch_object(kb: KnowledgeBase, row: dict[str, Any]) -> BatchObject:
-    return BatchObject(
-        id=row["id"],
-        created_at=int(row["created_at"]),
-        vector_store_id=row["collection_id"],
-        status=row["status"],
-        file_counts=FileCounts(**kb.store.file_counts(row["collection_id"], row["id"])),
-    )
-
-
-def _check_metadata(metadata: dict[str, str] | None) -> None:
-    if metadata is None:
-        return
-    if len(metadata) > 16 or any(len(k) > 64 or len(v) > 512 for k, v in metadata.items()):
-        raise InvalidRequestError(
-            "metadata holds at most 16 pairs, keys <= 64 and values <= 512 characters",
-            param="metadata",
-        )
+Store = FromPath[str]
 
 
 def _polled(content: Any) -> Response[Any]:
@@ -114,73 +56,55 @@ def _polled(content: Any) -> Response[Any]:
 
 @post("/v1/vector_stores", status_code=200)
 async def create_store(state: State, data: JSONBody[CreateVectorStoreRequest]) -> VectorStoreObject:
-    kb = ctx_of(state).kb
-    _check_metadata(data.metadata)
-    for fid in data.file_ids:
-        kb.file(fid)
-    cid = kb.create_collection(
+    ctx = ctx_of(state)
+    if len(data.file_ids) > ctx.settings.limits.max_batch_files:
+        raise InvalidRequestError("too many file_ids (limits.max_batch_files)", param="file_ids")
+    view = await ctx.kb.create_store(
         data.name,
         data.embedding_model,
-        data.metadata,
-        expires_after=msgspec.to_builtins(data.expires_after) if data.expires_after else None,
-        chunking_strategy=data.chunking_strategy,
+        dict(data.metadata) if data.metadata else None,
+        expires_after=expiry(data.expires_after),
+        chunking_strategy=strategy(data.chunking_strategy),
+        file_ids=data.file_ids,
     )
-    for fid in data.file_ids:
-        kb.attach(cid, fid, chunking_strategy=data.chunking_strategy)
-    return store_object(kb, kb.collection(cid))
+    return store_object(view)
 
 
-@get("/v1/vector_stores", sync_to_thread=False)
-def list_stores(
+@get("/v1/vector_stores")
+async def list_stores(
     state: State,
     limit: FromQuery[int | None] = None,
     order: FromQuery[str | None] = None,
     after: FromQuery[str | None] = None,
     before: FromQuery[str | None] = None,
-) -> dict[str, Any]:
-    kb = ctx_of(state).kb
-    return page(
-        kb.collections(),
-        key=lambda c: c["id"],
-        limit=limit,
-        order=order,
-        after=after,
-        before=before,
-        render=lambda c: store_object(kb, c),
-    )
+) -> ListPage:
+    found = await ctx_of(state).kb.stores(page_request(limit, order, after, before))
+    return list_page(found, store_object, lambda s: s.id)
 
 
-@get("/v1/vector_stores/{vs_id:str}", sync_to_thread=False)
-def retrieve_store(state: State, vs_id: FromPath[str]) -> VectorStoreObject:
-    kb = ctx_of(state).kb
-    return store_object(kb, kb.collection(vs_id))
+@get("/v1/vector_stores/{vs_id:str}")
+async def retrieve_store(state: State, vs_id: Store) -> VectorStoreObject:
+    return store_object(await ctx_of(state).kb.store(vs_id))
 
 
 @post("/v1/vector_stores/{vs_id:str}", status_code=200)
 async def update_store(
-    state: State, vs_id: FromPath[str], data: JSONBody[UpdateVectorStoreRequest]
+    state: State, vs_id: Store, data: JSONBody[UpdateVectorStoreRequest]
 ) -> VectorStoreObject:
-    kb = ctx_of(state).kb
-    kb.collection(vs_id)
     fields: dict[str, Any] = {}
     if data.name is not msgspec.UNSET:
         fields["name"] = data.name
     if data.metadata is not msgspec.UNSET:
-        _check_metadata(data.metadata)
-        fields["metadata"] = json.dumps(data.metadata or {})
+        fields["metadata"] = dict(data.metadata) if data.metadata else None
     if data.expires_after is not msgspec.UNSET:
-        fields["expires_after"] = (
-            json.dumps(msgspec.to_builtins(data.expires_after)) if data.expires_after else None
-        )
-        fields["last_active_at"] = int(time.time())
-    kb.store.update_collection(vs_id, **fields)
-    return store_object(kb, kb.collection(vs_id))
+        fields["expires_after"] = expiry(data.expires_after)
+    return store_object(await ctx_of(state).kb.update_store(vs_id, **fields))
 
 
 @delete("/v1/vector_stores/{vs_id:str}", status_code=200)
-async def delete_store(state: State, vs_id: FromPath[str]) -> DeletedObject:
-    ctx_of(state).kb.delete_collection(vs_id)
-    return DeletedObject(id=vs_id, object="vector_store.deleted")
+async def delete_store(state: State, vs_id: Store) -> DeletedObject:
+    cid = await ctx_of(state).kb.delete_store(vs_id)
+    return DeletedObject(id=cid, object="vector_store.deleted")
 
 
 # -- files in a store -------------------------------------------------------------------
@@ -188,105 +112,69 @@ async def delete_store(state: State, vs_id: FromPath[str]) -> DeletedObject:
 
 @post("/v1/vector_stores/{vs_id:str}/files", status_code=200)
 async def create_store_file(
-    state: State, vs_id: FromPath[str], data: JSONBody[CreateStoreFileRequest]
+    state: State, vs_id: Store, data: JSONBody[CreateStoreFileRequest]
 ) -> Response[VectorStoreFileObject]:
-    kb = ctx_of(state).kb
-    row = kb.attach(
+    sf = await ctx_of(state).kb.attach(
         vs_id,
         data.file_id,
-        attributes=data.attributes,
-        chunking_strategy=data.chunking_strategy,
-        options={"password": data.password} if data.password else None,
+        attributes=dict(data.attributes) if data.attributes is not None else None,
+        chunking_strategy=strategy(data.chunking_strategy),
+        options=IngestOptions(password=data.password, ocr_languages=data.ocr_languages),
     )
-    return _polled(store_file_object(row))
+    return _polled(store_file_object(sf))
 
 
-@get("/v1/vector_stores/{vs_id:str}/files", sync_to_thread=False)
-def list_store_files(
+@get("/v1/vector_stores/{vs_id:str}/files")
+async def list_store_files(
     state: State,
-    vs_id: FromPath[str],
+    vs_id: Store,
     limit: FromQuery[int | None] = None,
     order: FromQuery[str | None] = None,
     after: FromQuery[str | None] = None,
     before: FromQuery[str | None] = None,
     filter: FromQuery[str | None] = None,
-) -> dict[str, Any]:
-    kb = ctx_of(state).kb
-    kb.collection(vs_id)
-    return _files_page(kb, vs_id, None, limit, order, after, before, filter)
+) -> ListPage:
+    page, status = page_request(limit, order, after, before), status_filter(filter)
+    found = await ctx_of(state).kb.store_files(vs_id, page, status=status)
+    return list_page(found, store_file_object, lambda f: f.id)
 
 
-def _files_page(
-    kb: KnowledgeBase,
-    vs_id: str,
-    batch_id: str | None,
-    limit: int | None,
-    order: str | None,
-    after: str | None,
-    before: str | None,
-    status: str | None,
-) -> dict[str, Any]:
-    """A page of a store's (or a batch's) files, optionally of one status."""
-    if status is not None and status not in ("in_progress", "completed", "failed", "cancelled"):
-        raise InvalidRequestError(
-            "'filter' must be in_progress, completed, failed or cancelled", param="filter"
-        )
-    return page(
-        kb.store.store_files(vs_id, status=status, batch_id=batch_id),
-        key=lambda r: r["file_id"],
-        limit=limit,
-        order=order,
-        after=after,
-        before=before,
-        render=store_file_object,
-    )
-
-
-@get("/v1/vector_stores/{vs_id:str}/files/{file_id:str}", sync_to_thread=False)
-def retrieve_store_file(
-    state: State, vs_id: FromPath[str], file_id: FromPath[str]
+@get("/v1/vector_stores/{vs_id:str}/files/{file_id:str}")
+async def retrieve_store_file(
+    state: State, vs_id: Store, file_id: FromPath[str]
 ) -> Response[VectorStoreFileObject]:
-    return _polled(store_file_object(ctx_of(state).kb.store_file(vs_id, file_id)))
+    return _polled(store_file_object(await ctx_of(state).kb.store_file(vs_id, file_id)))
 
 
 @post("/v1/vector_stores/{vs_id:str}/files/{file_id:str}", status_code=200)
 async def update_store_file(
-    state: State,
-    vs_id: FromPath[str],
-    file_id: FromPath[str],
-    data: JSONBody[UpdateStoreFileRequest],
+    state: State, vs_id: Store, file_id: FromPath[str], data: JSONBody[UpdateStoreFileRequest]
 ) -> VectorStoreFileObject:
-    kb = ctx_of(state).kb
-    kb.update_attributes(vs_id, file_id, data.attributes)
-    return store_file_object(kb.store_file(vs_id, file_id))
+    sf = await ctx_of(state).kb.update_attributes(vs_id, file_id, dict(data.attributes))
+    return store_file_object(sf)
 
 
 @delete("/v1/vector_stores/{vs_id:str}/files/{file_id:str}", status_code=200)
-async def delete_store_file(
-    state: State, vs_id: FromPath[str], file_id: FromPath[str]
-) -> DeletedObject:
+async def delete_store_file(state: State, vs_id: Store, file_id: FromPath[str]) -> DeletedObject:
     await ctx_of(state).kb.detach(vs_id, file_id)
     return DeletedObject(id=file_id, object="vector_store.file.deleted")
 
 
-@get("/v1/vector_stores/{vs_id:str}/files/{file_id:str}/content", sync_to_thread=False)
-def store_file_content(
-    state: State, vs_id: FromPath[str], file_id: FromPath[str]
-) -> dict[str, Any]:
-    kb = ctx_of(state).kb
-    chunks = kb.file_chunks(vs_id, file_id, limit=100_000)
+@get("/v1/vector_stores/{vs_id:str}/files/{file_id:str}/content")
+async def store_file_content(state: State, vs_id: Store, file_id: FromPath[str]) -> dict[str, Any]:
+    chunks = await ctx_of(state).kb.file_chunks(vs_id, file_id, limit=100_000)
     return {
         "object": "vector_store.file_content.page",
-        "data": [{"type": "text", "text": c["text"]} for c in chunks],
+        "data": [{"type": "text", "text": c.text} for c in chunks],
         "has_more": False,
         "next_page": None,
     }
 
 
-@get("/v1/vector_stores/{vs_id:str}/files/{file_id:str}/chunks", sync_to_thread=False)
-def list_file_chunks(
+@get("/v1/vector_stores/{vs_id:str}/files/{file_id:str}/chunks")
+async def list_file_chunks(
     state: State,
-    vs_id: FromPath[str],
+    vs_id: Store,
     file_id: FromPath[str],
     limit: FromQuery[int] = 100,
     after: FromQuery[int | None] = None,
@@ -294,16 +182,17 @@ def list_file_chunks(
     """Extra: a file's chunks in reading order, paged by position (``after`` = position)."""
     if not 1 <= limit <= 1000:
         raise InvalidRequestError("'limit' must be between 1 and 1000", param="limit")
-    kb = ctx_of(state).kb
-    rows = kb.file_chunks(vs_id, file_id, after=-1 if after is None else after, limit=limit + 1)
-    data = [msgspec.to_builtins(ChunkObject(**r)) for r in rows[:limit]]
+    start = -1 if after is None else after
+    rows = await ctx_of(state).kb.file_chunks(vs_id, file_id, after=start, limit=limit + 1)
+    data = [msgspec.to_builtins(chunk_object(r)) for r in rows[:limit]]
+    more = len(rows) > limit
     return {
         "object": "list",
         "data": data,
         "first_id": data[0]["id"] if data else None,
         "last_id": data[-1]["id"] if data else None,
-        "has_more": len(rows) > limit,
-        "next_after": data[-1]["position"] if data and len(rows) > limit else None,
+        "has_more": more,
+        "next_after": data[-1]["position"] if data and more else None,
     }
 
 
@@ -312,148 +201,72 @@ def list_file_chunks(
 
 @post("/v1/vector_stores/{vs_id:str}/file_batches", status_code=200)
 async def create_batch(
-    state: State, vs_id: FromPath[str], data: JSONBody[CreateBatchRequest]
+    state: State, vs_id: Store, data: JSONBody[CreateBatchRequest]
 ) -> Response[BatchObject]:
-    kb = ctx_of(state).kb
-    if bool(data.file_ids) == bool(data.files):
-        raise InvalidRequestError("give either 'file_ids' or 'files'", param="file_ids")
-    files = (
-        [{"file_id": f, "attributes": data.attributes} for f in data.file_ids or []]
-        if data.file_ids
-        else [msgspec.to_builtins(f) for f in data.files or []]
-    )
-    batch_id = kb.create_batch(vs_id, files, data.chunking_strategy)
-    return _polled(batch_object(kb, kb.batch(vs_id, batch_id)))
+    ctx = ctx_of(state)
+    items = batch_items(data, ctx.settings.limits)
+    batch = await ctx.kb.create_batch(vs_id, items, strategy(data.chunking_strategy))
+    return _polled(batch_object(batch))
 
 
-@get("/v1/vector_stores/{vs_id:str}/file_batches/{batch_id:str}", sync_to_thread=False)
-def retrieve_batch(
-    state: State, vs_id: FromPath[str], batch_id: FromPath[str]
+@get("/v1/vector_stores/{vs_id:str}/file_batches/{batch_id:str}")
+async def retrieve_batch(
+    state: State, vs_id: Store, batch_id: FromPath[str]
 ) -> Response[BatchObject]:
-    kb = ctx_of(state).kb
-    return _polled(batch_object(kb, kb.batch(vs_id, batch_id)))
+    return _polled(batch_object(await ctx_of(state).kb.batch(vs_id, batch_id)))
 
 
 @post("/v1/vector_stores/{vs_id:str}/file_batches/{batch_id:str}/cancel", status_code=200)
-async def cancel_batch(state: State, vs_id: FromPath[str], batch_id: FromPath[str]) -> BatchObject:
-    kb = ctx_of(state).kb
-    await kb.cancel_batch(vs_id, batch_id)
-    return batch_object(kb, kb.batch(vs_id, batch_id))
+async def cancel_batch(state: State, vs_id: Store, batch_id: FromPath[str]) -> BatchObject:
+    return batch_object(await ctx_of(state).kb.cancel_batch(vs_id, batch_id))
 
 
-@get("/v1/vector_stores/{vs_id:str}/file_batches/{batch_id:str}/files", sync_to_thread=False)
-def list_batch_files(
+@get("/v1/vector_stores/{vs_id:str}/file_batches/{batch_id:str}/files")
+async def list_batch_files(
     state: State,
-    vs_id: FromPath[str],
+    vs_id: Store,
     batch_id: FromPath[str],
     limit: FromQuery[int | None] = None,
     order: FromQuery[str | None] = None,
     after: FromQuery[str | None] = None,
     before: FromQuery[str | None] = None,
     filter: FromQuery[str | None] = None,
-) -> dict[str, Any]:
-    kb = ctx_of(state).kb
-    kb.batch(vs_id, batch_id)
-    return _files_page(kb, vs_id, batch_id, limit, order, after, before, filter)
+) -> ListPage:
+    page, status = page_request(limit, order, after, before), status_filter(filter)
+    found = await ctx_of(state).kb.store_files(vs_id, page, status=status, batch_id=batch_id)
+    return list_page(found, store_file_object, lambda f: f.id)
 
 
 # -- search and extras ------------------------------------------------------------------
 
 
 @post("/v1/vector_stores/{vs_id:str}/search", status_code=200)
-async def search_store(
-    state: State, vs_id: FromPath[str], data: JSONBody[SearchRequest]
-) -> SearchPage:
-    kb = ctx_of(state).kb
-    if not 1 <= data.max_num_results <= 50:
-        raise InvalidRequestError(
-            "'max_num_results' must be between 1 and 50", param="max_num_results"
-        )
-    ranking = data.ranking_options
-    rerank: bool | None = None
-    threshold = 0.0
-    weights: tuple[float, float] | None = None
-    if ranking is not None:
-        if ranking.ranker not in ("auto", "default-2024-11-15", "none"):
-            raise InvalidRequestError(
-                "ranking_options.ranker must be 'auto', 'default-2024-11-15' or 'none'",
-                param="ranking_options.ranker",
-            )
-        rerank = False if ranking.ranker == "none" else None
-        if not 0.0 <= ranking.score_threshold <= 1.0:
-            raise InvalidRequestError(
-                "ranking_options.score_threshold must be between 0 and 1",
-                param="ranking_options.score_threshold",
-            )
-        threshold = ranking.score_threshold
-        if ranking.hybrid_search:
-            weights = (
-                float(ranking.hybrid_search.get("embedding_weight", 1.0)),
-                float(ranking.hybrid_search.get("text_weight", 1.0)),
-            )
-    outcome = await kb.search(
-        vs_id,
-        data.query,
-        data.max_num_results,
-        filters=data.filters,
-        rerank=rerank,
-        score_threshold=threshold,
-        rewrite_query=data.rewrite_query,
-        weights=weights,
-        model=data.model,
-    )
-    return SearchPage(
-        search_query=outcome.queries,
-        data=[
-            SearchResultObject(
-                file_id=r.file_id,
-                filename=r.filename,
-                score=r.score,
-                attributes=r.attributes,
-                content=[ContentPart(text=r.text)],
-                chunk_id=r.chunk_id,
-                page=r.page,
-                sheet=r.sheet,
-                row=r.row,
-            )
-            for r in outcome.results
-        ],
-    )
+async def search_store(state: State, vs_id: Store, data: JSONBody[SearchRequest]) -> SearchPage:
+    ctx = ctx_of(state)
+    outcome = await ctx.kb.search(vs_id, search_query(data, ctx.settings.limits))
+    return search_page(outcome)
 
 
 @post("/v1/vector_stores/{vs_id:str}/urls", status_code=200)
 async def ingest_url(
-    state: State, vs_id: FromPath[str], data: JSONBody[IngestUrlRequest]
+    state: State, vs_id: Store, data: JSONBody[IngestUrlRequest]
 ) -> Response[VectorStoreFileObject]:
-    row = await ctx_of(state).kb.ingest_url(vs_id, data.url, attributes=data.attributes)
-    return _polled(store_file_object(row))
-
-
-def job_object(job: dict[str, Any]) -> JobObject:
-    return JobObject(
-        id=job["id"],
-        kind=job["kind"],
-        vector_store_id=job["collection_id"],
-        status=job["status"],
-        progress=int(job["progress"]),
-        total=int(job["total"]),
-        error=job["error"],
-        created_at=int(job["created_at"]),
+    attrs = dict(data.attributes) if data.attributes is not None else None
+    return _polled(
+        store_file_object(await ctx_of(state).kb.ingest_url(vs_id, data.url, attributes=attrs))
     )
 
 
 @post("/v1/vector_stores/{vs_id:str}/reembed", status_code=200)
-async def reembed_store(
-    state: State, vs_id: FromPath[str], data: JSONBody[ReembedRequest]
-) -> JobObject:
+async def reembed_store(state: State, vs_id: Store, data: JSONBody[ReembedRequest]) -> JobObject:
     ctx = ctx_of(state)
     ctx.registry.resolve(data.model, "embedding")
-    return job_object(ctx.kb.reembed(vs_id, data.model))
+    return job_object(await ctx.kb.reembed(vs_id, data.model))
 
 
-@get("/v1/vector_stores/{vs_id:str}/jobs/{job_id:str}", sync_to_thread=False)
-def retrieve_job(state: State, vs_id: FromPath[str], job_id: FromPath[str]) -> JobObject:
-    return job_object(ctx_of(state).kb.job(vs_id, job_id))
+@get("/v1/vector_stores/{vs_id:str}/jobs/{job_id:str}")
+async def retrieve_job(state: State, vs_id: Store, job_id: FromPath[str]) -> JobObject:
+    return job_object(await ctx_of(state).kb.job(vs_id, job_id))
 
 
 routes = [

@@ -9,13 +9,16 @@ from typing import Any
 
 import numpy as np
 
-from engines.errors import InvalidRequestError
+from core.errors import EngineUnavailableError, InvalidRequestError
+from engines.batching import DynamicBatcher
 from engines.registry import EngineRegistry, ServedModel
-from gateway.schemas import (
+from gateway.schemas.embeddings import (
     EmbeddingObject,
     EmbeddingRequest,
     EmbeddingResponse,
     EmbeddingUsage,
+)
+from gateway.schemas.rerank import (
     RerankDocument,
     RerankRequest,
     RerankResponse,
@@ -86,9 +89,14 @@ async def _embed(
 ) -> tuple[np.ndarray, list[int]]:
     """Vectors and token counts of ``texts`` through the embedding model's batcher."""
     await limiter.check(model, texts, param)
-    assert model.batcher is not None
-    rows = await model.batcher.submit(texts)
+    rows = await _batcher(model).submit(texts)
     return np.stack([v for v, _ in rows]).astype(np.float32, copy=False), [n for _, n in rows]
+
+
+def _batcher(model: ServedModel) -> DynamicBatcher[Any, Any]:
+    if model.batcher is None:
+        raise EngineUnavailableError(f"the model {model.info.id!r} is not running")
+    return model.batcher
 
 
 class EmbeddingService:
@@ -148,15 +156,13 @@ class RerankService:
         """Relevance of each doc to ``query`` in [0, 1], and the tokens it took."""
         model = self.registry.resolve(model_name, "rerank")
         if model.kind == "embedding" or model.via is not None:
-            embedder = model if model.kind == "embedding" else model.via
-            assert embedder is not None
+            embedder = model if model.kind == "embedding" or model.via is None else model.via
             mat, counts = await _embed(embedder, [query, *docs], self._limiter, "documents")
             sims = mat[1:] @ mat[0]
             # Cosine in [-1, 1] mapped to [0, 1] so scores read like a reranker's.
             return model, [float((s + 1.0) / 2.0) for s in sims], sum(counts)
-        assert model.batcher is not None
         await self._limiter.check(model, [f"{query}\n{d}" for d in docs], "documents")
-        results = await model.batcher.submit([(query, d) for d in docs])
+        results = await _batcher(model).submit([(query, d) for d in docs])
         return model, [float(s) for s, _ in results], sum(n for _, n in results)
 
     async def rerank(self, req: RerankRequest) -> RerankResponse:

@@ -1,21 +1,34 @@
 """The knowledge base as the gateway runs it: embeddings through the served models'
-batchers, the configured reranker, and the KB's own settings."""
+batchers, the configured reranker, the configured backend, and the conversion of
+search requests into the façade's typed query."""
 
 from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator
+from typing import cast
 
 import numpy as np
 
-from engines.base import Tokenizer
-from engines.errors import EngineUnavailableError
+from core.errors import EngineUnavailableError, InvalidRequestError
+from core.types import Tokenizer
+from engines.base import Embedder
 from engines.registry import EngineRegistry
+from gateway.schemas.vector_stores import BatchFile, CreateBatchRequest, SearchRequest
 from gateway.services.embeddings import EmbeddingService, RerankService
-from gateway.settings import Settings
-from kb.service import KnowledgeBase, Reranker
+from gateway.settings import LimitSettings, Settings
+from kb.filters import FilterLimits, parse_filter
+from kb.ports import Reranker
+from kb.retrieval import SearchQuery
+from kb.service import BatchItem, KnowledgeBase
 
-__all__ = ["GatewayProvider", "build_knowledge_base", "local_knowledge_base"]
+__all__ = [
+    "GatewayProvider",
+    "batch_items",
+    "build_knowledge_base",
+    "local_knowledge_base",
+    "search_query",
+]
 
 
 class GatewayProvider:
@@ -28,25 +41,22 @@ class GatewayProvider:
     async def embed(self, model: str, texts: list[str]) -> tuple[np.ndarray, list[int]]:
         return await self.embeddings.embed_texts(model, texts)
 
-    def _engine(self, model: str) -> object:
+    def _engine(self, model: str) -> Embedder:
         served = self.registry.resolve(model, "embedding")
         if served.engine is None:
             raise EngineUnavailableError(f"the model {model!r} is not loaded")
-        return served.engine
+        return cast(Embedder, served.engine)
 
     def tokenizer(self, model: str) -> Tokenizer:
-        tok: Tokenizer = self._engine(model).tokenizer  # type: ignore[attr-defined]
-        return tok
+        return self._engine(model).tokenizer
 
     def dimensions(self, model: str) -> int:
         served = self.registry.resolve(model, "embedding")
-        return int(served.info.dimensions or self._engine(model).dimensions)  # type: ignore[attr-defined]
+        return int(served.info.dimensions or self._engine(model).dimensions)
 
     def max_tokens(self, model: str) -> int:
-        engine = self._engine(model)
         return min(
-            int(engine.max_input_tokens),  # type: ignore[attr-defined]
-            self.embeddings.limits.max_tokens_per_input,
+            int(self._engine(model).max_input_tokens), self.embeddings.limits.max_tokens_per_input
         )
 
 
@@ -74,11 +84,14 @@ def build_knowledge_base(
     embeddings: EmbeddingService,
     rerank: RerankService,
 ) -> KnowledgeBase:
+    from kb.store import SqliteBackend
+
     default = settings.knowledge.embedding_model or next(
         (m.id for m in settings.models if m.kind == "embedding"), None
     )
+    backend = SqliteBackend(settings.data_dir / "kb", settings.knowledge)
     return KnowledgeBase(
-        settings.data_dir / "kb",
+        backend,
         GatewayProvider(registry, embeddings),
         settings.knowledge,
         default_model=default,
@@ -93,7 +106,7 @@ async def local_knowledge_base(
     """The knowledge base in-process, without the HTTP server (CLI, MCP over stdio): the
     engines of ``settings`` loaded (unless ``load_models`` is off), everything closed
     on exit."""
-    registry = EngineRegistry(settings)
+    registry = EngineRegistry(settings.registry_config())
     if load_models:
         await registry.load()
     kb = build_knowledge_base(
@@ -108,3 +121,62 @@ async def local_knowledge_base(
         await kb.stop()
         kb.close()
         await registry.close()
+
+
+def filter_limits(limits: LimitSettings) -> FilterLimits:
+    return FilterLimits(
+        max_depth=limits.max_filter_depth, max_conditions=limits.max_filter_conditions
+    )
+
+
+def search_query(req: SearchRequest, limits: LimitSettings) -> SearchQuery:
+    """A Vector Stores search request as the façade's query."""
+    queries = (req.query,) if isinstance(req.query, str) else tuple(req.query)
+    if len(queries) > limits.max_search_queries:
+        raise InvalidRequestError(
+            f"'query' lists {len(queries)} queries; at most {limits.max_search_queries} "
+            "(limits.max_search_queries)",
+            param="query",
+            code="too_many_queries",
+        )
+    flt = parse_filter(req.filters, limits=filter_limits(limits)) if req.filters else None
+    ranking = req.ranking_options
+    weights = None
+    if ranking is not None and ranking.hybrid_search is not None:
+        weights = (ranking.hybrid_search.embedding_weight, ranking.hybrid_search.text_weight)
+    return SearchQuery(
+        queries=queries,
+        k=req.max_num_results,
+        filter=flt,
+        rerank=False if ranking is not None and ranking.ranker == "none" else None,
+        score_threshold=ranking.score_threshold if ranking is not None else 0.0,
+        rewrite_query=req.rewrite_query,
+        mode=req.mode,
+        model=req.model,
+        weights=weights,
+    )
+
+
+def batch_items(req: CreateBatchRequest, limits: LimitSettings) -> list[BatchItem]:
+    """The files of a file-batch request: ``file_ids`` (sharing ``attributes``) or ``files``."""
+    from gateway.converters import strategy
+
+    if bool(req.file_ids) == bool(req.files):
+        raise InvalidRequestError("give either 'file_ids' or 'files'", param="file_ids")
+    files: list[BatchFile] = req.files or [
+        BatchFile(file_id=f, attributes=req.attributes) for f in req.file_ids or []
+    ]
+    if len(files) > limits.max_batch_files:
+        raise InvalidRequestError(
+            f"a batch holds at most {limits.max_batch_files} files (limits.max_batch_files)",
+            param="file_ids",
+            code="too_many_files",
+        )
+    return [
+        BatchItem(
+            f.file_id,
+            dict(f.attributes) if f.attributes is not None else None,
+            strategy(f.chunking_strategy),
+        )
+        for f in files
+    ]

@@ -45,7 +45,7 @@ def chat_settings(tiny_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> S
 
 @pytest.fixture(scope="session")
 def chat_registry(chat_settings: Settings) -> Iterator[EngineRegistry]:
-    registry = EngineRegistry(chat_settings)
+    registry = EngineRegistry(chat_settings.registry_config())
     yield registry
     for m in registry.models.values():
         if m.engine is not None:

@@ -223,8 +223,9 @@ async def test_a_failure_mid_stream_is_one_error_event_then_the_end() -> None:
     import json
     from collections.abc import AsyncIterator
 
-    from engines.errors import EngineError
-    from gateway.services.chat import _guard, sse
+    from core.errors import EngineError
+    from gateway.services.chat.stream import guard as _guard
+    from gateway.services.chat.stream import sse
 
     async def failing(exc: Exception) -> AsyncIterator[bytes]:
         yield sse({"choices": []})

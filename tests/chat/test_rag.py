@@ -373,18 +373,19 @@ async def test_open_webui_shapes(stack: Any) -> None:
 
 
 def test_search_queries_join_the_previous_turn_only_for_follow_ups() -> None:
-    from gateway.services.rag import RagService
-    from gateway.settings import RagSettings
+    from rag.catalog import ProfileCatalog
+    from rag.config import RagSettings
+    from rag.service import RagService
 
-    rag = RagService(None, [], RagSettings())  # type: ignore[arg-type]
-    pump = ("user", "Tell me about the water pump in the basement.")
-    assert rag.search_queries([pump, ("assistant", "ok"), ("user", "How long do I hold it?")]) == [
+    rag = RagService(None, ProfileCatalog([]), RagSettings())  # type: ignore[arg-type]
+    pump = "Tell me about the water pump in the basement."
+    assert rag.search_queries([pump, "How long do I hold it?"]) == [
         "How long do I hold it?",
         "Tell me about the water pump in the basement. How long do I hold it?",
     ]
     standalone = "When does the city museum open on public holidays in summer?"
-    assert rag.search_queries([pump, ("assistant", "ok"), ("user", standalone)]) == [standalone]
-    assert rag.search_queries([("user", "那个怎么复位呢"), ("user", "水泵")]) == [
+    assert rag.search_queries([pump, standalone]) == [standalone]
+    assert rag.search_queries(["那个怎么复位呢", "水泵"]) == [
         "水泵",
         "那个怎么复位呢 水泵",
     ]

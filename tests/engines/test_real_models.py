@@ -52,7 +52,7 @@ def real_settings(tiny_dir: Path) -> Settings:
 
 @pytest.fixture(scope="module")
 def registry(real_settings: Settings) -> EngineRegistry:
-    return EngineRegistry(real_settings)
+    return EngineRegistry(real_settings.registry_config())
 
 
 @pytest.fixture

@@ -110,7 +110,7 @@ async def test_store_switches_to_ivf_past_the_threshold(tmp_path: Path) -> None:
         )
         kb = app.state.ctx.kb
         await kb.drain()
-        assert kb.index(vs).kind == "hnsw"
+        assert kb.backend.indexes.get(vs).kind == "hnsw"
         hits = (
             await http.post(
                 f"/v1/vector_stores/{vs}/search",
@@ -167,4 +167,4 @@ async def test_reembed_job_moves_a_store_to_another_model(tmp_path: Path) -> Non
             )
         ).json()["data"]
         assert "t2" in hits[0]["content"][0]["text"]
-        assert app.state.ctx.kb.index(vs["id"]).dimensions == 32
+        assert app.state.ctx.kb.backend.indexes.get(vs["id"]).dimensions == 32

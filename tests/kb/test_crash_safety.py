@@ -130,42 +130,45 @@ class _Provider:
     def dimensions(self, model: str) -> int:
         return 8
 
+    def max_tokens(self, model: str) -> int | None:
+        return None
+
     async def embed(self, model: str, texts: list[str]) -> tuple[np.ndarray, list[int]]:
         return np.ones((len(texts), 8), np.float32) / np.sqrt(8), [1] * len(texts)
 
 
 async def test_a_job_interrupted_too_often_fails_with_the_reason(tmp_path: Path) -> None:
-    kb = KnowledgeBase(tmp_path, _Provider())
-    cid = kb.create_collection("x", "m")
-    row = kb.add_file_bytes(b"some text", "a.txt")
-    kb.attach(cid, row["id"])
-    kb.store.update_store_file(cid, row["id"], attempts=kb.settings.max_job_attempts)
+    kb = KnowledgeBase.open_sqlite(tmp_path, _Provider())
+    cid = (await kb.create_store("x", "m")).id
+    row = await kb.add_file_bytes(b"some text", "a.txt")
+    await kb.attach(cid, row.id)
+    kb.backend.set_attempts(cid, row.id, kb.settings.max_job_attempts)
     await kb.start()
     try:
-        done = await kb.wait_file(cid, row["id"], timeout=10)
+        done = await kb.wait_file(cid, row.id, timeout=10)
     finally:
         await kb.stop()
         kb.close()
-    assert done["status"] == "failed"
-    assert "interrupted 3 times" in done["last_error"]["message"]
+    assert done.status == "failed" and done.last_error is not None
+    assert "interrupted 3 times" in done.last_error.message
 
 
 @pytest.mark.parametrize("missing", [True, False])
 async def test_a_resumed_job_whose_bytes_are_gone_fails_clearly(
     tmp_path: Path, missing: bool
 ) -> None:
-    kb = KnowledgeBase(tmp_path, _Provider())
-    cid = kb.create_collection("x", "m")
-    row = kb.add_file_bytes(b"some text here", "a.txt")
-    kb.attach(cid, row["id"])
+    kb = KnowledgeBase.open_sqlite(tmp_path, _Provider())
+    cid = (await kb.create_store("x", "m")).id
+    row = await kb.add_file_bytes(b"some text here", "a.txt")
+    await kb.attach(cid, row.id)
     if missing:
-        Path(row["path"]).unlink()
+        (tmp_path / "files" / row.id).unlink()
     await kb.start()
     try:
-        done = await kb.wait_file(cid, row["id"], timeout=10)
+        done = await kb.wait_file(cid, row.id, timeout=10)
     finally:
         await kb.stop()
         kb.close()
-    assert done["status"] == ("failed" if missing else "completed")
+    assert done.status == ("failed" if missing else "completed")
     if missing:
-        assert "missing" in done["last_error"]["message"]
+        assert done.last_error is not None and "missing" in done.last_error.message

@@ -9,11 +9,14 @@ from typing import Any
 import numpy as np
 import pytest
 
+from core.errors import InvalidRequestError, NotFoundError
 from engines.base import ModelInfo, Tokenizer
 from engines.bge import BGEEmbedder
-from engines.errors import InvalidRequestError, NotFoundError
 from engines.paths import resolve_model_path
+from kb.chunking import ChunkingStrategy
+from kb.retrieval import SearchQuery
 from kb.service import KnowledgeBase
+from kb.types import PageRequest
 
 
 class MiniLMProvider:
@@ -34,6 +37,9 @@ class MiniLMProvider:
     def dimensions(self, model: str) -> int:
         return 384
 
+    def max_tokens(self, model: str) -> int:
+        return 256
+
 
 @pytest.fixture(scope="module")
 def provider() -> Iterator[MiniLMProvider]:
@@ -51,17 +57,17 @@ MANUAL = {
 }
 
 
-SMALL = {"type": "static", "static": {"max_chunk_size_tokens": 100, "chunk_overlap_tokens": 20}}
+SMALL = ChunkingStrategy(100, 20)
 
 
 async def _search(base: KnowledgeBase, cid: str, q: str, k: int = 10, **kw: Any) -> list[Any]:
-    return (await base.search(cid, q, k, **kw)).results
+    return (await base.search(cid, SearchQuery((q,), k, **kw))).hits
 
 
 @pytest.fixture
 async def kb(tmp_path: Path, provider: MiniLMProvider) -> AsyncIterator[tuple[KnowledgeBase, str]]:
-    base = KnowledgeBase(tmp_path, provider)
-    cid = base.create_collection("manuals", "minilm")
+    base = KnowledgeBase.open_sqlite(tmp_path, provider)
+    cid = (await base.create_store("manuals", "minilm")).id
     for name, text in MANUAL.items():
         await base.add_text(
             cid, text, title=name, chunking_strategy=SMALL, attributes={"source": name}
@@ -88,17 +94,18 @@ async def test_reingest_is_a_noop_and_delete_removes_everywhere(
     kb: tuple[KnowledgeBase, str],
 ) -> None:
     base, cid = kb
-    before = base.store.count(cid)
+    before = (await base.store(cid)).stats.chunk_count
     again = await base.add_text(cid, MANUAL["pump.md"], title="pump.md", chunking_strategy=SMALL)
-    assert again["status"] == "completed" and base.store.count(cid) == before
+    assert again.status == "completed" and (await base.store(cid)).stats.chunk_count == before
     # Two files own the chunk now; it goes only with the last of them.
-    pump = [r for r in base.store.store_files(cid) if r["attributes"].get("source") == "pump.md"]
-    assert await base.detach(cid, pump[0]["file_id"]) == 0
-    assert await base.detach(cid, again["file_id"]) == 1
+    files = (await base.store_files(cid, PageRequest(100, "asc"))).data
+    pump = [r for r in files if r.attributes.get("source") == "pump.md"]
+    assert await base.detach(cid, pump[0].file_id) == 0
+    assert await base.detach(cid, again.file_id) == 1
     hits = await _search(base, cid, "reset the water pump red button", 5)
     assert all(h.filename != "pump.md" for h in hits)
-    ids, _ = base.store.vectors(cid)
-    assert base.index(cid).ids() == set(ids.tolist())
+    ids, _ = base.backend.vectors(cid)  # type: ignore[attr-defined]
+    assert base.backend.indexes.get(cid).ids() == set(ids.tolist())  # type: ignore[attr-defined]
 
 
 async def test_index_persists_and_is_rebuilt_when_missing_or_stale(
@@ -107,18 +114,18 @@ async def test_index_persists_and_is_rebuilt_when_missing_or_stale(
     base, cid = kb
     expected = [h.chunk_id for h in await _search(base, cid, "museum tickets", 3)]
     base.close()
-    reopened = KnowledgeBase(tmp_path, provider)
+    reopened = KnowledgeBase.open_sqlite(tmp_path, provider)
     assert [h.chunk_id for h in await _search(reopened, cid, "museum tickets", 3)] == expected
     # A stale index (missing a chunk SQLite has) is detected and repaired.
     path = tmp_path / "indexes" / f"{cid}.faiss"
-    stale = reopened.index(cid)
+    stale = reopened.backend.indexes.get(cid)  # type: ignore[attr-defined]
     stale.remove([expected[0]])
     stale.save(path)
     reopened.close()
-    again = KnowledgeBase(tmp_path, provider)
-    assert expected[0] in again.index(cid).ids()
+    again = KnowledgeBase.open_sqlite(tmp_path, provider)
+    assert expected[0] in again.backend.indexes.get(cid).ids()  # type: ignore[attr-defined]
     path.unlink()
-    again._indexes.clear()
+    again.backend.indexes.forget(cid)  # type: ignore[attr-defined]
     assert [h.chunk_id for h in await _search(again, cid, "museum tickets", 3)] == expected
     again.close()
 
@@ -128,7 +135,7 @@ async def test_wrong_model_and_unknown_store_are_clear_errors(
 ) -> None:
     base, cid = kb
     with pytest.raises(InvalidRequestError) as err:
-        await base.search(cid, "x", model="bge-m3")
+        await base.search(cid, SearchQuery(("x",), model="bge-m3"))
     assert err.value.code == "embedding_model_mismatch"
     with pytest.raises(NotFoundError):
-        await base.search("vs_missing", "x")
+        await base.search("vs_missing", SearchQuery(("x",)))

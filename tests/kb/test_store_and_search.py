@@ -1,4 +1,4 @@
-"""KB core: SQLite store with FTS5 (words + trigrams), FAISS index, hybrid fusion."""
+"""KB core: the SQLite backend with FTS5 (words + CJK bigrams), FAISS index, hybrid fusion."""
 
 from __future__ import annotations
 
@@ -9,10 +9,13 @@ import pytest
 
 from engines.base import ModelInfo
 from engines.fake import FakeEmbedder
+from kb.backend import CandidateQuery
 from kb.chunking import ChunkingStrategy, chunk_text
+from kb.fusion import Hit, fuse, rrf
 from kb.index import VectorIndex
-from kb.search import hybrid_search, rrf
-from kb.store import MIGRATIONS, ChunkRecord, KnowledgeStore
+from kb.store import SqliteBackend
+from kb.store.schema import MIGRATIONS
+from kb.types import ChunkRecord, Collection
 
 EMB = FakeEmbedder(ModelInfo("fake", "embedding", "fake"), {"dimensions": 64})
 
@@ -27,22 +30,32 @@ DOCS = {
 
 
 @pytest.fixture
-def kb(tmp_path: Path) -> tuple[KnowledgeStore, VectorIndex]:
-    store = KnowledgeStore(tmp_path / "kb.sqlite")
-    store.create_collection("vs_1", "demo", "fake", 64)
-    index = VectorIndex(64)
+def kb(tmp_path: Path) -> tuple[SqliteBackend, VectorIndex]:
+    store = SqliteBackend(tmp_path)
+    store.create_collection(Collection("vs_1", "demo", "fake", 64, {}, 0))
     records = [ChunkRecord(fid, 0, text, len(text.split())) for fid, text in DOCS.items()]
     vectors = EMB.embed([r.text for r in records])
-    added = store.add_chunks("vs_1", records, vectors)
-    index.add(np.array([cid for _, cid in added]), vectors[[i for i, _ in added]])
-    return store, index
+    assert store.add_chunks("vs_1", records, vectors, model="fake") == len(records)
+    return store, store.indexes.get("vs_1")
 
 
-def _file_of(store: KnowledgeStore, chunk_id: int) -> str:
-    return str(store.chunks([chunk_id])[chunk_id]["file_id"])
+def _file_of(store: SqliteBackend, chunk_id: int) -> str:
+    return store.chunks([chunk_id])[chunk_id].file_id
 
 
-def test_chinese_text_is_found_by_keyword(kb: tuple[KnowledgeStore, VectorIndex]) -> None:
+def hybrid_search(store: SqliteBackend, q: str, k: int) -> list[Hit]:
+    [cands] = store.candidates(
+        "vs_1",
+        [CandidateQuery(q, EMB.embed([q])[0])],
+        50,
+        allowed_files=None,
+        dense=True,
+        keyword=True,
+    )
+    return fuse(cands.dense, cands.keyword, k)
+
+
+def test_chinese_text_is_found_by_keyword(kb: tuple[SqliteBackend, VectorIndex]) -> None:
     store, _ = kb
     for query, expected in (
         ("熊猫吃什么竹子", "f-zh-2"),
@@ -53,35 +66,36 @@ def test_chinese_text_is_found_by_keyword(kb: tuple[KnowledgeStore, VectorIndex]
         assert hits and _file_of(store, hits[0][0]) == expected, query
 
 
-def test_english_keyword_and_hybrid_search(kb: tuple[KnowledgeStore, VectorIndex]) -> None:
-    store, index = kb
+def test_english_keyword_and_hybrid_search(kb: tuple[SqliteBackend, VectorIndex]) -> None:
+    store, _ = kb
     q = "When was the Eiffel Tower finished?"
-    hits = hybrid_search(store, index, "vs_1", q, EMB.embed([q])[0], 3)
+    hits = hybrid_search(store, q, 3)
     assert _file_of(store, hits[0].chunk_id) == "f-en-1"
     assert hits[0].dense_rank is not None and hits[0].keyword_rank is not None
 
 
-def test_reingesting_the_same_text_adds_nothing(kb: tuple[KnowledgeStore, VectorIndex]) -> None:
+def test_reingesting_the_same_text_adds_nothing(kb: tuple[SqliteBackend, VectorIndex]) -> None:
     store, _ = kb
     before = store.count("vs_1")
     rec = ChunkRecord("f-en-1-again", 0, DOCS["f-en-1"], 10)
-    assert store.add_chunks("vs_1", [rec], EMB.embed([rec.text])) == []
+    assert store.add_chunks("vs_1", [rec], EMB.embed([rec.text]), model="fake") == 0
     assert store.count("vs_1") == before
 
 
-def test_delete_removes_chunks_from_fts_and_faiss(kb: tuple[KnowledgeStore, VectorIndex]) -> None:
+def test_delete_removes_chunks_from_fts_and_faiss(kb: tuple[SqliteBackend, VectorIndex]) -> None:
     store, index = kb
-    removed = store.delete_file_chunks("vs_1", "f-zh-2")
-    assert len(removed) == 1
-    assert index.remove(removed) == 1
+    [gone] = [
+        c for c, f in store.chunk_owners(list(store.chunk_ids("vs_1"))).items() if f == ["f-zh-2"]
+    ]
+    assert store.delete_file_chunks("vs_1", "f-zh-2") == 1
     assert store.keyword_search("vs_1", "熊猫吃什么竹子", 5) == []
-    assert removed[0] not in index.ids()
+    assert gone not in index.ids()
     ids, _ = store.vectors("vs_1")
     assert set(ids.tolist()) == index.ids()
 
 
 def test_index_rebuilds_from_sqlite_and_saves_atomically(
-    kb: tuple[KnowledgeStore, VectorIndex], tmp_path: Path
+    kb: tuple[SqliteBackend, VectorIndex], tmp_path: Path
 ) -> None:
     store, index = kb
     ids, vectors = store.vectors("vs_1")
@@ -142,9 +156,8 @@ def test_chunking_respects_size_overlap_and_cjk_sentences() -> None:
 
 
 def test_migrations_are_applied_once(tmp_path: Path) -> None:
-    path = tmp_path / "kb.sqlite"
-    KnowledgeStore(path).close()
-    store = KnowledgeStore(path)
+    SqliteBackend(tmp_path).close()
+    store = SqliteBackend(tmp_path)
     rows = list(store.conn.execute("SELECT id FROM _migrations"))
     assert rows == [(n,) for n in range(1, len(MIGRATIONS) + 1)]
     assert store.conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"

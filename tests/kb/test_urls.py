@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from gateway.app import create_app
-from gateway.settings import UrlFetchSettings
+from kb.config import UrlFetchSettings
 from kb.fetch import FetchError, fetch_url
 from tests.conftest import asgi_client, fake_settings
 

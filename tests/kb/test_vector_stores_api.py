@@ -226,7 +226,7 @@ async def test_dedupe_and_delete_removes_chunks_everywhere(sdk: Any) -> None:
     info = (await http.get(f"/v1/vector_stores/{vs.id}")).json()
     assert info["chunk_count"] == 0 and info["file_counts"]["total"] == 0
     kb = http._transport.app.state.ctx.kb  # type: ignore[attr-defined]
-    assert len(kb.index(vs.id)) == 0
+    assert len(kb.backend.indexes.get(vs.id)) == 0
 
 
 async def test_file_batches_and_chunks_listing(sdk: Any) -> None:

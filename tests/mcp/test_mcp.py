@@ -16,10 +16,13 @@ from mcp.client.stdio import StdioServerParameters
 from mcp.client.streamable_http import streamable_http_client
 
 from engines.registry import EngineRegistry
+from gateway.services.chat import ChatService
 from gateway.services.embeddings import EmbeddingService, RerankService
 from gateway.services.knowledge import build_knowledge_base
 from gateway.settings import Settings
 from mcp_server.server import build_server
+from rag.catalog import ProfileCatalog
+from rag.service import RagService
 from tests.conftest import FAKE_MODELS, ROOT, start_server, stop_server
 
 READ_TOOLS = {"search", "list_vector_stores", "list_files", "read_chunk", "ask"}
@@ -31,7 +34,7 @@ DOCS = {
 
 
 async def _kb_with_docs(settings: Settings) -> tuple[Any, EngineRegistry, str]:
-    registry = EngineRegistry(settings)
+    registry = EngineRegistry(settings.registry_config())
     await registry.load()
     kb = build_knowledge_base(
         settings,
@@ -40,10 +43,15 @@ async def _kb_with_docs(settings: Settings) -> tuple[Any, EngineRegistry, str]:
         RerankService(registry, settings.limits),
     )
     await kb.start()
-    cid = kb.create_collection("manuals")
+    cid = (await kb.create_store("manuals")).id
     for name, text in DOCS.items():
         await kb.add_text(cid, text, title=name, attributes={"kind": name.split(".")[0]})
     return kb, registry, cid
+
+
+def _asker(kb: Any, registry: EngineRegistry, settings: Settings) -> ChatService:
+    catalog = ProfileCatalog.build(settings.profiles, settings.model_names("chat"))
+    return ChatService(registry, settings.chat, catalog, RagService(kb, catalog, settings.rag))
 
 
 def _settings(tmp: Path, **mcp: Any) -> Settings:
@@ -67,7 +75,7 @@ def _text(result: Any) -> str:
 
 async def test_in_memory_read_only_tools(kb_env: Any) -> None:
     kb, registry, cid, tmp = kb_env
-    server = build_server(kb, registry, _settings(tmp))
+    server = build_server(kb, _settings(tmp).mcp, _asker(kb, registry, _settings(tmp)))
     async with Client(server) as client:
         tools = {t.name: t for t in (await client.list_tools()).tools}
         assert set(tools) == READ_TOOLS
@@ -110,7 +118,8 @@ async def test_in_memory_read_only_tools(kb_env: Any) -> None:
 
         # Failures a model should read come back as tool errors, naming the problem.
         res = await client.call_tool("search", {"query": "x", "vector_store": "nope"})
-        assert res.is_error and "nope" in _text(res) and "manuals" in _text(res)
+        # ... without listing the other stores.
+        assert res.is_error and "nope" in _text(res) and "manuals" not in _text(res)
         res = await client.call_tool("search", {"query": "x", "filters": {"type": "like"}})
         assert res.is_error and "filters" in _text(res)
         res = await client.call_tool("read_chunk", {"chunk_id": 999999})
@@ -125,10 +134,9 @@ async def test_in_memory_read_only_tools(kb_env: Any) -> None:
 
 async def test_in_memory_write_tools(kb_env: Any) -> None:
     kb, registry, _cid, tmp = kb_env
-    other = kb.create_collection("scratch")
-    server = build_server(
-        kb, registry, _settings(tmp, allow_writes=True, writable_stores=["scratch"])
-    )
+    other = (await kb.create_store("scratch")).id
+    settings = _settings(tmp, allow_writes=True, writable_stores=["scratch"])
+    server = build_server(kb, settings.mcp, _asker(kb, registry, settings))
     async with Client(server) as client:
         names = {t.name for t in (await client.list_tools()).tools}
         assert names == READ_TOOLS | WRITE_TOOLS
@@ -158,7 +166,7 @@ async def test_in_memory_write_tools(kb_env: Any) -> None:
 
 async def test_stdio_subprocess(kb_env: Any) -> None:
     kb, _, _, tmp = kb_env
-    kb.flush()
+    await kb.stop()
     cfg = tmp / "cfg.yaml"
     cfg.write_text(yaml.safe_dump({"models": FAKE_MODELS, "data_dir": str(tmp), "log_json": False}))
     params = StdioServerParameters(

@@ -15,9 +15,12 @@ __all__ = ["register"]
 
 
 async def _serve_stdio(config: str | None) -> None:
-    from gateway.services.knowledge import local_knowledge_base
+    from gateway.services.chat import ChatService
+    from gateway.services.knowledge import filter_limits, local_knowledge_base
     from gateway.settings import load_settings
     from mcp_server.server import build_server
+    from rag.catalog import ProfileCatalog
+    from rag.service import RagService
 
     settings = load_settings(config)
     # Chat models are loaded only when a profile needs one (for `ask`).
@@ -25,9 +28,12 @@ async def _serve_stdio(config: str | None) -> None:
     needed |= {settings.aliases.get(n, n) for n in needed}
     models = [m for m in settings.models if m.kind != "chat" or m.id in needed]
     settings = settings.model_copy(update={"models": models})
+    catalog = ProfileCatalog.build(settings.profiles, settings.model_names("chat"))
     async with local_knowledge_base(settings) as (kb, registry):
         await kb.start()
-        await build_server(kb, registry, settings).run_stdio_async()
+        rag = RagService(kb, catalog, settings.rag, filter_limits(settings.limits))
+        chat = ChatService(registry, settings.chat, catalog, rag)
+        await build_server(kb, settings.mcp, chat).run_stdio_async()
 
 
 def _cmd(args: argparse.Namespace) -> int:

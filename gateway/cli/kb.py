@@ -16,13 +16,21 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
-from engines.errors import APIError
+from core.errors import APIError
+from kb.chunking import ChunkingStrategy
+from kb.retrieval import SearchQuery
+from kb.service import KnowledgeBase
+from kb.types import Attributes, PageRequest
 
 __all__ = ["register"]
 
 
+def _out(line: str) -> None:
+    print(line)  # noqa: T201 - the command's own output
+
+
 @contextlib.asynccontextmanager
-async def open_kb(config: str | None, *, need_models: bool = True) -> AsyncIterator[Any]:
+async def open_kb(config: str | None, *, need_models: bool = True) -> AsyncIterator[KnowledgeBase]:
     from gateway.services.knowledge import local_knowledge_base
     from gateway.settings import load_settings
 
@@ -35,32 +43,30 @@ async def open_kb(config: str | None, *, need_models: bool = True) -> AsyncItera
         yield kb
 
 
-def _attrs(pairs: list[str]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
+def _attrs(pairs: list[str]) -> Attributes:
+    out: Attributes = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep:
             raise SystemExit(f"--attr wants key=value, got {pair!r}")
         try:
-            out[key] = json.loads(value)
+            parsed = json.loads(value)
         except json.JSONDecodeError:
-            out[key] = value
+            parsed = value
+        out[key] = parsed if isinstance(parsed, str | int | float | bool) else value
     return out
 
 
-def _strategy(args: argparse.Namespace) -> dict[str, Any] | None:
+def _strategy(args: argparse.Namespace) -> ChunkingStrategy | None:
     if args.chunk_size is None:
         return None
-    return {
-        "type": "static",
-        "static": {
-            "max_chunk_size_tokens": args.chunk_size,
-            "chunk_overlap_tokens": args.overlap if args.overlap is not None else 0,
-        },
-    }
+    try:
+        return ChunkingStrategy(args.chunk_size, args.overlap if args.overlap is not None else 0)
+    except ValueError as exc:
+        raise SystemExit(f"rwkv-rag kb: {exc}") from None
 
 
-def _expand(paths: list[str], kb: Any) -> list[Path]:
+def _expand(paths: list[str], kb: KnowledgeBase) -> list[Path]:
     allowed = {e.lower() for e in kb.settings.allowed_extensions}
     out: list[Path] = []
     for raw in paths:
@@ -76,17 +82,21 @@ def _expand(paths: list[str], kb: Any) -> list[Path]:
     return out
 
 
+def _digest(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
 async def _ingest(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     async with open_kb(args.config) as kb:
-        col = kb.collection_by_name(args.store)
-        cid = col["id"]
+        col = await kb.collection(args.store)
         files = _expand(args.paths, kb)
-        known = {
-            (kb.store.file(r["file_id"]) or {}).get("sha256"): r
-            for r in kb.store.store_files(cid, status="completed")
-        }
+        known = await kb.completed_digests(col.id)
         attrs = _attrs(args.attr)
         failed = 0
         await kb.start()
@@ -100,116 +110,116 @@ async def _ingest(args: argparse.Namespace) -> int:
 
             kb.progress = progress
             for path in files:
-                digest = hashlib.sha256(path.read_bytes()).hexdigest()
+                digest = await asyncio.to_thread(_digest, path)
                 if digest in known:
                     bar.write(f"unchanged, skipped: {path}")
                     bar.update(1)
                     continue
-                row = kb.add_file_path(path)
-                kb.attach(
-                    cid,
-                    row["id"],
-                    attributes={"path": str(path), **attrs},
+                record = await kb.add_file_path(path)
+                await kb.attach(
+                    col.id,
+                    record.id,
+                    attributes={"path": str(path)[:512], **attrs},
                     chunking_strategy=_strategy(args),
                 )
                 chunk_bar.reset()
-                done = await kb.wait_file(cid, row["id"], timeout=24 * 3600)
-                known[digest] = done
-                if done["status"] != "completed":
+                done = await kb.wait_file(col.id, record.id, timeout=24 * 3600)
+                known.add(digest)
+                if done.status != "completed":
                     failed += 1
-                    err = done.get("last_error") or {}
-                    bar.write(f"failed: {path}: {err.get('message')}")
+                    reason = done.last_error.message if done.last_error else done.status
+                    bar.write(f"failed: {path}: {reason}")
                 bar.update(1)
             chunk_bar.close()
-        print(f"{len(files) - failed} file(s) in {col['name'] or cid}; {failed} failed")
+        _out(f"{len(files) - failed} file(s) in {col.name or col.id}; {failed} failed")
         return 1 if failed else 0
 
 
 async def _ingest_url(args: argparse.Namespace) -> int:
     async with open_kb(args.config) as kb:
-        cid = kb.collection_by_name(args.store)["id"]
+        col = await kb.collection(args.store)
         await kb.start()
-        row = await kb.ingest_url(cid, args.url, attributes=_attrs(args.attr))
-        done = await kb.wait_file(cid, row["file_id"])
-        print(json.dumps({k: done[k] for k in ("file_id", "status", "last_error")}))
-        return 0 if done["status"] == "completed" else 1
+        sf = await kb.ingest_url(col.id, args.url, attributes=_attrs(args.attr))
+        done = await kb.wait_file(col.id, sf.file_id)
+        err = (
+            {"code": done.last_error.code, "message": done.last_error.message}
+            if done.last_error
+            else None
+        )
+        _out(json.dumps({"file_id": done.file_id, "status": done.status, "last_error": err}))
+        return 0 if done.status == "completed" else 1
 
 
 async def _create(args: argparse.Namespace) -> int:
     async with open_kb(args.config) as kb:
-        cid = kb.create_collection(args.name, args.model, chunking_strategy=_strategy(args))
-        print(cid)
+        view = await kb.create_store(args.name, args.model, chunking_strategy=_strategy(args))
+        _out(view.id)
     return 0
 
 
 async def _search(args: argparse.Namespace) -> int:
     async with open_kb(args.config) as kb:
-        cid = kb.collection_by_name(args.store)["id"]
-        outcome = await kb.search(
-            cid, args.query, args.k, mode=args.mode, rerank=False if args.no_rerank else None
+        query = SearchQuery(
+            (args.query,), args.k, mode=args.mode, rerank=False if args.no_rerank else None
         )
+        outcome = await kb.search(args.store, query)
         if args.json:
-            print(
+            _out(
                 json.dumps(
                     [
                         {
-                            "chunk_id": r.chunk_id,
-                            "file_id": r.file_id,
-                            "filename": r.filename,
-                            "score": round(r.score, 4),
-                            "page": r.page,
-                            "text": r.text,
+                            "chunk_id": h.chunk_id,
+                            "file_id": h.file_id,
+                            "filename": h.filename,
+                            "score": round(h.score, 4),
+                            "page": h.page,
+                            "text": h.text,
                         }
-                        for r in outcome.results
+                        for h in outcome.hits
                     ],
                     ensure_ascii=False,
                 )
             )
-        else:
-            for n, r in enumerate(outcome.results, start=1):
-                where = f" p.{r.page}" if r.page else (f" {r.sheet}!{r.row}" if r.sheet else "")
-                snippet = " ".join(r.text.split())[:160]
-                print(
-                    f"{n:>2}. {r.score:.3f} {r.filename}{where} [chunk {r.chunk_id}]\n    {snippet}"
-                )
+            return 0
+        for n, h in enumerate(outcome.hits, start=1):
+            where = f" p.{h.page}" if h.page else (f" {h.sheet}!{h.row}" if h.sheet else "")
+            snippet = " ".join(h.text.split())[:160]
+            _out(f"{n:>2}. {h.score:.3f} {h.filename}{where} [chunk {h.chunk_id}]\n    {snippet}")
     return 0
 
 
 async def _ls(args: argparse.Namespace) -> int:
     async with open_kb(args.config, need_models=False) as kb:
         if args.store is None:
-            for c in kb.collections():
-                counts = kb.store.file_counts(c["id"])
-                print(
-                    f"{c['id']}  {c['name'] or '-':<20} files={counts['total']:<5} "
-                    f"chunks={kb.store.count(c['id']):<7} model={c['embedding_model']}"
+            for col in await kb.all_stores():
+                view = await kb.view(col)
+                _out(
+                    f"{col.id}  {col.name or '-':<20} files={view.stats.file_counts.total:<5} "
+                    f"chunks={view.stats.chunk_count:<7} model={col.embedding_model}"
                 )
-        else:
-            cid = kb.collection_by_name(args.store)["id"]
-            for r in kb.store.store_files(cid):
-                f = kb.store.file(r["file_id"]) or {}
-                print(f"{r['file_id']}  {r['status']:<11} {f.get('filename', '?')}")
+            return 0
+        page = await kb.store_files(args.store, PageRequest(limit=1_000_000, order="asc"))
+        for sf in page.data:
+            _out(f"{sf.file_id}  {sf.status:<11} {sf.filename or '?'}")
     return 0
 
 
 async def _rm(args: argparse.Namespace) -> int:
     async with open_kb(args.config, need_models=False) as kb:
-        cid = kb.collection_by_name(args.store)["id"]
         if args.file_id:
-            removed = await kb.detach(cid, args.file_id)
-            print(f"removed {args.file_id} ({removed} chunks)")
+            removed = await kb.detach(args.store, args.file_id)
+            _out(f"removed {args.file_id} ({removed} chunks)")
         else:
-            kb.delete_collection(cid)
-            print(f"deleted {cid}")
+            _out(f"deleted {await kb.delete_store(args.store)}")
     return 0
 
 
 async def _rebuild(args: argparse.Namespace) -> int:
     async with open_kb(args.config, need_models=False) as kb:
-        stores = [kb.collection_by_name(args.store)] if args.store else kb.collections()
-        for c in stores:
-            n = await asyncio.to_thread(kb.rebuild, c["id"])
-            print(f"{c['id']}: {n} vectors ({kb.index(c['id']).kind})")
+        refs = [args.store] if args.store else [c.id for c in await kb.all_stores()]
+        for ref in refs:
+            n, kind = await kb.rebuild(ref)
+            _out(f"{(await kb.collection(ref)).id}: {n} vectors ({kind})")
     return 0
 
 
@@ -217,19 +227,18 @@ async def _reembed(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     async with open_kb(args.config) as kb:
-        cid = kb.collection_by_name(args.store)["id"]
-        job = kb.reembed(cid, args.model)
-        with tqdm(total=job["total"], unit="chunk", desc="re-embed", disable=args.quiet) as bar:
+        col = await kb.collection(args.store)
+        job = await kb.reembed(col.id, args.model)
+        with tqdm(total=job.total, unit="chunk", desc="re-embed", disable=args.quiet) as bar:
             while True:
-                job = kb.job(cid, job["id"])
-                bar.total = job["total"]
-                bar.n = job["progress"]
+                job = await kb.job(col.id, job.id)
+                bar.total, bar.n = job.total, job.progress
                 bar.refresh()
-                if job["status"] != "in_progress":
+                if job.status != "in_progress":
                     break
                 await asyncio.sleep(0.2)
-        print(f"{cid}: {job['status']}" + (f" ({job['error']})" if job["error"] else ""))
-        return 0 if job["status"] == "completed" else 1
+        _out(f"{col.id}: {job.status}" + (f" ({job.error})" if job.error else ""))
+        return 0 if job.status == "completed" else 1
 
 
 def _runner(fn: Callable[[argparse.Namespace], Any]) -> Callable[[argparse.Namespace], int]:
@@ -240,7 +249,7 @@ def _runner(fn: Callable[[argparse.Namespace], Any]) -> Callable[[argparse.Names
         try:
             return int(asyncio.run(fn(args)))
         except APIError as exc:
-            print(f"rwkv-rag kb: {exc.message}", file=sys.stderr)
+            print(f"rwkv-rag kb: {exc.message}", file=sys.stderr)  # noqa: T201
             return 2
 
     return run
@@ -297,5 +306,5 @@ def register(sub: Any, add_config: Callable[[argparse.ArgumentParser], None]) ->
     p.add_argument("model")
     p.add_argument("--quiet", action="store_true")
 
-    p = cmd("rebuild", "rebuild FAISS indexes from SQLite", _rebuild)
+    p = cmd("rebuild", "rebuild the vector indexes from the stored vectors", _rebuild)
     p.add_argument("store", nargs="?")

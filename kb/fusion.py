@@ -16,10 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from kb.index import VectorIndex
-from kb.store import KnowledgeStore
-
-__all__ = ["Hit", "bm25_confidence", "hybrid_search", "rrf", "score_fusion"]
+__all__ = ["Hit", "bm25_confidence", "fuse", "rrf", "score_fusion"]
 
 # The BM25 score (FTS5, higher = better) that reads as an even-odds match.
 BM25_HALF = 4.0
@@ -31,6 +28,9 @@ class Hit:
     score: float
     dense_rank: int | None
     keyword_rank: int | None
+    dense_score: float | None = None
+    keyword_score: float | None = None
+    fused_score: float | None = None
 
 
 def rrf(
@@ -45,38 +45,20 @@ def rrf(
     return sorted(scores.items(), key=lambda kv: (-kv[1], kv[0]))
 
 
-def hybrid_search(
-    store: KnowledgeStore,
-    index: VectorIndex,
-    collection_id: str,
-    query: str,
-    query_vector: np.ndarray,
+def fuse(
+    dense: list[tuple[int, float]],
+    keyword: list[tuple[int, float]],
     k: int,
     *,
-    mode: str = "hybrid",
-    candidates: int = 50,
-    rrf_k: float = 60.0,
     dense_weight: float = 1.0,
     keyword_weight: float = 1.0,
-    allowed: set[int] | None = None,
-    fusion: str = "rrf",
+    fusion: str = "relative",
+    rrf_k: float = 60.0,
 ) -> list[Hit]:
-    """The ``k`` best chunks for ``query`` by ``mode``: dense | keyword | hybrid."""
-    n = max(k, candidates)
-    dense: list[tuple[int, float]] = []
-    if mode in ("dense", "hybrid"):
-        scores, ids = index.search(query_vector, n, allowed=allowed)
-        if ids.size:
-            dense = [(int(i), float(s)) for i, s in zip(ids[0], scores[0], strict=True) if i >= 0]
-    keyword: list[tuple[int, float]] = []
-    if mode in ("keyword", "hybrid"):
-        keyword = store.keyword_search(collection_id, query, n, allowed=allowed)
+    """The ``k`` best chunks of two candidate lists (either may be empty)."""
     d_rank = {c: r for r, (c, _) in enumerate(dense, start=1)}
     k_rank = {c: r for r, (c, _) in enumerate(keyword, start=1)}
-    if mode == "dense":
-        keyword_weight = 0.0
-    elif mode == "keyword":
-        dense_weight = 0.0
+    d_score, k_score = dict(dense), dict(keyword)
     if fusion == "rrf":
         fused = rrf(
             [[c for c, _ in dense], [c for c, _ in keyword]],
@@ -95,7 +77,10 @@ def hybrid_search(
         bm25_confidence(keyword[0][1]) if keyword and keyword_weight else 0.0,
     )
     scale = min(1.0, max(0.0, evidence))
-    return [Hit(c, s * scale, d_rank.get(c), k_rank.get(c)) for c, s in fused[:k]]
+    return [
+        Hit(c, s * scale, d_rank.get(c), k_rank.get(c), d_score.get(c), k_score.get(c), s)
+        for c, s in fused[:k]
+    ]
 
 
 def bm25_confidence(score: float, half: float = BM25_HALF) -> float:

@@ -1,0 +1,31 @@
+"""GET /v1/models."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import msgspec
+
+__all__ = ["Model", "ModelList"]
+
+
+class Model(msgspec.Struct, omit_defaults=True):
+    id: str
+    created: int
+    owned_by: str
+    object: Literal["model"] = "model"
+    # Extras the OpenAI schema lacks: what the model does and how it is served.
+    kind: str | None = None
+    capabilities: list[str] | None = None
+    engine: str | None = None
+    dimensions: int | None = None
+    max_input_tokens: int | None = None
+    rerank: str | None = None
+    status: str | None = None
+    aliases: list[str] | None = None
+    details: dict[str, Any] | None = None
+
+
+class ModelList(msgspec.Struct):
+    data: list[Model]
+    object: Literal["list"] = "list"

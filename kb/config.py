@@ -1,0 +1,157 @@
+"""The knowledge base's own settings: uploads, loaders, ingestion, indexes, retrieval,
+web-page fetching. The gateway's root settings hold them under ``knowledge``."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+__all__ = ["KnowledgeSettings", "UrlFetchSettings"]
+
+
+class UrlFetchSettings(BaseModel):
+    """How the knowledge base fetches web pages (`/v1/vector_stores/{id}/urls`)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    allow_private_networks: bool = Field(
+        False,
+        description=(
+            "Fetch loopback, private, link-local and other non-public addresses. Off by "
+            "default: the check runs after DNS resolution and on every redirect."
+        ),
+    )
+    allowed_hosts: list[str] = Field(
+        default_factory=list,
+        description="Host names allowed even when they resolve to a private address.",
+    )
+    timeout_s: float = Field(20.0, gt=0, description="Connect/read timeout of one fetch.")
+    max_bytes: int = Field(
+        20 * 1024 * 1024, ge=1024, description="Largest body fetched from a URL."
+    )
+    max_redirects: int = Field(5, ge=0, le=20, description="Most redirects followed.")
+    user_agent: str = Field("rwkv-rag-gateway/0.1", description="User-Agent of fetches.")
+
+
+class KnowledgeSettings(BaseModel):
+    """The knowledge base: uploads, loaders, ingestion, indexes, retrieval."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    embedding_model: str | None = Field(
+        None,
+        description=(
+            "Embedding model of new vector stores (null = the first embedding model served)."
+        ),
+    )
+    rerank_model: str | None = Field(
+        "auto",
+        description=(
+            "Rerank model for vector store search (`auto` = the first rerank model served, "
+            "null = no rerank step). A request's ranking_options.ranker `none` skips it."
+        ),
+    )
+    rerank_candidates: int = Field(
+        20, ge=1, le=200, description="How many fused hits the reranker re-scores."
+    )
+    max_upload_bytes: int = Field(
+        512 * 1024 * 1024,
+        ge=1024,
+        description="Largest file accepted by POST /v1/files (streamed to disk; 413 past it).",
+    )
+    allowed_extensions: list[str] = Field(
+        default_factory=lambda: [
+            ".txt",
+            ".md",
+            ".markdown",
+            ".pdf",
+            ".xlsx",
+            ".html",
+            ".htm",
+            ".csv",
+            ".json",
+        ],
+        description="File types vector stores ingest (by extension).",
+    )
+    max_pdf_pages: int = Field(
+        2000, ge=1, description="PDF pages read per file; longer PDFs fail with a clear error."
+    )
+    max_sheet_rows: int = Field(
+        200_000, ge=1, description="Spreadsheet rows read per file (all sheets together)."
+    )
+    max_extracted_chars: int = Field(
+        50_000_000, ge=1000, description="Text extracted per file before it fails as too big."
+    )
+    max_xlsx_uncompressed_bytes: int = Field(
+        1024 * 1024 * 1024,
+        ge=1024,
+        description="Zip-bomb guard: an xlsx whose members inflate past this is refused.",
+    )
+    max_xlsx_compression_ratio: float = Field(
+        200.0, ge=1, description="Zip-bomb guard: refuse an xlsx member inflating past this."
+    )
+    embed_batch_size: int = Field(
+        64, ge=1, description="Chunks embedded per call during ingestion."
+    )
+    ingest_workers: int = Field(
+        2,
+        ge=1,
+        le=16,
+        description=(
+            "Files ingested concurrently (per process), so one slow or huge file does not "
+            "hold up the files queued behind it."
+        ),
+    )
+    max_seconds_per_file: float = Field(
+        300.0,
+        gt=0,
+        description="Wall-clock budget of one file's ingestion; past it the file fails.",
+    )
+    max_chunks_per_file: int = Field(
+        100_000, ge=1, description="Most chunks one file may make; past it the file fails."
+    )
+    lease_s: float = Field(
+        60.0,
+        gt=0,
+        description=(
+            "An ingestion job's lease: renewed while a worker runs it; a job whose worker "
+            "died is taken over once its lease runs out (shared backends)."
+        ),
+    )
+    poll_interval_s: float = Field(
+        1.0, gt=0, description="How often idle ingestion workers look for new jobs."
+    )
+    max_job_attempts: int = Field(
+        3, ge=1, description="Interrupted ingestions resumed at most this many times."
+    )
+    ann_threshold: int = Field(
+        50_000,
+        ge=1,
+        description="Past this many chunks a store's index switches from exact to ANN.",
+    )
+    ann_index: Literal["hnsw", "ivf"] = Field(
+        "hnsw", description="The approximate index past ann_threshold: HNSW graph or IVF."
+    )
+    hnsw_m: int = Field(32, ge=4, le=128, description="HNSW links per node.")
+    hnsw_ef_construction: int = Field(80, ge=8, description="HNSW build-time beam width.")
+    hnsw_ef_search: int = Field(
+        256, ge=8, description="HNSW search beam width (higher = better recall, slower)."
+    )
+    ann_nprobe: int = Field(32, ge=1, description="IVF lists searched per query.")
+    search_candidates: int = Field(
+        50, ge=1, le=1000, description="Hits each of dense and keyword search contribute."
+    )
+    fusion: Literal["rrf", "relative", "dbsf"] = Field(
+        "relative",
+        description=(
+            "How dense and BM25 lists are fused: `relative` (weighted min-max normalised "
+            "scores), `dbsf` (scores normalised by mean +- 3 sigma) or `rrf` (reciprocal rank)."
+        ),
+    )
+    rrf_k: float = Field(60.0, gt=0, description="Reciprocal rank fusion constant.")
+    dense_weight: float = Field(1.0, ge=0, description="Weight of the dense list in fusion.")
+    keyword_weight: float = Field(1.0, ge=0, description="Weight of the BM25 list in fusion.")
+    url: UrlFetchSettings = Field(
+        default_factory=lambda: UrlFetchSettings(), description="Web page ingestion."
+    )

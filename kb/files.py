@@ -1,0 +1,95 @@
+"""File objects (the Files API): upload targets, registration, bytes and size limits."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import time
+import uuid
+from pathlib import Path
+
+from core.errors import NotFoundError, PayloadTooLargeError
+from kb.backend import KnowledgeBackend
+from kb.config import KnowledgeSettings
+from kb.types import FileRecord
+
+__all__ = ["Files", "new_file_id"]
+
+
+def new_file_id() -> str:
+    return f"file-{uuid.uuid4().hex}"
+
+
+class Files:
+    def __init__(self, backend: KnowledgeBackend, settings: KnowledgeSettings) -> None:
+        self.backend = backend
+        self.settings = settings
+
+    def new_upload(self) -> tuple[str, Path]:
+        """A fresh file id and the temporary path an upload streams into."""
+        file_id = new_file_id()
+        return file_id, self.backend.upload_path(file_id)
+
+    async def register(
+        self,
+        file_id: str,
+        part: Path,
+        filename: str,
+        purpose: str,
+        size: int,
+        digest: str,
+        source_url: str | None = None,
+    ) -> FileRecord:
+        """Record a fully written upload and move its bytes into place."""
+        record = FileRecord(
+            id=file_id,
+            filename=filename,
+            bytes=size,
+            purpose=purpose,
+            sha256=digest,
+            created_at=int(time.time()),
+            source_url=source_url,
+        )
+        try:
+            await asyncio.to_thread(self.backend.add_file, record, part)
+        finally:
+            part.unlink(missing_ok=True)
+        return record
+
+    def check_size(self, size: int, what: str) -> None:
+        if size > self.settings.max_upload_bytes:
+            raise PayloadTooLargeError(
+                f"{what} is larger than {self.settings.max_upload_bytes} bytes "
+                "(knowledge.max_upload_bytes)"
+            )
+
+    async def add_bytes(
+        self, data: bytes, filename: str, purpose: str = "assistants", source_url: str | None = None
+    ) -> FileRecord:
+        self.check_size(len(data), "the file")
+        file_id, part = self.new_upload()
+        await asyncio.to_thread(part.write_bytes, data)
+        digest = hashlib.sha256(data).hexdigest()
+        return await self.register(file_id, part, filename, purpose, len(data), digest, source_url)
+
+    async def add_path(self, src: Path, purpose: str = "assistants") -> FileRecord:
+        size = src.stat().st_size
+        self.check_size(size, str(src))
+        file_id, part = self.new_upload()
+        digest = await asyncio.to_thread(_copy, src, part)
+        return await self.register(file_id, part, src.name, purpose, size, digest)
+
+    async def get(self, file_id: str) -> FileRecord:
+        record = await asyncio.to_thread(self.backend.file, file_id)
+        if record is None:
+            raise NotFoundError(f"no file with id {file_id!r}", param="file_id")
+        return record
+
+
+def _copy(src: Path, dst: Path) -> str:
+    digest = hashlib.sha256()
+    with open(src, "rb") as fh, open(dst, "wb") as out:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+            out.write(block)
+    return digest.hexdigest()

@@ -1,0 +1,226 @@
+"""Retrieval as small steps: queries -> scope -> embed -> candidates -> fuse -> hydrate ->
+rerank -> threshold. Each step is a method; ``Retriever.search`` only strings them."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from dataclasses import dataclass, replace
+from typing import Literal
+
+import numpy as np
+
+from core.errors import InvalidRequestError
+from kb.backend import CandidateQuery, Candidates, KnowledgeBackend
+from kb.config import KnowledgeSettings
+from kb.filters import Filter
+from kb.fusion import Hit, fuse
+from kb.ports import EmbeddingProvider, Reranker
+from kb.types import Attributes, Collection, SearchHit, SearchOutcome
+
+__all__ = ["Retriever", "SearchQuery", "rewrite"]
+
+SearchMode = Literal["hybrid", "dense", "keyword"]
+
+
+@dataclass(frozen=True, slots=True)
+class SearchQuery:
+    """One search of one store, as the façade takes it."""
+
+    queries: tuple[str, ...]
+    k: int = 10
+    filter: Filter | None = None
+    rerank: bool | None = None  # None: rerank when a reranker is configured
+    score_threshold: float = 0.0
+    rewrite_query: bool = False
+    mode: SearchMode = "hybrid"
+    model: str | None = None  # the embedding model the caller expects the store to use
+    weights: tuple[float, float] | None = None  # (dense, keyword)
+    fusion: str | None = None
+
+
+def rewrite(query: str) -> str:
+    """A deterministic query rewrite: drop politeness and question scaffolding that only
+    dilutes both the keyword and the dense query."""
+    q = query.strip()
+    q = re.sub(
+        r"^(please\s+)?(can|could|would) you (please\s+)?(tell me|explain|show me)\s+",
+        "",
+        q,
+        flags=re.I,
+    )
+    q = re.sub(r"^(i (want|need|would like) to know|tell me)\s+", "", q, flags=re.I)
+    q = re.sub(r"^(请问|请告诉我|我想知道)", "", q)
+    q = q.rstrip(" ?？!！.。")
+    return q or query.strip()
+
+
+class Retriever:
+    def __init__(
+        self,
+        backend: KnowledgeBackend,
+        provider: EmbeddingProvider,
+        settings: KnowledgeSettings,
+        reranker: Reranker | None,
+    ) -> None:
+        self.backend = backend
+        self.provider = provider
+        self.settings = settings
+        self.reranker = reranker
+
+    async def search(self, col: Collection, q: SearchQuery) -> SearchOutcome:
+        self._check_model(col, q)
+        queries = self._queries(q)
+        allowed = await self._scope(col, q.filter)
+        use_rerank = self.reranker is not None and q.rerank is not False
+        want = max(q.k, self.settings.rerank_candidates) if use_rerank else q.k
+        cands = await self._candidates(col, queries, q, allowed, want)
+        fused = self._fuse(cands, q, want)
+        hits = await self._hydrate(col, fused, allowed)
+        if use_rerank and hits:
+            hits = await self._rerank(queries, hits)
+        return SearchOutcome(queries, [h for h in hits if h.score >= q.score_threshold][: q.k])
+
+    # -- steps ----------------------------------------------------------------------------
+
+    @staticmethod
+    def _check_model(col: Collection, q: SearchQuery) -> None:
+        if q.model is not None and q.model != col.embedding_model:
+            raise InvalidRequestError(
+                f"vector store {col.id!r} was embedded with {col.embedding_model!r}, "
+                f"not {q.model!r}; re-embed it to search with another model",
+                param="model",
+                code="embedding_model_mismatch",
+            )
+
+    @staticmethod
+    def _queries(q: SearchQuery) -> list[str]:
+        queries = [s for s in q.queries if s.strip()]
+        if not queries:
+            raise InvalidRequestError("'query' must be a non-empty string", param="query")
+        return [rewrite(s) for s in queries] if q.rewrite_query else queries
+
+    async def _scope(self, col: Collection, flt: Filter | None) -> set[str] | None:
+        """The files a filter allows (None: every file)."""
+        if flt is None:
+            return None
+        return await asyncio.to_thread(self.backend.matching_files, col.id, flt)
+
+    async def _candidates(
+        self,
+        col: Collection,
+        queries: list[str],
+        q: SearchQuery,
+        allowed: set[str] | None,
+        want: int,
+    ) -> list[Candidates]:
+        dense = q.mode in ("hybrid", "dense")
+        vectors: np.ndarray | None = None
+        if dense:
+            vectors, _ = await self.provider.embed(col.embedding_model, queries)
+        cq = [
+            CandidateQuery(text, vectors[i] if vectors is not None else None)
+            for i, text in enumerate(queries)
+        ]
+        n = max(want, self.settings.search_candidates)
+        return await asyncio.to_thread(
+            self.backend.candidates,
+            col.id,
+            cq,
+            n,
+            allowed_files=allowed,
+            dense=dense,
+            keyword=q.mode in ("hybrid", "keyword"),
+        )
+
+    def _fuse(self, cands: list[Candidates], q: SearchQuery, want: int) -> list[Hit]:
+        dense_w, keyword_w = q.weights or (self.settings.dense_weight, self.settings.keyword_weight)
+        if q.mode == "dense":
+            keyword_w = 0.0
+        elif q.mode == "keyword":
+            dense_w = 0.0
+        per_query = [
+            fuse(
+                c.dense,
+                c.keyword,
+                want,
+                dense_weight=dense_w,
+                keyword_weight=keyword_w,
+                fusion=q.fusion or self.settings.fusion,
+                rrf_k=self.settings.rrf_k,
+            )
+            for c in cands
+        ]
+        if len(per_query) == 1:
+            return per_query[0]
+        # Several queries: a chunk keeps its best score over them.
+        best: dict[int, Hit] = {}
+        for hits in per_query:
+            for h in hits:
+                if h.chunk_id not in best or h.score > best[h.chunk_id].score:
+                    best[h.chunk_id] = h
+        return sorted(best.values(), key=lambda h: (-h.score, h.chunk_id))[:want]
+
+    async def _hydrate(
+        self, col: Collection, hits: list[Hit], allowed: set[str] | None
+    ) -> list[SearchHit]:
+        """Chunks, their files' names and attributes. A chunk deduplicated across files is
+        reported under a file the filter allowed."""
+        ids = [h.chunk_id for h in hits]
+        rows = await asyncio.to_thread(self.backend.chunks, ids)
+        owners = (
+            await asyncio.to_thread(self.backend.chunk_owners, ids) if allowed is not None else {}
+        )
+        picked: dict[int, str] = {}
+        for h in hits:
+            row = rows.get(h.chunk_id)
+            if row is None:
+                continue
+            fid = row.file_id
+            if allowed is not None and fid not in allowed:
+                fid = next((f for f in owners.get(h.chunk_id, []) if f in allowed), fid)
+            picked[h.chunk_id] = fid
+        details = await asyncio.to_thread(self.backend.file_details, col.id, set(picked.values()))
+        out: list[SearchHit] = []
+        for h in hits:
+            if h.chunk_id not in picked:
+                continue
+            row, fid = rows[h.chunk_id], picked[h.chunk_id]
+            filename, attributes = details.get(fid, (fid, {}))
+            out.append(
+                SearchHit(
+                    vector_store_id=col.id,
+                    chunk_id=h.chunk_id,
+                    file_id=fid,
+                    filename=filename,
+                    text=row.text,
+                    score=min(1.0, h.score),
+                    attributes=_attributes(attributes),
+                    position=row.position,
+                    page=row.page,
+                    sheet=row.sheet,
+                    row=row.row,
+                    heading=row.heading,
+                    dense_rank=h.dense_rank,
+                    keyword_rank=h.keyword_rank,
+                    dense_score=h.dense_score,
+                    keyword_score=h.keyword_score,
+                    fused_score=h.fused_score,
+                )
+            )
+        return out
+
+    async def _rerank(self, queries: list[str], hits: list[SearchHit]) -> list[SearchHit]:
+        if self.reranker is None:
+            return hits
+        scores = await self.reranker(" ".join(queries), [h.text for h in hits])
+        ranked = [
+            replace(h, score=float(s), rerank_score=float(s))
+            for h, s in zip(hits, scores, strict=True)
+        ]
+        ranked.sort(key=lambda h: -h.score)
+        return ranked
+
+
+def _attributes(raw: dict[str, object]) -> Attributes:
+    return {k: v for k, v in raw.items() if isinstance(v, str | int | float | bool)}

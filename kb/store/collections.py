@@ -1,0 +1,85 @@
+"""Collections (vector stores) in SQLite."""
+
+from __future__ import annotations
+
+import json
+
+from kb.rows import collection_from, dump_json, strategy_json
+from kb.store.db import Database
+from kb.store.paging import paged
+from kb.types import Collection, FileCounts, Page, PageRequest, StoreStats
+
+__all__ = ["CollectionsMixin"]
+
+
+class CollectionsMixin(Database):
+    def create_collection(self, c: Collection) -> None:
+        self.execute(
+            "INSERT INTO collections (id, name, embedding_model, dimensions, metadata, "
+            "created_at, expires_after, last_active_at, chunking_strategy) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [
+                c.id,
+                c.name,
+                c.embedding_model,
+                c.dimensions,
+                json.dumps(c.metadata),
+                c.created_at,
+                dump_json({"anchor": c.expires_after.anchor, "days": c.expires_after.days})
+                if c.expires_after
+                else None,
+                c.last_active_at,
+                dump_json(strategy_json(c.chunking_strategy)) if c.chunking_strategy else None,
+            ],
+        )
+
+    def collection(self, cid: str) -> Collection | None:
+        row = self.one("SELECT * FROM collections WHERE id = ?", [cid])
+        return collection_from(row) if row else None
+
+    def collections_named(self, name: str) -> list[Collection]:
+        return [
+            collection_from(r)
+            for r in self.rows("SELECT * FROM collections WHERE name = ?", [name])
+        ]
+
+    def all_collections(self) -> list[Collection]:
+        return [
+            collection_from(r)
+            for r in self.rows("SELECT * FROM collections ORDER BY created_at, rowid")
+        ]
+
+    def list_collections(self, page: PageRequest) -> Page[Collection]:
+        return paged(self, "collections", "id", "1 = 1", [], page, collection_from)
+
+    def update_collection(self, cid: str, fields: dict[str, object]) -> None:
+        if not fields:
+            return
+        encoded = {
+            k: (json.dumps(v) if k in ("metadata", "expires_after") and v is not None else v)
+            for k, v in fields.items()
+        }
+        sets = ", ".join(f"{k} = ?" for k in encoded)
+        self.execute(f"UPDATE collections SET {sets} WHERE id = ?", [*encoded.values(), cid])
+
+    def delete_collection(self, cid: str) -> None:
+        with self.transaction() as conn:
+            conn.execute("DELETE FROM chunks WHERE collection_id = ?", (cid,))
+            conn.execute("DELETE FROM collections WHERE id = ?", (cid,))
+
+    def file_counts(self, cid: str, batch_id: str | None = None) -> FileCounts:
+        sql = "SELECT status, count(*) FROM vector_store_files WHERE collection_id = ?"
+        args: list[object] = [cid]
+        if batch_id:
+            sql += " AND batch_id = ?"
+            args.append(batch_id)
+        counts = {str(s): int(str(n)) for s, n in self.tuples(sql + " GROUP BY status", args)}
+        return FileCounts(**{k: counts.get(k, 0) for k in FileCounts.__dataclass_fields__})
+
+    def stats(self, cid: str) -> StoreStats:
+        usage = self.integer(
+            "SELECT coalesce(sum(usage_bytes), 0) FROM vector_store_files WHERE collection_id = ?",
+            [cid],
+        )
+        chunks = self.integer("SELECT count(*) FROM chunks WHERE collection_id = ?", [cid])
+        return StoreStats(self.file_counts(cid), usage, chunks)

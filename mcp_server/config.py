@@ -1,0 +1,41 @@
+"""The MCP server's own settings (the gateway's root settings hold them under ``mcp``)."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+__all__ = ["McpSettings"]
+
+
+class McpSettings(BaseModel):
+    """The MCP server: knowledge tools over stdio (`rwkv-rag mcp`) and Streamable HTTP."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = Field(True, description="Serve Streamable HTTP MCP at `path`.")
+    path: str = Field("/mcp", description="Where the MCP endpoint is mounted.")
+    allow_writes: bool = Field(
+        False, description="Offer add_text, ingest_url and delete_file (off by default)."
+    )
+    writable_stores: list[str] = Field(
+        default_factory=list,
+        description="Stores (ids or names) write tools may change; empty = every store.",
+    )
+    default_stores: list[str] = Field(
+        default_factory=list,
+        description="Stores `search` uses when no vector_store is given (empty = all).",
+    )
+    dns_rebinding_protection: bool = Field(
+        True, description="Check Host and Origin headers against the lists below."
+    )
+    allowed_hosts: list[str] = Field(
+        default_factory=lambda: ["127.0.0.1:*", "localhost:*", "[::1]:*"],
+        description="Host header values accepted (`host:*` for any port).",
+    )
+    allowed_origins: list[str] = Field(
+        default_factory=lambda: ["http://127.0.0.1:*", "http://localhost:*", "http://[::1]:*"],
+        description="Origin header values accepted (browsers send one).",
+    )
+    json_response: bool = Field(
+        False, description="Answer with JSON instead of an SSE stream where possible."
+    )

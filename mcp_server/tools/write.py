@@ -1,0 +1,83 @@
+"""Write tools (only with ``mcp.allow_writes``, limited to ``mcp.writable_stores``):
+add_text, ingest_url, delete_file."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any
+
+from mcp.server import MCPServer
+from mcp.server.mcpserver.exceptions import ToolError
+from mcp.types import CallToolResult, ToolAnnotations
+from pydantic import BaseModel, Field
+
+from kb.service import KnowledgeBase
+from kb.types import Collection
+from mcp_server.config import McpSettings
+from mcp_server.tools.common import FileWritten, lookup, result, tool_errors, written
+
+__all__ = ["register"]
+
+WRITE = ToolAnnotations(readOnlyHint=False, destructiveHint=False, openWorldHint=False)
+
+
+class Deleted(BaseModel):
+    vector_store_id: str
+    file_id: str
+    chunks_removed: int
+
+
+def register(server: MCPServer, kb: KnowledgeBase, cfg: McpSettings) -> None:
+    async def writable(ref: str) -> Collection:
+        col = await lookup(kb, ref)
+        allowed = cfg.writable_stores
+        if allowed and col.id not in allowed and col.name not in allowed:
+            raise ToolError(f"vector store {ref!r} is read-only for MCP clients")
+        return col
+
+    @server.tool(
+        description="Add a text note to a vector store (it is chunked, embedded and indexed).",
+        annotations=WRITE,
+    )
+    async def add_text(
+        vector_store: Annotated[str, Field(description="Store id or name.")],
+        text: Annotated[str, Field(description="The text to store.")],
+        title: Annotated[str | None, Field(description="A file name for it.")] = None,
+        attributes: Annotated[
+            dict[str, Any] | None, Field(description="Attributes for filters.")
+        ] = None,
+    ) -> Annotated[CallToolResult, FileWritten]:
+        col = await writable(vector_store)
+        if not text.strip():
+            raise ToolError("text must not be empty")
+        with tool_errors():
+            sf = await kb.add_text(col.id, text, title=title or "note.txt", attributes=attributes)
+        return written(sf, f"{sf.file_id} in {col.name or col.id}")
+
+    @server.tool(
+        description="Fetch a public web page into a vector store (private addresses refused).",
+        annotations=ToolAnnotations(readOnlyHint=False, destructiveHint=False, openWorldHint=True),
+    )
+    async def ingest_url(
+        vector_store: Annotated[str, Field(description="Store id or name.")],
+        url: Annotated[str, Field(description="http(s) URL of the page.")],
+    ) -> Annotated[CallToolResult, FileWritten]:
+        col = await writable(vector_store)
+        with tool_errors():
+            sf = await kb.ingest_url(col.id, url)
+            sf = await kb.wait_file(col.id, sf.file_id, timeout=120)
+        return written(sf, f"{url} -> {sf.file_id}")
+
+    @server.tool(
+        description="Remove a file from a vector store (its chunks leave the index).",
+        annotations=ToolAnnotations(readOnlyHint=False, destructiveHint=True, openWorldHint=False),
+    )
+    async def delete_file(
+        vector_store: Annotated[str, Field(description="Store id or name.")],
+        file_id: Annotated[str, Field(description="The file id (from list_files).")],
+    ) -> Annotated[CallToolResult, Deleted]:
+        col = await writable(vector_store)
+        with tool_errors(f"file {file_id!r} is not in vector store {vector_store!r}"):
+            removed = await kb.detach(col.id, file_id)
+        out = Deleted(vector_store_id=col.id, file_id=file_id, chunks_removed=removed)
+        return result(out, json.dumps(out.model_dump()))
