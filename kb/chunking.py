@@ -19,6 +19,9 @@ _SENTENCE = re.compile(r"(?<=[.!?。！？；;])[\"'”’）)]*\s+|(?<=[。！�
 _PARAGRAPH = re.compile(r"\n\s*\n+")
 
 Counter = Callable[[list[str]], list[int]]
+# A chunk holds at most this many characters per token of its budget, whatever the
+# tokenizer says (a tokenizer may read a long run of one character as a single token).
+CHARS_PER_TOKEN = 16
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,19 +59,34 @@ def _pieces(text: str) -> list[str]:
 
 
 def _split_long(piece: str, limit: int, count: Counter) -> list[str]:
-    """A sentence longer than the limit is cut on words (or characters, for CJK)."""
+    """A sentence longer than the limit is cut on words (or characters, for CJK and text
+    without spaces). Each cut is found by galloping then bisecting over the words, so a
+    long piece costs O(n log n) token counting, not O(n^2)."""
     words = re.findall(r"\S+\s*", piece) if " " in piece else list(piece)
     parts: list[str] = []
-    current = ""
-    for w in words:
-        candidate = current + w
-        if current and count([candidate])[0] > limit:
-            parts.append(current.strip())
-            current = w
-        else:
-            current = candidate
-    if current.strip():
-        parts.append(current.strip())
+    start = 0
+    while start < len(words):
+
+        def fits(end: int, start: int = start) -> bool:
+            text = "".join(words[start:end])
+            return len(text) <= limit * CHARS_PER_TOKEN and count([text])[0] <= limit
+
+        step = 1
+        good = start + 1  # a single word always goes, even when it alone is too long
+        while good + step <= len(words) and fits(good + step):
+            good += step
+            step *= 2
+        lo, hi = good, min(len(words), good + step)
+        while lo < hi:  # the largest end in [good, hi] that fits
+            mid = (lo + hi + 1) // 2
+            if fits(mid):
+                lo = mid
+            else:
+                hi = mid - 1
+        text = "".join(words[start:lo]).strip()
+        if text:
+            parts.append(text)
+        start = lo
     return parts
 
 
@@ -86,7 +104,8 @@ def chunk_text(
         if piece == "\n\n":
             pieces.append(piece)
             continue
-        pieces.extend(_split_long(piece, budget, count) if count([piece])[0] > budget else [piece])
+        too_long = len(piece) > budget * CHARS_PER_TOKEN or count([piece])[0] > budget
+        pieces.extend(_split_long(piece, budget, count) if too_long else [piece])
     sizes = count([p for p in pieces if p != "\n\n"]) if pieces else []
     it = iter(sizes)
     sized = [(p, 0 if p == "\n\n" else next(it)) for p in pieces]
@@ -101,16 +120,18 @@ def chunk_text(
             joined = head + body
             chunks.append(Chunk(joined, count([joined])[0], len(chunks)))
 
+    max_chars = budget * CHARS_PER_TOKEN
     for piece, size in sized:
         if piece == "\n\n":
             continue
-        if window and total + size > budget:
+        chars = sum(len(p) + 1 for p, _ in window)
+        if window and (total + size > budget or chars + len(piece) > max_chars):
             emit()
             # Carry the tail of the window forward as overlap.
             carried: list[tuple[str, int]] = []
             kept = 0
             for prev in reversed(window):
-                if kept + prev[1] > strategy.chunk_overlap_tokens:
+                if kept + prev[1] > strategy.chunk_overlap_tokens or len(prev[0]) > max_chars // 2:
                     break
                 carried.insert(0, prev)
                 kept += prev[1]

@@ -83,6 +83,25 @@ class KnowledgeSettings(BaseModel):
     max_extracted_chars: int = Field(
         50_000_000, ge=1000, description="Text extracted per file before it fails as too big."
     )
+    max_cells_per_row: int = Field(
+        16_384, ge=1, description="Most cells in one spreadsheet or CSV row."
+    )
+    max_cell_chars: int = Field(
+        65_536, ge=16, description="Most characters in one spreadsheet or CSV cell."
+    )
+    max_header_chars: int = Field(
+        128,
+        ge=8,
+        description=(
+            "A column header is cut to this many characters where it repeats in each row's record."
+        ),
+    )
+    max_html_depth: int = Field(
+        200, ge=16, description="Markup nested deeper is flattened (its text kept)."
+    )
+    max_text_bytes: int = Field(
+        256 * 1024 * 1024, ge=1024, description="Largest text, CSV, HTML or JSON file read."
+    )
     max_xlsx_uncompressed_bytes: int = Field(
         1024 * 1024 * 1024,
         ge=1024,
@@ -109,7 +128,7 @@ class KnowledgeSettings(BaseModel):
         description="Wall-clock budget of one file's ingestion; past it the file fails.",
     )
     max_chunks_per_file: int = Field(
-        100_000, ge=1, description="Most chunks one file may make; past it the file fails."
+        250_000, ge=1, description="Most chunks one file may make; past it the file fails."
     )
     lease_s: float = Field(
         60.0,

@@ -30,6 +30,7 @@ from kb.backend import KnowledgeBackend
 from kb.chunking import ChunkingStrategy, chunk_text
 from kb.config import KnowledgeSettings
 from kb.loaders import LoaderError, LoaderLimits, Section, iter_document
+from kb.loaders.pdf import OcrPage
 from kb.ports import EmbeddingProvider, Progress
 from kb.store.chunks import content_hash
 from kb.types import ChunkRecord, LastError, StoreFile
@@ -97,6 +98,7 @@ class Ingestor:
         self.settings = settings
         self.limits = limits
         self.progress: Progress | None = None
+        self.ocr: OcrPage | None = None
         self._on_done = on_done
         self._owner = f"{os.uname().nodename}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._wake = asyncio.Event()
@@ -282,6 +284,7 @@ class Ingestor:
                 self.limits,
                 content_type=sf.options.content_type,
                 password=sf.options.password,
+                ocr=self.ocr,
                 ocr_languages=sf.options.ocr_languages,
                 deadline=deadline,
                 warnings=outcome.warnings,

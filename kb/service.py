@@ -22,7 +22,7 @@ from core.errors import InvalidRequestError, NotFoundError
 from kb.backend import KnowledgeBackend
 from kb.chunking import ChunkingStrategy
 from kb.config import KnowledgeSettings
-from kb.fetch import FetchError, fetch_url
+from kb.fetch import FetchError, fetch_url, stored_url
 from kb.files import Files
 from kb.ingest import Ingestor
 from kb.loaders import LoaderLimits, kinds_for
@@ -118,7 +118,13 @@ class KnowledgeBase:
             max_extracted_chars=s.max_extracted_chars,
             max_xlsx_uncompressed_bytes=s.max_xlsx_uncompressed_bytes,
             max_xlsx_compression_ratio=s.max_xlsx_compression_ratio,
+            max_text_bytes=s.max_text_bytes,
+            max_cells_per_row=s.max_cells_per_row,
+            max_cell_chars=s.max_cell_chars,
+            max_header_chars=s.max_header_chars,
+            max_html_depth=s.max_html_depth,
             allowed_kinds=kinds_for(s.allowed_extensions),
+            allowed_extensions=frozenset(e.lower() for e in s.allowed_extensions),
         )
         self.files = Files(backend, s)
         self.ingestor = Ingestor(backend, provider, s, self.limits, on_done=self._file_done)
@@ -433,13 +439,12 @@ class KnowledgeBase:
             fetched = await fetch_url(url, self.settings.url)
         except FetchError as exc:
             raise InvalidRequestError(exc.message, param="url", code=exc.code) from None
-        record = await self.files.add_bytes(
-            fetched.body, fetched.filename, source_url=fetched.final_url
-        )
+        url_kept = stored_url(fetched.final_url)[:512]
+        record = await self.files.add_bytes(fetched.body, fetched.filename, source_url=url_kept)
         return await self.attach(
             col.id,
             record.id,
-            attributes=check_attributes({"url": fetched.final_url, **attrs}),
+            attributes=check_attributes({"url": url_kept, **attrs}),
             options=IngestOptions(content_type=fetched.content_type),
         )
 
