@@ -1,16 +1,17 @@
-"""RWKV chat benchmark: gateway vs the package's own loop, batching, prefix-state cache.
+"""RWKV chat benchmark: the engine against the rwkv package's own loop, in one run on the
+same (generated, random) weights.
 
-On one generated checkpoint (random weights in the released format, size by flags):
+Prints and writes (``bench/results/chat-<device>.json``):
+- ``decode_tok_s``: aggregate decode tokens/s at S streams x 1 token per step;
+- ``prefill_tok_s``: prompt tokens/s for 1 and 8 concurrent 2,048-token prompts;
+- ``ttft_2k_ms``: time to first token of a 2,000-token prompt, uncached and cached;
+- ``package_tok_s``: the package's ``PIPELINE.generate`` (one stream);
+- ``http_ratio``: aggregate tok/s over HTTP (a real ``rwkv-rag serve``) / in process, at 1
+  stream and at the largest stream count;
+- ``constrained`` (``--constrained``): tok/s with json_schema-constrained rows vs plain.
 
-1. single-stream decode tokens/s: the gateway (HTTP streaming, or the engine in-process
-   with ``--transport engine``) vs the package's ``PIPELINE.generate`` loop in process;
-2. aggregate tokens/s with 1, 4, 8 and 16 concurrent streams;
-3. time to first token of a request sharing a ~2,000-token prefix with a cached one,
-   vs the same request uncached;
-4. (``--verify``) the batched decode step against the package's forward on this device.
-
-    python bench/chat.py                                   # CPU, HTTP, 12 x 1024
-    python bench/chat.py --device cuda --transport engine --layers 24 --embd 2048
+    python bench/chat.py                                   # CPU, small shape
+    python bench/chat.py --device cuda --layers 24 --embd 2048 --streams 1,16,64,256
 """
 
 from __future__ import annotations
@@ -31,67 +32,69 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 PROMPT = "The history of the river city begins with a small market where traders met"
-LONG_SYSTEM = " ".join(
-    f"Rule {i}: answer politely, cite the manual section, and keep the reply short."
-    for i in range(150)
-)
 
 
-def package_generate_tps(path: Path, strategy: str, tokens: int) -> float:
+def sync(device: str) -> None:
+    if device == "cuda":
+        import torch
+
+        torch.cuda.synchronize()
+
+
+def package_tok_s(path: Path, strategy: str, tokens: int) -> float:
     """The package's own PIPELINE.generate loop on the same checkpoint."""
-    import torch
-
-    from engines.rwkv_model import load_rwkv
-
-    lm = load_rwkv(path, strategy)
     from rwkv.utils import PIPELINE, PIPELINE_ARGS
 
+    from engines.rwkv.model import load_rwkv
+
+    lm = load_rwkv(path, strategy)
     pipeline = PIPELINE(lm.model, "rwkv_vocab_v20230424")
     args = PIPELINE_ARGS(temperature=1.0, top_p=0.85)
     pipeline.generate(PROMPT, token_count=8, args=args)  # warm-up (JIT)
-    if strategy.startswith("cuda"):
-        torch.cuda.synchronize()
+    sync(strategy.split()[0])
     started = time.perf_counter()
     pipeline.generate(PROMPT, token_count=tokens, args=args)
-    if strategy.startswith("cuda"):
-        torch.cuda.synchronize()
+    sync(strategy.split()[0])
     return tokens / (time.perf_counter() - started)
 
 
-class EngineClient:
-    """Drives RWKVChatEngine in process (no HTTP): for machines without the web stack."""
+def engine_options(args: argparse.Namespace, max_batch: int) -> dict[str, Any]:
+    return {
+        "strategy": f"{args.device} {args.precision}",
+        "max_batch_size": max_batch,
+        "max_queued": 4096,
+        "max_prefill_batch": 8,
+        "max_prefill_chunk": args.prefill_chunk,
+        "step_token_budget": args.token_budget,
+        "context_length": 8192,
+        "prefix_cache_bytes": 4 * 2**30,
+        "cuda_graphs": not args.no_graphs,
+    }
 
-    def __init__(self, path: Path, strategy: str, max_batch: int) -> None:
+
+class InProcess:
+    def __init__(self, path: Path, options: dict[str, Any]) -> None:
         from engines.base import ModelInfo
-        from engines.rwkv_engine import RWKVChatEngine
+        from engines.rwkv.engine import RWKVChatEngine
 
-        self.engine = RWKVChatEngine(
-            ModelInfo("bench", "chat", "rwkv"),
-            path,
-            {
-                "strategy": strategy,
-                "max_batch_size": max_batch,
-                "max_queued": 256,
-                "context_length": 8192,
-                "prefix_cache_bytes": 4 * 2**30,
-            },
-        )
+        self.engine = RWKVChatEngine(ModelInfo("bench", "chat", "rwkv"), path, options)
 
-    async def stream(self, prompt_segments: list[str], max_tokens: int) -> tuple[float, float, int]:
-        """(seconds to first token, seconds total, tokens)."""
+    async def run(
+        self,
+        tokens: list[int],
+        max_tokens: int,
+        bounds: list[int] | None = None,
+        constraint: Any = None,
+    ) -> tuple[float, float, int]:
+        """(seconds to first token, seconds total, tokens generated)."""
         from engines.generation import GenerationRequest, SamplingParams, TokenEvent
 
-        tokens: list[int] = []
-        bounds = []
-        for seg in prompt_segments:
-            tokens += self.engine.encode(seg)
-            bounds.append(len(tokens))
-        req = GenerationRequest(
-            tokens, SamplingParams(max_tokens=max_tokens, top_p=0.85), boundaries=bounds[:-1]
-        )
+        params = SamplingParams(max_tokens=max_tokens, top_p=0.85)
+        req = GenerationRequest(tokens, params, boundaries=bounds or [])
+        if constraint is not None:
+            req.constraint = constraint  # type: ignore[attr-defined]
         started = time.perf_counter()
-        first = 0.0
-        count = 0
+        first, count = 0.0, 0
         async for ev in self.engine.generate(req):
             if isinstance(ev, TokenEvent):
                 count += 1
@@ -103,86 +106,77 @@ class EngineClient:
         self.engine.close()
 
 
-class HTTPClient:
-    """A real `rwkv-rag serve` process; streams /v1/chat/completions over HTTP."""
+class OverHTTP:
+    """A real `rwkv-rag serve` process, streamed /v1/completions with token-id prompts."""
 
-    def __init__(self, path: Path, strategy: str, max_batch: int, threads: int, tmp: Path):
+    def __init__(self, path: Path, options: dict[str, Any], threads: int, tmp: Path) -> None:
         import httpx
         import yaml
 
-        self.port = 18900
+        port = 18900
         cfg = tmp / "chat-bench.yaml"
+        model = {"id": "bench", "kind": "chat", "engine": "rwkv", "path": str(path)}
         cfg.write_text(
             yaml.safe_dump(
                 {
-                    "models": [
-                        {
-                            "id": "bench",
-                            "kind": "chat",
-                            "engine": "rwkv",
-                            "path": str(path),
-                            "options": {
-                                "strategy": strategy,
-                                "max_batch_size": max_batch,
-                                "max_queued": 256,
-                                "prefix_cache_bytes": 4 * 2**30,
-                            },
-                        }
-                    ],
-                    "chat": {"max_tokens_limit": 8192},
+                    "models": [{**model, "options": options}],
+                    "chat": {"max_tokens_limit": 8192, "max_n": 8},
                     "load_in_background": False,
                     "torch_threads": threads,
                     "log_level": "WARNING",
-                    "port": self.port,
+                    "port": port,
                     "host": "127.0.0.1",
+                    "mcp": {"enabled": False},
                 }
             )
         )
+        self.log = tmp / "server.log"
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "gateway.cli", "serve", "--config", str(cfg)],
-            stdout=(tmp / "server.log").open("wb"),
+            stdout=self.log.open("wb"),
             stderr=subprocess.STDOUT,
             cwd=str(ROOT),
         )
-        self.base = f"http://127.0.0.1:{self.port}"
-        deadline = time.monotonic() + 600
+        base = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 900
         while time.monotonic() < deadline:
             try:
-                if httpx.get(self.base + "/health", timeout=2).status_code == 200:
+                if httpx.get(base + "/health", timeout=2).status_code == 200:
                     break
             except httpx.HTTPError:
                 pass
             time.sleep(0.5)
         else:
-            raise RuntimeError((tmp / "server.log").read_text()[-3000:])
+            raise RuntimeError(self.log.read_text()[-3000:])
         self.client = httpx.AsyncClient(
-            base_url=self.base, timeout=600, limits=httpx.Limits(max_connections=64)
+            base_url=base, timeout=900, limits=httpx.Limits(max_connections=1024)
         )
 
-    async def stream(self, prompt_segments: list[str], max_tokens: int) -> tuple[float, float, int]:
-        *system, user = prompt_segments
-        messages = ([{"role": "system", "content": system[0]}] if system else []) + [
-            {"role": "user", "content": user}
-        ]
+    async def run(
+        self,
+        tokens: list[int],
+        max_tokens: int,
+        bounds: list[int] | None = None,
+        constraint: Any = None,
+    ) -> tuple[float, float, int]:
         body = {
             "model": "bench",
-            "messages": messages,
+            "prompt": tokens,
             "max_tokens": max_tokens,
             "top_p": 0.85,
             "stream": True,
             "stream_options": {"include_usage": True},
         }
         started = time.perf_counter()
-        first = 0.0
-        usage = 0
-        async with self.client.stream("POST", "/v1/chat/completions", json=body) as r:
+        first, usage = 0.0, 0
+        async with self.client.stream("POST", "/v1/completions", json=body) as r:
             async for line in r.aiter_lines():
                 if not line.startswith("data: {"):
                     continue
                 chunk = json.loads(line[6:])
                 if chunk.get("usage"):
                     usage = chunk["usage"]["completion_tokens"]
-                elif not first and chunk["choices"] and chunk["choices"][0]["delta"].get("content"):
+                elif not first and chunk["choices"]:
                     first = time.perf_counter() - started
         return first, time.perf_counter() - started, usage
 
@@ -191,71 +185,71 @@ class HTTPClient:
         self.proc.wait(30)
 
 
-def verify(path: Path, strategy: str) -> dict[str, Any]:
-    import torch
-
-    from engines.rwkv_model import BatchedStep, load_rwkv
-
-    lm = load_rwkv(path, strategy)
-    step = BatchedStep(lm)
-    prompts = [[1, 2, 3, 4], [100, 200], [5000, 6000, 7000], [42]]
-    states, toks = [], []
-    for p in prompts:
-        logits, s = lm.forward(p, lm.zero_state())
-        states.append(s)
-        toks.append(int(logits.argmax()))
-    stacked = step.stack(states)
-    ref_toks = list(toks)
-    diff = 0.0
-    agree = 0
-    for _ in range(32):
-        out = step(toks, stacked)
-        for j in range(len(prompts)):
-            ref, states[j] = lm.forward([ref_toks[j]], states[j])
-            diff = max(diff, float((ref.float() - out[j].float()).abs().max()))
-            ref_toks[j] = int(ref.argmax())
-        toks = [int(t) for t in out.argmax(-1)]
-        agree += sum(a == b for a, b in zip(toks, ref_toks, strict=True))
-        toks = list(ref_toks)  # keep both on the reference path
-    del torch
-    return {
-        "strategy": strategy,
-        "max_abs_logit_diff": diff,
-        "greedy_agreement": f"{agree}/{32 * len(prompts)}",
-    }
+def prompt_tokens(n: int, salt: int) -> list[int]:
+    """``n`` distinct-ish token ids (a random model reads anything)."""
+    return [(salt * 7919 + i * 104729) % 65000 + 1 for i in range(n)]
 
 
-async def run(args: argparse.Namespace, path: Path, tmp: Path) -> dict[str, Any]:
-    strategy = f"{args.device} {args.precision}"
-    client: Any = (
-        EngineClient(path, strategy, 16)
-        if args.transport == "engine"
-        else HTTPClient(path, strategy, 16, args.threads, tmp)
-    )
+async def decode_rates(client: Any, streams: list[int], tokens: int) -> dict[int, float]:
+    out = {}
+    for s in streams:
+        started = time.perf_counter()
+        res = await asyncio.gather(*(client.run(prompt_tokens(12, i), tokens) for i in range(s)))
+        out[s] = sum(r[2] for r in res) / (time.perf_counter() - started)
+        print(f"decode {s:>4} streams: {out[s]:10.1f} tok/s", flush=True)
+    return out
+
+
+async def prefill_rates(client: Any, n_tokens: int) -> dict[str, float]:
+    out = {}
+    for count in (1, 8):
+        started = time.perf_counter()
+        await asyncio.gather(
+            *(client.run(prompt_tokens(n_tokens, 1000 + 17 * count + i), 1) for i in range(count))
+        )
+        out[f"{count}x{n_tokens}"] = count * n_tokens / (time.perf_counter() - started)
+        print(f"prefill {count}x{n_tokens}: {out[f'{count}x{n_tokens}']:10.1f} tok/s", flush=True)
+    return out
+
+
+async def ttft(client: Any) -> dict[str, float]:
+    system = prompt_tokens(1990, 424242)
+    uncached, _, _ = await client.run([*system, *prompt_tokens(10, 1)], 1, [len(system)])
+    cached, _, _ = await client.run([*system, *prompt_tokens(10, 2)], 1, [len(system)])
+    print(f"TTFT 2k prompt: uncached {uncached * 1e3:.1f} ms, cached {cached * 1e3:.1f} ms")
+    return {"uncached": uncached * 1e3, "cached": cached * 1e3}
+
+
+async def measure(args: argparse.Namespace, path: Path, tmp: Path) -> dict[str, Any]:
+    streams = [int(s) for s in args.streams.split(",")]
+    options = engine_options(args, max(streams))
     out: dict[str, Any] = {}
+    local = InProcess(path, options)
     try:
-        await client.stream(["warm up the kernels"], 8)
-        _, total, n = await client.stream([PROMPT], args.tokens)
-        out["single_stream_tps"] = n / total
-        aggregate = {}
-        for streams in (1, 4, 8, 16):
-            started = time.perf_counter()
-            res = await asyncio.gather(
-                *(
-                    client.stream([f"{PROMPT} (stream {i})"], args.stream_tokens)
-                    for i in range(streams)
-                )
-            )
-            aggregate[streams] = sum(r[2] for r in res) / (time.perf_counter() - started)
-            print(f"{streams} streams: {aggregate[streams]:.1f} tok/s", flush=True)
-        out["aggregate_tps"] = aggregate
-        # Prefix cache: first request pays the long prefill, the second reuses its state.
-        uncached, _, _ = await client.stream([LONG_SYSTEM, "First question?"], 1)
-        cached, _, _ = await client.stream([LONG_SYSTEM, "Second question?"], 1)
-        out["ttft_uncached_s"] = uncached
-        out["ttft_cached_s"] = cached
+        await local.run(prompt_tokens(12, 0), 8)
+        out["decode_tok_s"] = await decode_rates(local, streams, args.tokens)
+        out["prefill_tok_s"] = await prefill_rates(local, args.prefill_tokens)
+        out["ttft_2k_ms"] = await ttft(local)
+        out["paths"] = {
+            "decode": local.engine.decode_path,
+            "prefill": local.engine.prefill_path,
+        }
+        if args.constrained:
+            from bench.constrained import constrained_rates
+
+            out["constrained"] = await constrained_rates(local, [1, 8], args.tokens)
     finally:
-        client.close()
+        local.close()
+    if not args.no_http:
+        remote = OverHTTP(path, options, args.threads, tmp)
+        try:
+            await remote.run(prompt_tokens(12, 0), 8)
+            ends = sorted({streams[0], streams[-1]})
+            over = await decode_rates(remote, ends, args.tokens)
+            out["http_tok_s"] = over
+            out["http_ratio"] = {s: over[s] / out["decode_tok_s"][s] for s in ends}
+        finally:
+            remote.close()
     return out
 
 
@@ -263,16 +257,20 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     ap.add_argument("--precision", default=None, choices=["fp32", "bf16", "fp16"])
-    ap.add_argument("--transport", default="http", choices=["http", "engine"])
     ap.add_argument("--version", default="x070", choices=["x060", "x070"])
-    ap.add_argument("--layers", type=int, default=12)
-    ap.add_argument("--embd", type=int, default=1024)
+    ap.add_argument("--layers", type=int, default=6)
+    ap.add_argument("--embd", type=int, default=512)
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--tokens", type=int, default=128)
-    ap.add_argument("--stream-tokens", type=int, default=128)
-    ap.add_argument("--verify", action="store_true")
-    ap.add_argument("--verify-only", action="store_true")
-    ap.add_argument("--model-dir", default=None, help="where to write/reuse the checkpoint")
+    ap.add_argument("--tokens", type=int, default=64, help="decode tokens per stream")
+    ap.add_argument("--streams", default="1,8,16")
+    ap.add_argument("--prefill-tokens", type=int, default=2048)
+    ap.add_argument("--prefill-chunk", type=int, default=256)
+    ap.add_argument("--token-budget", type=int, default=2048)
+    ap.add_argument("--package-tokens", type=int, default=64)
+    ap.add_argument("--no-http", action="store_true")
+    ap.add_argument("--no-graphs", action="store_true")
+    ap.add_argument("--constrained", action="store_true")
+    ap.add_argument("--model-dir", default=None)
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
     args.precision = args.precision or ("fp16" if args.device == "cuda" else "fp32")
@@ -280,7 +278,6 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(args.threads if args.device == "cpu" else max(1, os.cpu_count() or 1))
-    from engines.rwkv_engine import world_tokenizer
     from engines.rwkv_tiny import write_rwkv_checkpoint
 
     with tempfile.TemporaryDirectory() as tmpdir:
@@ -292,43 +289,28 @@ def main() -> None:
             write_rwkv_checkpoint(path, args.version, n_layer=args.layers, n_embd=args.embd)
         strategy = f"{args.device} {args.precision}"
         result: dict[str, Any] = {
-            "machine": f"{platform.machine()}, {os.cpu_count()} cores"
-            + (f", {torch.cuda.get_device_name()}" if args.device == "cuda" else ""),
-            "model": f"random {args.version}, {args.layers} layers x {args.embd}",
+            "gpu": torch.cuda.get_device_name() if args.device == "cuda" else None,
+            "machine": f"{platform.machine()}, {os.cpu_count()} cores",
+            "shape": f"{args.version} {args.layers} x {args.embd}",
             "strategy": strategy,
-            "transport": args.transport,
             "threads": args.threads,
-            "long_prefix_tokens": len(world_tokenizer().encode(f"System: {LONG_SYSTEM}\n\n")),
         }
-        if args.verify or args.verify_only:
-            result["verify"] = verify(path, strategy)
-            print(result["verify"], flush=True)
-            if args.verify_only:
-                return
-        result["package_generate_tps"] = package_generate_tps(path, strategy, args.tokens)
-        print(f"package PIPELINE.generate: {result['package_generate_tps']:.1f} tok/s", flush=True)
-        result.update(asyncio.run(run(args, path, tmp)))
-    agg = result["aggregate_tps"]
-    summary = {
-        "single stream: gateway vs package (goal >= 0.90)": round(
-            result["single_stream_tps"] / result["package_generate_tps"], 2
-        ),
-        "8 streams vs 1 stream (goal >= 3x)": round(agg[8] / agg[1], 2),
-        "cached vs uncached TTFT speed-up (goal >= 10x)": round(
-            result["ttft_uncached_s"] / max(result["ttft_cached_s"], 1e-9), 1
-        ),
-    }
-    result["summary"] = summary
+        result["package_tok_s"] = package_tok_s(path, strategy, args.package_tokens)
+        print(f"package PIPELINE.generate: {result['package_tok_s']:.1f} tok/s", flush=True)
+        result.update(asyncio.run(measure(args, path, tmp)))
     print()
-    print(f"{'measure':<44}{'value':>12}")
-    print(f"{'package PIPELINE.generate tok/s':<44}{result['package_generate_tps']:>12.1f}")
-    print(f"{'gateway single stream tok/s':<44}{result['single_stream_tps']:>12.1f}")
-    for k, v in agg.items():
-        print(f"{f'aggregate tok/s, {k} streams':<44}{v:>12.1f}")
-    print(f"{'TTFT uncached, ~2k-token prefix (s)':<44}{result['ttft_uncached_s']:>12.3f}")
-    print(f"{'TTFT cached prefix (s)':<44}{result['ttft_cached_s']:>12.3f}")
-    for k, v in summary.items():
-        print(f"{k}: {v}")
+    print(f"{'measure':<46}{'value':>14}")
+    print(f"{'package PIPELINE.generate tok/s (1 stream)':<46}{result['package_tok_s']:>14.1f}")
+    for s, v in result["decode_tok_s"].items():
+        print(f"{f'decode tok/s, {s} streams x 1':<46}{v:>14.1f}")
+    for k, v in result["prefill_tok_s"].items():
+        print(f"{f'prefill tok/s, {k}':<46}{v:>14.1f}")
+    for k, v in result["ttft_2k_ms"].items():
+        print(f"{f'TTFT 2,000-token prompt, {k} (ms)':<46}{v:>14.1f}")
+    for s, v in result.get("http_ratio", {}).items():
+        print(f"{f'HTTP / in process, {s} streams':<46}{v:>14.2f}")
+    for k, v in result.get("constrained", {}).items():
+        print(f"{f'constrained: {k}':<46}{v:>14.2f}")
     out = Path(args.out or ROOT / f"bench/results/chat-{args.device}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2, default=str))

@@ -95,7 +95,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
 
     from engines.base import ModelInfo
     from engines.chat_template import ChatTemplate
-    from engines.rwkv_engine import RWKVChatEngine
+    from engines.rwkv.engine import RWKVChatEngine
     from engines.rwkv_tiny import write_rwkv_checkpoint
 
     torch.set_num_threads(args.threads)

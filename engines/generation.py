@@ -41,6 +41,8 @@ class GenerationRequest:
     state: str | None = None
     # Token offsets after which the prefix state is worth caching (message ends).
     boundaries: list[int] = field(default_factory=list)
+    # Who asks (a hash of the API key): admission keeps one owner to its share of slots.
+    owner: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -31,7 +31,7 @@ _BACKENDS: dict[tuple[str, str], str] = {
     ("embedding", "fake"): "engines.fake:FakeEmbedder",
     ("rerank", "flag-reranker"): "engines.reranker:FlagCrossEncoder",
     ("rerank", "fake"): "engines.fake:FakeReranker",
-    ("chat", "rwkv"): "engines.rwkv_engine:RWKVChatEngine",
+    ("chat", "rwkv"): "engines.rwkv.engine:RWKVChatEngine",
 }
 _AUTO = {"embedding": "bge", "rerank": "flag-reranker", "chat": "rwkv"}
 _PATHLESS = {"fake", "cosine"}

@@ -124,6 +124,16 @@ class _ChatEngineCollector(Collector):
         tokens = CounterMetricFamily(
             "rwkv_rag_chat_tokens", "Tokens by phase.", labels=["model", "phase"]
         )
+        stalled = CounterMetricFamily(
+            "rwkv_rag_chat_stalled_readers",
+            "Streams cancelled because their reader stopped reading.",
+            labels=["model"],
+        )
+        deferred = CounterMetricFamily(
+            "rwkv_rag_chat_fairness_deferrals",
+            "Admissions deferred because a key held its share of the batch.",
+            labels=["model"],
+        )
         for model in list(self.engines.models.values()):
             engine = model.engine
             if model.kind != "chat" or engine is None or not hasattr(engine, "cache"):
@@ -138,7 +148,19 @@ class _ChatEngineCollector(Collector):
             tokens.add_metric([mid, "prompt"], engine.stats["prompt_tokens"])
             tokens.add_metric([mid, "prefill"], engine.stats["prefill_tokens"])
             tokens.add_metric([mid, "generated"], engine.stats["generated_tokens"])
-        yield from (active, queued, cache_bytes, hits, misses, hit_tokens, tokens)
+            stalled.add_metric([mid], engine.stats.get("stalled_readers", 0))
+            deferred.add_metric([mid], engine.stats.get("deferred_for_fairness", 0))
+        yield from (
+            active,
+            queued,
+            cache_bytes,
+            hits,
+            misses,
+            hit_tokens,
+            tokens,
+            stalled,
+            deferred,
+        )
 
 
 class _KnowledgeCollector(Collector):

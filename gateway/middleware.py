@@ -99,6 +99,9 @@ class AuthMiddleware:
                 header = value
                 break
         if self.authorized(header):
+            # Who asks, for fair scheduling: a digest of the key, never the key itself.
+            token = header.partition(b" ")[2].strip() if header else b""
+            scope.setdefault("state", {})["key_id"] = _digest(token).hex()[:16]
             await self.app(scope, receive, send)
             return
         if scope["path"].rstrip("/") == "/retrieval":

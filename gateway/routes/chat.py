@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from litestar import Response, post
+from litestar import Request, Response, post
 from litestar.datastructures import State
 from litestar.openapi import ResponseSpec
 from litestar.params import JSONBody
@@ -22,6 +22,12 @@ from gateway.state import ctx_of
 _SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
+def key_id(request: Request[Any, Any, Any]) -> str | None:
+    """The caller's key digest (set by the auth middleware; None without keys)."""
+    found = request.scope.get("state", {}).get("key_id")
+    return str(found) if found else None
+
+
 def _respond(result: Any) -> Response[Any]:
     if hasattr(result, "__aiter__"):
         return Stream(result, media_type="text/event-stream", headers=_SSE_HEADERS)
@@ -36,8 +42,10 @@ def _respond(result: Any) -> Response[Any]:
         400: ResponseSpec(ErrorResponse, description="Invalid request"),
     },
 )
-async def chat_completions(state: State, data: JSONBody[ChatCompletionRequest]) -> Response[Any]:
-    return _respond(await ctx_of(state).chat.chat(data))
+async def chat_completions(
+    request: Request[Any, Any, Any], state: State, data: JSONBody[ChatCompletionRequest]
+) -> Response[Any]:
+    return _respond(await ctx_of(state).chat.chat(data, owner=key_id(request)))
 
 
 @post(
@@ -48,8 +56,10 @@ async def chat_completions(state: State, data: JSONBody[ChatCompletionRequest]) 
         400: ResponseSpec(ErrorResponse, description="Invalid request"),
     },
 )
-async def completions(state: State, data: JSONBody[CompletionRequest]) -> Response[Any]:
-    return _respond(await ctx_of(state).chat.complete(data))
+async def completions(
+    request: Request[Any, Any, Any], state: State, data: JSONBody[CompletionRequest]
+) -> Response[Any]:
+    return _respond(await ctx_of(state).chat.complete(data, owner=key_id(request)))
 
 
 routes = [chat_completions, completions]

@@ -1,4 +1,5 @@
-"""The batched decode step equals the package's own forward, for x060 and x070."""
+"""The batched decode step and the chunked, batched prefill equal the package's own
+forward (its token-by-token recurrence), for x060 and x070."""
 
 from __future__ import annotations
 
@@ -7,8 +8,18 @@ from pathlib import Path
 import pytest
 import torch
 
-from engines.rwkv_model import BatchedStep, detect_version, load_rwkv, load_state_file
+from engines.rwkv.forward import Forward
+from engines.rwkv.model import LoadedRWKV, detect_version, load_rwkv, load_state_file
+from engines.rwkv.wkv import Wkv
 from engines.rwkv_tiny import write_rwkv_checkpoint
+
+
+def stack(states: list[list[torch.Tensor]]) -> list[torch.Tensor]:
+    return [torch.stack([s[j] for s in states]) for j in range(len(states[0]))]
+
+
+def forward(lm: LoadedRWKV, chunk: int = 16) -> Forward:
+    return Forward(lm, Wkv(lm.device, "torch", chunk))
 
 
 @pytest.fixture(scope="module")
@@ -28,18 +39,18 @@ def test_batched_step_matches_package_forward(
 ) -> None:
     assert detect_version(checkpoints[version]) == version
     lm = load_rwkv(checkpoints[version], strategy)
-    step = BatchedStep(lm)
+    step = forward(lm)
     prompts = [[1, 2, 3, 4, 5], [100, 200], [5000, 6000, 7000], [42], [9, 8, 7, 6]]
     ref_states, tokens = [], []
     for p in prompts:
         logits, state = lm.forward(p, lm.zero_state())
         ref_states.append(state)
         tokens.append(int(logits.argmax()))
-    stacked = step.stack(ref_states)
+    stacked = stack(ref_states)
     ref_tokens = list(tokens)
     max_diff = 0.0
     for _ in range(32):
-        batched = step(tokens, stacked)
+        batched = step(torch.tensor(tokens)[:, None], stacked)
         for j in range(len(prompts)):
             ref, ref_states[j] = lm.forward([ref_tokens[j]], ref_states[j])
             max_diff = max(max_diff, float((ref - batched[j]).abs().max()))
@@ -77,3 +88,92 @@ def test_state_file_layout_and_shape_checks(tmp_path: Path, checkpoints: dict[st
     short = write_state_file(tmp_path / "short.pth", n_layer=2, n_embd=256)
     with pytest.raises(ValueError, match="lacks"):
         load_state_file(short, lm)
+
+
+@pytest.mark.parametrize("version", ["x060", "x070"])
+def test_chunked_prefill_equals_the_sequential_recurrence(
+    checkpoints: dict[str, Path], tmp_path: Path, version: str
+) -> None:
+    """Across chunk boundaries, from a State file and from a mid-prompt (cached) state."""
+    from engines.rwkv_tiny import write_state_file
+
+    lm = load_rwkv(checkpoints[version], "cpu fp32")
+    step = forward(lm, chunk=16)
+    state_file = load_state_file(write_state_file(tmp_path / "s.pth", n_layer=3, n_embd=256), lm)
+    prompt = [(i * 7919) % 60000 + 1 for i in range(53)]  # 53 = 3 chunks and a bit
+    for initial in (lm.zero_state(), state_file):
+        ref_logits, ref_state = lm.forward(prompt, [t.clone() for t in initial])
+        st = stack([[t.clone() for t in initial]])
+        logits = step(torch.tensor([prompt]), st)
+        assert float((logits[0] - ref_logits).abs().max()) <= 1e-4
+        for a, b in zip(st, ref_state, strict=True):
+            assert float((a[0] - b).abs().max()) <= 1e-4
+        # Resuming from the state after a prefix (what the prefix cache does).
+        _, mid = lm.forward(prompt[:20], [t.clone() for t in initial])
+        st = stack([mid])
+        logits = step(torch.tensor([prompt[20:]]), st)
+        assert float((logits[0] - ref_logits).abs().max()) <= 1e-4
+
+
+@pytest.mark.parametrize("version", ["x060", "x070"])
+def test_batched_prefill_of_different_lengths_equals_each_alone(
+    checkpoints: dict[str, Path], version: str
+) -> None:
+    lm = load_rwkv(checkpoints[version], "cpu fp32")
+    step = forward(lm, chunk=8)
+    prompts = [[5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15], [300, 301], [42] * 19, [7]]
+    T = max(map(len, prompts))
+    tokens = torch.zeros((len(prompts), T), dtype=torch.long)
+    for i, p in enumerate(prompts):
+        tokens[i, : len(p)] = torch.tensor(p)
+    st = stack([lm.zero_state() for _ in prompts])
+    logits = step(tokens, st, torch.tensor([len(p) for p in prompts]))
+    for i, p in enumerate(prompts):
+        alone = stack([lm.zero_state()])
+        ref = step(torch.tensor([p]), alone)
+        assert float((logits[i] - ref[0]).abs().max()) <= 1e-4
+        for a, b in zip(st, alone, strict=True):
+            assert float((a[i] - b[0]).abs().max()) <= 1e-4
+
+
+def test_the_wkv_mapping_matches_flash_linear_attentions_reference() -> None:
+    """fla's own torch reference of the recurrence its CUDA kernels compute (the DPLR delta
+    rule) gives our outputs and states with our argument mapping, so the GPU path computes
+    what the CPU path does."""
+    import importlib.util
+
+    from engines.rwkv.wkv import wkv7_chunked
+
+    spec = importlib.util.find_spec("fla")
+    if spec is None or not spec.submodule_search_locations:
+        pytest.skip("fla-core is not installed")
+    root = Path(next(iter(spec.submodule_search_locations)))
+    naive_path = root / "ops/generalized_delta_rule/dplr/naive.py"
+    mod_spec = importlib.util.spec_from_file_location("fla_dplr_naive", naive_path)
+    assert mod_spec is not None and mod_spec.loader is not None
+    naive = importlib.util.module_from_spec(mod_spec)
+    mod_spec.loader.exec_module(naive)
+    torch.manual_seed(0)
+    B, T, H, N = 2, 40, 3, 8
+    r, k, v = (torch.randn(B, T, H, N) for _ in range(3))
+    logw = -0.606531 * torch.sigmoid(torch.randn(B, T, H, N))
+    kk = torch.nn.functional.normalize(torch.randn(B, T, H, N), dim=-1)
+    a, b = -kk, kk * torch.sigmoid(torch.randn(B, T, H, N))
+    s0 = torch.randn(B, H, N, N)
+    ours, our_state = wkv7_chunked(s0, r, logw, k, v, a, b, 16)
+
+    def heads(t: torch.Tensor) -> torch.Tensor:  # fla's reference takes [B, H, T, N]
+        return t.transpose(1, 2)
+
+    ref, ref_state = naive.dplr_recurrence(
+        heads(r) * N**0.5,
+        heads(k),
+        heads(v),
+        heads(a),
+        heads(b),
+        heads(logw),
+        initial_state=s0.transpose(-1, -2),
+        output_final_state=True,
+    )
+    assert float((ours - heads(ref)).abs().max()) <= 1e-4
+    assert float((our_state - ref_state.transpose(-1, -2)).abs().max()) <= 1e-4

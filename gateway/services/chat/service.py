@@ -180,7 +180,7 @@ class ChatService:
         system = await asyncio.to_thread(tpl.turn, "system", aug.instruction, engine.encode)
         return aug, [*turns[:last_user], system, *turns[last_user:]]
 
-    async def chat(self, req: ChatCompletionRequest) -> ChatResult:
+    async def chat(self, req: ChatCompletionRequest, owner: str | None = None) -> ChatResult:
         messages = check_chat(req, self.settings)
         p = await self._prompt(req, messages)
         aug = p.augmentation
@@ -198,7 +198,12 @@ class ChatService:
             top_logprobs=req.top_logprobs or 0,
         )
         gen = GenerationRequest(
-            p.rendered.tokens, params, n=req.n, state=p.state, boundaries=p.rendered.boundaries
+            p.rendered.tokens,
+            params,
+            n=req.n,
+            state=p.state,
+            boundaries=p.rendered.boundaries,
+            owner=owner,
         )
         handle = p.engine.submit(gen)
         rid, created, fp = (
@@ -284,7 +289,7 @@ class ChatService:
 
     # -- completions ---------------------------------------------------------------------
 
-    async def complete(self, req: CompletionRequest) -> CompletionResult:
+    async def complete(self, req: CompletionRequest, owner: str | None = None) -> CompletionResult:
         check_completion(req, self.settings)
         model, _ = self._resolve(req.model)
         engine = cast(ChatEngine, model.engine)
@@ -308,7 +313,7 @@ class ChatService:
                 logprobs=want_lp,
                 top_logprobs=req.logprobs or 0,
             )
-            handles.append(engine.submit(GenerationRequest(tokens, params, n=req.n)))
+            handles.append(engine.submit(GenerationRequest(tokens, params, n=req.n, owner=owner)))
         rid, created, fp = f"cmpl-{uuid.uuid4().hex}", int(time.time()), self._fingerprint(model)
         prompt_total = sum(len(t) for t in prompts)
         echoes = [engine.decode(t) if req.echo else "" for t in prompts]

@@ -1,0 +1,78 @@
+"""The RWKV engine's options (``models[].options``), validated once at load: a misspelt
+option stops startup instead of being ignored."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+__all__ = ["RWKVOptions"]
+
+
+class RWKVOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    strategy: str | None = Field(
+        None, description="cpu fp32 | cpu bf16 | cuda fp16 | cuda bf16 (default: by hardware)."
+    )
+    jit: bool = Field(True, description="RWKV_JIT_ON for the package's own forward.")
+    cuda_kernels: bool = Field(False, description="RWKV_CUDA_ON: build the package's kernel.")
+    context_length: int = Field(8192, ge=16, description="Most tokens of prompt and answer.")
+    max_batch_size: int = Field(8, ge=1, le=4096, description="Sequences decoded together.")
+    max_queued: int = Field(64, ge=0, description="Requests waiting beyond this answer 429.")
+    max_prefill_chunk: int = Field(
+        256, ge=1, description="Most tokens of one prompt prefilled per scheduler step."
+    )
+    max_prefill_batch: int = Field(
+        8, ge=1, le=512, description="Prompts prefilled together in one step."
+    )
+    step_token_budget: int = Field(
+        1024,
+        ge=1,
+        description=(
+            "Tokens per scheduler step, shared by the decode rows (one each) and prefill "
+            "chunks, so a long prompt never stalls decoding."
+        ),
+    )
+    prefix_cache_bytes: int = Field(
+        256 * 2**20, ge=0, description="Prefix-state cache on the model's device."
+    )
+    prefix_cache_host_bytes: int | None = Field(
+        None,
+        ge=0,
+        description=(
+            "Prefix states spilled to host memory past prefix_cache_bytes (null: four times "
+            "prefix_cache_bytes on a GPU, none on a CPU, whose memory is the host's)."
+        ),
+    )
+    cuda_graphs: bool = Field(True, description="Capture the decode step as CUDA graphs.")
+    prefill_kernel: Literal["auto", "fla", "rwkv-cuda", "torch"] = Field(
+        "auto",
+        description=(
+            "WKV for prefill: fla (flash-linear-attention, CUDA), rwkv-cuda (the package's "
+            "kernel, one prompt at a time), torch (chunked matrix form); auto picks."
+        ),
+    )
+    wkv_chunk: int = Field(16, ge=1, le=128, description="Tokens per chunk of the torch WKV.")
+    stalled_reader_timeout_s: float = Field(
+        30.0,
+        gt=0,
+        description=(
+            "A stream whose reader takes nothing for this long, with events piling up, is "
+            "cancelled and frees its slot."
+        ),
+    )
+    stalled_reader_events: int = Field(
+        64, ge=1, description="Unread events that, with the timeout, make a reader stalled."
+    )
+    max_share_per_key: float = Field(
+        0.5,
+        gt=0,
+        le=1,
+        description=(
+            "While others wait, one API key may hold at most this share of the batch slots."
+        ),
+    )
+    states: dict[str, str] = Field(default_factory=dict, description="State files by name.")
+    chat_template: dict[str, Any] | None = Field(None, description="The chat template.")

@@ -1,0 +1,182 @@
+"""Sampling for every row of the batch at once, on the device.
+
+Each row keeps its own parameters in the pool (temperature, top-p, top-k, penalties with
+decay, seed, step counter). Randomness is counter-based: row ``r`` at its step ``t`` draws
+``u = hash(seed_r, t)``, and the token is the inverse CDF of its (penalised, tempered,
+truncated) distribution at ``u``. A row's token therefore depends only on its own logits,
+seed and step, never on its neighbours: the same seed gives the same text batched or
+alone. Penalty counts live in the pool too and decay in place. The only host transfer per
+step is the chosen ids (and log-probs for the rows that ask).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from engines.generation import SamplingParams
+
+__all__ = ["CANDIDATES", "fields", "kind", "sample", "set_row", "uniform"]
+
+CANDIDATES = 1024
+_MASK64 = (1 << 64) - 1
+
+
+def _signed(c: int) -> int:
+    c &= _MASK64
+    return c - (1 << 64) if c >= 1 << 63 else c
+
+
+_GOLDEN = _signed(0x9E3779B97F4A7C15)
+_M1 = _signed(0xBF58476D1CE4E5B9)
+_M2 = _signed(0x94D049BB133111EB)
+
+
+def _shr(x: Any, s: int) -> Any:
+    """Logical right shift of int64 (torch shifts signed values arithmetically)."""
+    return (x >> s) & ((1 << (64 - s)) - 1)
+
+
+def _mix(x: Any) -> Any:
+    """splitmix64's finaliser on int64 tensors (wrapping multiplication)."""
+    z = x + _GOLDEN
+    z = (z ^ _shr(z, 30)) * _M1
+    z = (z ^ _shr(z, 27)) * _M2
+    return z ^ _shr(z, 31)
+
+
+def uniform(seed: Any, step: Any) -> Any:
+    """One uniform in (0, 1) per row, from its seed and step (int64 tensors)."""
+    import torch
+
+    h = _mix(seed ^ _mix(step))
+    return (_shr(h, 11).to(torch.float64) + 0.5) * (2.0**-53)
+
+
+def fields(capacity: int, vocab: int, device: str) -> dict[str, Any]:
+    import torch
+
+    def f(dtype: Any, *shape: int) -> Any:
+        return torch.zeros((capacity, *shape), dtype=dtype, device=device)
+
+    return {
+        "temperature": f(torch.float32),
+        "top_p": f(torch.float32),
+        "top_k": f(torch.int64),
+        "presence": f(torch.float32),
+        "frequency": f(torch.float32),
+        "decay": f(torch.float32),
+        "seed": f(torch.int64),
+        "step": f(torch.int64),
+        "counts": f(torch.float32, vocab),
+    }
+
+
+def row_values(params: SamplingParams, choice: int) -> dict[str, Any]:
+    import torch
+
+    seed = params.seed
+    if seed is None:
+        seed = int.from_bytes(os.urandom(8), "little") >> 1
+    mixed = (seed * 1_000_003 + choice) % (2**63)
+    return {
+        "temperature": torch.tensor(params.temperature),
+        "top_p": torch.tensor(params.top_p),
+        "top_k": torch.tensor(params.top_k),
+        "presence": torch.tensor(params.presence_penalty),
+        "frequency": torch.tensor(params.frequency_penalty),
+        "decay": torch.tensor(params.penalty_decay),
+        "seed": torch.tensor(mixed),
+        "step": torch.tensor(0),
+        "counts": torch.tensor(0.0),
+    }
+
+
+def set_row(pool: Any, row: int, params: SamplingParams, choice: int) -> None:
+    pool.write(row, row_values(params, choice))
+
+
+def kind(params: SamplingParams) -> str:
+    """How a row samples: greedy, from its whole distribution, or truncated (top-k/p)."""
+    if params.temperature <= 0:
+        return "greedy"
+    return "cut" if params.top_p < 1.0 or params.top_k > 0 else "full"
+
+
+def sample(
+    pool: Any,
+    logits: Any,
+    *,
+    penalised: bool,
+    want_logprobs: bool,
+    kinds: frozenset[str] = frozenset({"greedy", "full", "cut"}),
+) -> tuple[Any, Any | None]:
+    """Tokens ``[B]`` for the first ``B = len(logits)`` rows (device tensor) and, when
+    asked, their log-probabilities ``[B, V]`` (before temperature, after penalties).
+    ``kinds`` (what the rows need, known on the host) skips the work no row needs."""
+    import torch
+
+    B = logits.shape[0]
+    x = logits.float()
+
+    def view(name: str) -> Any:
+        return pool.tensors[name][:B]
+
+    if penalised:
+        counts = view("counts")
+        x = x - (view("presence")[:, None] * (counts > 0) + view("frequency")[:, None] * counts)
+    logprobs = torch.log_softmax(x, dim=-1) if want_logprobs else None
+    temp = view("temperature")
+    tokens = x.argmax(dim=-1)
+    if kinds - {"greedy"}:
+        probs = torch.softmax(x / temp.clamp(min=1e-6)[:, None], dim=-1)
+        u = uniform(view("seed"), view("step")).to(torch.float32)
+        needs_cut = (view("top_p") < 1.0) | (view("top_k") > 0)
+        drawn = (
+            _truncated(probs, u, view("top_p"), view("top_k"))
+            if "cut" in kinds
+            else _inverse_cdf(probs, u)
+        )
+        if "cut" in kinds and "full" in kinds:
+            drawn = torch.where(needs_cut, drawn, _inverse_cdf(probs, u))
+        tokens = torch.where(temp <= 0, tokens, drawn)
+    if penalised:
+        counts = view("counts")
+        counts.mul_(view("decay")[:, None])
+        counts[torch.arange(B, device=x.device), tokens] += 1.0
+    view("step").add_(1)
+    return tokens, logprobs
+
+
+def _inverse_cdf(probs: Any, u: Any) -> Any:
+    import torch
+
+    cum = torch.cumsum(probs, dim=-1)
+    idx = torch.searchsorted(cum, (u * cum[:, -1]).unsqueeze(-1)).squeeze(-1)
+    return idx.clamp(max=probs.shape[-1] - 1)
+
+
+def _truncated(probs: Any, u: Any, top_p: Any, top_k: Any) -> Any:
+    """Inverse-CDF sampling within each row's top-k / nucleus (exact: rows whose nucleus
+    is wider than the pre-selected candidates are sorted in full)."""
+    import torch
+
+    V = probs.shape[-1]
+    k = V if probs.device.type == "cuda" else min(CANDIDATES, V)
+    cand_p, cand_i = torch.topk(probs, k, dim=-1)
+    if k < V:
+        wide = (top_k == 0) & (cand_p.sum(-1) < top_p)
+        if bool(wide.any()):  # CPU only: a host check costs nothing there
+            rows = wide.nonzero().flatten()
+            # Only the rows whose nucleus is wider than the candidates are sorted in full.
+            full_p, full_i = torch.sort(probs[rows], dim=-1, descending=True)
+            cand_p = torch.cat([cand_p, torch.zeros_like(probs[:, : V - k])], dim=-1)
+            cand_i = torch.cat([cand_i, torch.zeros_like(cand_i[:, :1]).expand(-1, V - k)], dim=-1)
+            cand_p[rows], cand_i[rows] = full_p, full_i
+    rank = torch.arange(cand_p.shape[-1], device=probs.device)[None, :]
+    keep = (torch.cumsum(cand_p, dim=-1) - cand_p) < top_p[:, None]
+    keep &= (top_k[:, None] <= 0) | (rank < top_k[:, None])
+    keep[:, 0] = True
+    kept = cand_p * keep
+    pick = _inverse_cdf(kept, u)
+    return cand_i.gather(-1, pick.unsqueeze(-1)).squeeze(-1)

@@ -1,0 +1,192 @@
+"""The WKV recurrences of RWKV-7 and RWKV-6 for whole chunks of tokens, as matrix products.
+
+Shapes: ``r, logw, k, a, b [B, T, H, N]``, ``v [B, T, H, N]``; states are fp32.
+
+RWKV-7 (state ``S [B, H, N_v, N_k]``, value rows, as the rwkv package keeps it):
+    S_t = S_{t-1} (diag(w_t) + a_t b_t^T) + v_t k_t^T,      o_t = S_t r_t
+with ``a = -kk`` and ``b = kk * a`` in the model's terms. Within a chunk, ``u_t = S_{t-1}
+a_t`` solves one unit lower-triangular T x T system, and outputs and the final state are
+then sums of outer products; decays enter as ``exp(cumsum(log w))`` factored around the
+chunk start (RWKV-7's decay per token is in ``(e^-0.61, 1)``, so a 16-token chunk spans at
+most ``e^10``: safe in fp32).
+
+RWKV-6 (state ``S [B, H, N_k, N_v]``, key rows):
+    o_t = S_{t-1}^T r_t + (r_t . (u * k_t)) v_t,             S_t = diag(w_t) S_{t-1} + k_t v_t^T
+RWKV-6 decays can be far stronger per token, so its pairwise decays are exponentiated as
+differences (never above 0) rather than factored.
+
+Masked (padding) positions carry ``logw = 0`` and zero ``k, v, a, b``, which leaves the state
+unchanged: that is how prompts of different lengths prefill in one batch.
+
+On CUDA the same recurrences run in flash-linear-attention's Triton kernels when
+``fla-core`` is installed (``chunk_rwkv7``, ``chunk_rwkv6``); ``Wkv`` picks the backend.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+__all__ = [
+    "Wkv",
+    "wkv6_chunked",
+    "wkv6_sequential",
+    "wkv7_chunked",
+    "wkv7_sequential",
+]
+
+log = logging.getLogger(__name__)
+
+
+def wkv7_sequential(s0: Any, r: Any, logw: Any, k: Any, v: Any, a: Any, b: Any) -> tuple[Any, Any]:
+    """Token by token, exactly as the rwkv package's one-token forward (the reference)."""
+    import torch
+
+    s = s0.float().clone()
+    out = torch.empty(v.shape, dtype=torch.float32, device=v.device)
+    r, w, k, v, a, b = (t.float() for t in (r, logw.exp(), k, v, a, b))
+    for t in range(r.shape[1]):
+        sa = s @ a[:, t, :, :, None]  # [B, H, N_v, 1]
+        s = (
+            s * w[:, t, :, None, :]
+            + sa @ b[:, t, :, None, :]
+            + v[:, t, :, :, None] @ k[:, t, :, None, :]
+        )
+        out[:, t] = (s @ r[:, t, :, :, None]).squeeze(-1)
+    return out, s
+
+
+def wkv7_chunked(
+    s0: Any, r: Any, logw: Any, k: Any, v: Any, a: Any, b: Any, chunk: int = 16
+) -> tuple[Any, Any]:
+    import torch
+
+    B, T, H, N = r.shape
+    s = s0.float()
+    out = torch.empty((B, T, H, N), dtype=torch.float32, device=r.device)
+    eye = torch.eye(chunk, dtype=torch.float32, device=r.device)
+    for start in range(0, T, chunk):
+        end = min(T, start + chunk)
+        n = end - start
+        # [B, H, n, N]
+        rc, lw, kc, vc, ac, bc = (
+            t[:, start:end].float().transpose(1, 2) for t in (r, logw, k, v, a, b)
+        )
+        lg = torch.cumsum(lw, dim=2)  # log decay from the chunk start through t
+        lg_prev = lg - lw  # ... through t-1
+        a_dec = ac * lg_prev.exp()
+        r_dec = rc * lg.exp()
+        b_inv = bc * (-lg).exp()
+        k_inv = kc * (-lg).exp()
+        strict = torch.tril(torch.ones(n, n, dtype=torch.bool, device=r.device), -1)
+        incl = torch.tril(torch.ones(n, n, dtype=torch.bool, device=r.device))
+        g = (a_dec @ b_inv.transpose(-1, -2)).masked_fill(~strict, 0.0)
+        kc_mat = (a_dec @ k_inv.transpose(-1, -2)).masked_fill(~strict, 0.0)
+        qb = (r_dec @ b_inv.transpose(-1, -2)).masked_fill(~incl, 0.0)
+        qk = (r_dec @ k_inv.transpose(-1, -2)).masked_fill(~incl, 0.0)
+        st = s.transpose(-1, -2)  # [B, H, N_k, N_v]
+        rhs = a_dec @ st + kc_mat @ vc  # [B, H, n, N_v]
+        u = torch.linalg.solve_triangular(eye[:n, :n] - g, rhs, upper=False, unitriangular=True)
+        out[:, start:end] = (r_dec @ st + qb @ u + qk @ vc).transpose(1, 2)
+        last = lg[:, :, -1:, :]  # [B, H, 1, N]
+        tail = (last - lg).exp()
+        s = s * last.exp() + u.transpose(-1, -2) @ (bc * tail) + vc.transpose(-1, -2) @ (kc * tail)
+    return out, s
+
+
+def wkv6_sequential(s0: Any, r: Any, logw: Any, k: Any, v: Any, u: Any) -> tuple[Any, Any]:
+    import torch
+
+    s = s0.float().clone()
+    out = torch.empty(v.shape, dtype=torch.float32, device=v.device)
+    r, w, k, v = (t.float() for t in (r, logw.exp(), k, v))
+    uf = u.float()
+    for t in range(r.shape[1]):
+        kv = k[:, t, :, :, None] @ v[:, t, :, None, :]  # [B, H, N_k, N_v]
+        out[:, t] = (r[:, t, :, None, :] @ (uf[None, :, :, None] * kv + s)).squeeze(-2)
+        s = kv + w[:, t, :, :, None] * s
+    return out, s
+
+
+def wkv6_chunked(
+    s0: Any, r: Any, logw: Any, k: Any, v: Any, u: Any, chunk: int = 16
+) -> tuple[Any, Any]:
+    import torch
+
+    B, T, H, N = r.shape
+    s = s0.float()
+    out = torch.empty((B, T, H, N), dtype=torch.float32, device=r.device)
+    uf = u.float()
+    for start in range(0, T, chunk):
+        end = min(T, start + chunk)
+        n = end - start
+        rc, lw, kc, vc = (t[:, start:end].float().transpose(1, 2) for t in (r, logw, k, v))
+        lg = torch.cumsum(lw, dim=2)
+        lg_prev = lg - lw
+        # att[t, tau] = sum_i r_t[i] k_tau[i] exp(lg_prev[t, i] - lg[tau, i]), tau < t.
+        diff = lg_prev[:, :, :, None, :] - lg[:, :, None, :, :]  # [B, H, n, n, N]
+        strict = torch.tril(torch.ones(n, n, dtype=torch.bool, device=r.device), -1)
+        decay = diff.masked_fill(~strict[:, :, None], float("-inf")).exp()
+        att = torch.einsum("bhti,bhsi,bhtsi->bhts", rc, kc, decay)
+        bonus = (rc * uf[None, :, None, :] * kc).sum(-1, keepdim=True)  # [B, H, n, 1]
+        o = (rc * lg_prev.exp()) @ s + att @ vc + bonus * vc
+        out[:, start:end] = o.transpose(1, 2)
+        tail = (lg[:, :, -1:, :] - lg).exp()  # [B, H, n, N_k]
+        s = lg[:, :, -1, :, None].exp() * s + (kc * tail).transpose(-1, -2) @ vc
+    return out, s
+
+
+class Wkv:
+    """The WKV backend of one model: flash-linear-attention on CUDA when installed (and
+    asked for), else the chunked torch form above."""
+
+    def __init__(self, device: str, kernel: str = "auto", chunk: int = 16) -> None:
+        self.chunk = chunk
+        self.backend = "torch"
+        self._fla7: Any = None
+        self._fla6: Any = None
+        if kernel in ("auto", "fla") and device.startswith("cuda"):
+            try:
+                from fla.ops.rwkv6 import chunk_rwkv6
+                from fla.ops.rwkv7 import chunk_rwkv7
+            except ImportError as exc:
+                log.warning(
+                    "fla-core is not available (%s); prefill uses the torch chunked form", exc
+                )
+            else:
+                self._fla7, self._fla6 = chunk_rwkv7, chunk_rwkv6
+                self.backend = "fla"
+        elif kernel == "fla":
+            log.warning("prefill_kernel fla needs CUDA; using the torch chunked form")
+
+    def rwkv7(self, s0: Any, r: Any, logw: Any, k: Any, v: Any, a: Any, b: Any) -> tuple[Any, Any]:
+        if self._fla7 is not None:
+            dtype = r.dtype
+            o, s = self._fla7(
+                r,
+                logw.to(dtype),
+                k,
+                v,
+                a,
+                b,
+                scale=1.0,
+                initial_state=s0.transpose(-1, -2).contiguous(),
+                output_final_state=True,
+            )
+            return o.float(), s.transpose(-1, -2).float()
+        return wkv7_chunked(s0, r, logw, k, v, a, b, self.chunk)
+
+    def rwkv6(self, s0: Any, r: Any, logw: Any, k: Any, v: Any, u: Any) -> tuple[Any, Any]:
+        if self._fla6 is not None:
+            o, s = self._fla6(
+                r,
+                k,
+                v,
+                logw.to(r.dtype),
+                u,
+                scale=1.0,
+                initial_state=s0.contiguous(),
+                output_final_state=True,
+            )
+            return o.float(), s.float()
+        return wkv6_chunked(s0, r, logw, k, v, u, self.chunk)
