@@ -92,7 +92,7 @@ class InProcess:
         params = SamplingParams(max_tokens=max_tokens, top_p=0.85)
         req = GenerationRequest(tokens, params, boundaries=bounds or [])
         if constraint is not None:
-            req.constraint = constraint  # type: ignore[attr-defined]
+            req.constraint = constraint
         started = time.perf_counter()
         first, count = 0.0, 0
         async for ev in self.engine.generate(req):

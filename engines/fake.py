@@ -16,7 +16,7 @@ import numpy as np
 
 from engines.base import EmbeddingBatch, ModelInfo, RerankScores
 
-__all__ = ["FakeEmbedder", "FakeReranker", "FakeTokenizer"]
+__all__ = ["FakeChatEngine", "FakeEmbedder", "FakeReranker", "FakeTokenizer"]
 
 _WORD = re.compile(r"\w+", re.UNICODE)
 
@@ -131,3 +131,71 @@ class FakeReranker(_FakeBase):
             # Ties broken by length so the order is total and stable.
             scores.append(round(overlap / (1.0 + 0.001 * len(d)), 6))
         return scores
+
+
+class _FakeHandle:
+    def __init__(self, request: Any) -> None:
+        self.request = request
+        self.cancelled = False
+
+
+class FakeChatEngine:
+    """A scripted chat engine (no torch): answers each request with the next of
+    ``options.script`` (cycled), one character per token, so HTTP-layer tests can drive
+    reasoning (``<think>`` text), tool calls, streaming and usage without a model. Under a
+    JSON or call constraint it answers the shortest valid output (under ``auto``, where
+    an answer may be text, it keeps to its script). Characters are tokens:
+    ``encode`` is the text's code points."""
+
+    def __init__(self, info: ModelInfo, options: dict[str, Any]) -> None:
+        self.script = [str(s) for s in options.get("script", ["Hello from the fake model."])]
+        self.context_length = int(options.get("context_length", 65536))
+        self.state_names: list[str] = []
+        self.healthy = True
+        self._next = 0
+        self.info = ModelInfo(
+            id=info.id,
+            kind="chat",
+            engine="fake",
+            owned_by=info.owned_by,
+            created=info.created,
+            max_input_tokens=self.context_length,
+            extra={"version": "fake", "strategy": "scripted"},
+        )
+        self.stats = {"prompt_tokens": 0, "prefill_tokens": 0, "generated_tokens": 0}
+        self.prompts: list[list[int]] = []
+
+    def encode(self, text: str) -> list[int]:
+        return [ord(c) for c in text]
+
+    def decode(self, tokens: list[int]) -> str:
+        return "".join(chr(t) for t in tokens if t)
+
+    def submit(self, request: Any) -> _FakeHandle:
+        self.prompts.append(list(request.prompt_tokens))
+        return _FakeHandle(request)
+
+    def _answer(self, request: Any) -> str:
+        constraint = request.constraint
+        if constraint is not None and constraint.closer is not None and constraint.kind != "auto":
+            shortest: bytes | None = constraint.closer.complete(b"")
+            if shortest is not None:
+                return shortest.decode()
+        text = self.script[self._next % len(self.script)]
+        self._next += 1
+        return text
+
+    async def events(self, handle: _FakeHandle) -> Any:
+        from engines.generation import FinishEvent, TokenEvent
+
+        req = handle.request
+        answers = [self._answer(req) for _ in range(req.n)]
+        for i, text in enumerate(answers):
+            limit = req.params.max_tokens
+            for ch in text[:limit]:
+                yield TokenEvent(i, ch, ord(ch), ch, ch.encode())
+            reason = "length" if len(text) > limit else "stop"
+            yield FinishEvent(i, reason, min(len(text), limit))
+
+    def close(self) -> None:
+        return None

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
 from engines.base import ModelInfo
+from engines.constraint import Constraint
 
 __all__ = [
     "ChatEngine",
@@ -43,6 +44,8 @@ class GenerationRequest:
     boundaries: list[int] = field(default_factory=list)
     # Who asks (a hash of the API key): admission keeps one owner to its share of slots.
     owner: str | None = None
+    # A grammar the output must follow (tool calls, response formats).
+    constraint: Constraint | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +73,7 @@ class FinishEvent:
     completion_tokens: int
     text: str = ""  # any held-back text flushed at the end
     error: Exception | None = None
+    cached_tokens: int = 0  # prompt tokens read from the prefix-state cache
 
 
 @runtime_checkable

@@ -32,6 +32,7 @@ _BACKENDS: dict[tuple[str, str], str] = {
     ("rerank", "flag-reranker"): "engines.reranker:FlagCrossEncoder",
     ("rerank", "fake"): "engines.fake:FakeReranker",
     ("chat", "rwkv"): "engines.rwkv.engine:RWKVChatEngine",
+    ("chat", "fake"): "engines.fake:FakeChatEngine",
 }
 _AUTO = {"embedding": "bge", "rerank": "flag-reranker", "chat": "rwkv"}
 _PATHLESS = {"fake", "cosine"}

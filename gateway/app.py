@@ -34,11 +34,13 @@ from gateway.routes import (
     health,
     models,
     rerank,
+    responses,
     vector_stores,
 )
 from gateway.services.chat import ChatService
 from gateway.services.embeddings import EmbeddingService, RerankService
 from gateway.services.knowledge import build_knowledge_base, filter_limits
+from gateway.services.responses import ResponsesService, ResponseStore
 from gateway.settings import Settings
 from gateway.state import AppContext
 from rag.catalog import ProfileCatalog
@@ -56,13 +58,16 @@ def _context(settings: Settings, registry: EngineRegistry, metrics: Metrics) -> 
     metrics.attach_knowledge(kb)
     catalog = ProfileCatalog.build(settings.profiles, settings.model_names("chat"))
     rag = RagService(kb, catalog, settings.rag, filter_limits(settings.limits))
+    chat = ChatService(registry, settings.chat, catalog, rag)
+    store = ResponseStore(settings.data_dir / "responses.sqlite3")
     return AppContext(
         settings=settings,
         registry=registry,
         metrics=metrics,
         embeddings=embedding_service,
         rerank=rerank_service,
-        chat=ChatService(registry, settings.chat, catalog, rag),
+        chat=chat,
+        responses=ResponsesService(chat, store),
         kb=kb,
         rag=rag,
         catalog=catalog,
@@ -122,6 +127,7 @@ class _Lifespan:
             else:
                 await ctx.registry.stop()
             ctx.kb.close()
+            ctx.responses.store.close()
 
 
 async def _cancel(task: asyncio.Task[None] | None) -> None:
@@ -171,6 +177,7 @@ def create_app(settings: Settings | None = None, engines: EngineRegistry | None 
         *embeddings.routes,
         *rerank.routes,
         *chat.routes,
+        *responses.routes,
         *files.routes,
         *vector_stores.routes,
         *dify.routes,

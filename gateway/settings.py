@@ -83,6 +83,12 @@ class ChatSettings(BaseModel):
     )
     max_n: int = Field(8, ge=1, description="Most choices (n, or prompts x n) per request.")
     max_stop_sequences: int = Field(4, ge=1, description="Most stop strings per request.")
+    max_tools: int = Field(128, ge=1, description="Most function tools per request.")
+    max_schema_bytes: int = Field(
+        65536,
+        ge=256,
+        description="Largest JSON Schema (a tool's parameters, a response format), as JSON.",
+    )
 
 
 def _default_models() -> list[ModelConfig]:

@@ -10,6 +10,7 @@ from engines.registry import EngineRegistry
 from gateway.metrics import Metrics
 from gateway.services.chat import ChatService
 from gateway.services.embeddings import EmbeddingService, RerankService
+from gateway.services.responses import ResponsesService
 from gateway.settings import Settings
 from kb.service import KnowledgeBase
 from rag.catalog import ProfileCatalog
@@ -26,6 +27,7 @@ class AppContext:
     embeddings: EmbeddingService
     rerank: RerankService
     chat: ChatService
+    responses: ResponsesService
     kb: KnowledgeBase
     rag: RagService
     catalog: ProfileCatalog

@@ -31,11 +31,13 @@ from typing import Any
 
 from core.errors import EngineError, InvalidRequestError, QueueFullError
 from engines.base import ModelInfo
+from engines.constraint import Constraint
 from engines.generation import FinishEvent, GenerationRequest, TokenEvent, TopLogprob
 from engines.paths import resolve_model_path
 from engines.rwkv import sampler
 from engines.rwkv.cache import PrefixStateCache
 from engines.rwkv.forward import Forward
+from engines.rwkv.grammar import Guided, MaskWorker, check_grammar
 from engines.rwkv.graphs import DecodeGraphs
 from engines.rwkv.model import LoadedRWKV, load_rwkv, load_state_file
 from engines.rwkv.options import RWKVOptions
@@ -65,6 +67,7 @@ class _Handle:
     cancelled: bool = False
     last_read: float = field(default_factory=time.monotonic)
     open: set[int] = field(default_factory=set)  # choices not finished yet
+    cached: int = 0  # prompt tokens the prefix cache held
 
 
 @dataclass(eq=False)
@@ -88,6 +91,7 @@ class _Seq:
     emitted: int = 0
     finished: bool = False
     decoder: Any = field(default_factory=lambda: codecs.getincrementaldecoder("utf-8")("replace"))
+    guided: Guided | None = None
 
 
 class RWKVChatEngine:
@@ -153,6 +157,7 @@ class RWKVChatEngine:
             "stalled_readers": 0,
             "deferred_for_fairness": 0,
         }
+        self._masks: MaskWorker | None = None
         self._pending: deque[_Handle] = deque()
         self._prefill: list[_Prefill] = []
         self._batch: list[_Seq] = []
@@ -255,6 +260,8 @@ class RWKVChatEngine:
                 param="state",
                 code="state_not_found",
             )
+        if request.constraint is not None:
+            self._check_constraint(request.constraint, request.params.max_tokens)
         handle = _Handle(request, asyncio.get_running_loop(), asyncio.Queue())
         handle.open = set(range(request.n))
         with self._cond:
@@ -265,6 +272,22 @@ class RWKVChatEngine:
             self._pending.append(handle)
             self._cond.notify()
         return handle
+
+    def _check_constraint(self, constraint: Constraint, max_tokens: int) -> None:
+        """A grammar llguidance can build, and a budget that holds its shortest output."""
+        error = check_grammar(constraint.grammar)
+        if error:
+            raise InvalidRequestError(
+                f"the output's grammar cannot be built: {error[:300]}", code="invalid_grammar"
+            )
+        closer = constraint.closer if constraint.kind != "auto" else None  # text is shorter
+        shortest = closer.complete(b"") if closer is not None else None
+        need = len(self.tokenizer.encodeBytes(shortest)) if shortest else 0
+        if need > max_tokens:
+            raise InvalidRequestError(
+                f"max_tokens {max_tokens} cannot hold the shortest valid output ({need} tokens)",
+                param="max_tokens",
+            )
 
     async def events(self, handle: _Handle) -> AsyncIterator[TokenEvent | FinishEvent]:
         """The submitted request's events; closing this iterator cancels the request."""
@@ -292,6 +315,13 @@ class RWKVChatEngine:
             self._stopping = True
             self._cond.notify()
         self._thread.join(timeout=30)
+        if self._masks is not None:
+            self._masks.close()
+
+    def _mask_worker(self) -> MaskWorker:
+        if self._masks is None:
+            self._masks = MaskWorker(self._vocab())
+        return self._masks
 
     # -- scheduler thread ----------------------------------------------------------------
 
@@ -358,6 +388,7 @@ class RWKVChatEngine:
         tokens = req.prompt_tokens
         self.stats["prompt_tokens"] += len(tokens)
         n, entry = self.cache.lookup(name, tokens)
+        handle.cached = n
         state = entry.state if entry is not None else self.initial_states[name]
         bounds = {b for b in req.boundaries if 0 < b < len(tokens)}
         p = _Prefill(handle, name, n, entry.logits if entry is not None else None, bounds)
@@ -451,27 +482,52 @@ class RWKVChatEngine:
         state = dict(zip(self._parts, self.prefill_pool.read(p.row, self._parts), strict=True))
         self.prefill_pool.release(p.row)
         new: list[_Seq] = []
-        for i in range(req.n):
-            seq = _Seq(p.handle, i)
-            seq.row = self.decode_pool.alloc(seq)
-            self.decode_pool.write(seq.row, state)
-            sampler.set_row(self.decode_pool, seq.row, req.params, i)
-            new.append(seq)
-        first, last = new[0].row, new[-1].row + 1
-        logits = p.logits.view(1, -1).expand(req.n, -1)
-        tokens, logprobs = self._sample(first, last, logits, new)
-        self._batch.extend(new)
+        try:
+            for i in range(req.n):
+                seq = _Seq(p.handle, i)
+                if req.constraint is not None:
+                    seq.guided = Guided(
+                        req.constraint, req.params.max_tokens, self.tokenizer.encodeBytes
+                    )
+                seq.row = self.decode_pool.alloc(seq)
+                self._batch.append(seq)  # from here a failure is this request's alone
+                new.append(seq)
+                self.decode_pool.write(seq.row, state)
+                sampler.set_row(self.decode_pool, seq.row, req.params, i)
+            first, last = new[0].row, new[-1].row + 1
+            logits = p.logits.view(1, -1).expand(req.n, -1)
+            masks = self._start_masks(new, first, last)
+            tokens, logprobs = self._sample(first, last, logits, new, masks)
+        except Exception as exc:  # a request that cannot start fails; the batch goes on
+            log.exception("a request failed to start", extra={"model": self.info.id})
+            for seq in new:
+                seq.finished = True
+            self._fail_handle(p.handle, EngineError(f"the request failed to start: {exc}"))
+            self._compact()
+            return
         for j, seq in enumerate(new):
-            self._emit_token(seq, tokens[j], logprobs[j] if logprobs is not None else None)
+            if not seq.finished:
+                self._emit_token(seq, tokens[j], logprobs[j] if logprobs is not None else None)
         self._compact()
 
     # -- decode ----------------------------------------------------------------------------
 
+    def _start_masks(self, seqs: list[_Seq], start: int, end: int) -> Any:
+        """The constrained rows' masks, computed on the mask worker (None: no such rows)."""
+        rows = [(s.guided.matcher, s.row - start) for s in seqs if s.guided is not None]
+        if not rows:
+            return None
+        return self._mask_worker().start(rows, end - start)
+
     def _sample(
-        self, start: int, end: int, logits: Any, seqs: list[_Seq]
+        self, start: int, end: int, logits: Any, seqs: list[_Seq], masks: Any = None
     ) -> tuple[list[int], Any | None]:
-        """Sample rows ``[start, end)`` of the decode pool (``seqs`` are their owners)."""
+        """Sample rows ``[start, end)`` of the decode pool (``seqs`` are their owners);
+        constrained rows sample within their grammar and may be overridden to close it."""
         pool = self.decode_pool
+        if masks is not None:
+            rows = [s.row - start for s in seqs if s.guided is not None]
+            logits = self._mask_worker().apply(logits.to(self.lm.device), masks.result(), rows)
         params = [s.handle.request.params for s in seqs]
         penalised = any(p.presence_penalty or p.frequency_penalty for p in params)
         tokens, logprobs = sampler.sample(
@@ -482,12 +538,28 @@ class RWKVChatEngine:
             kinds=frozenset(sampler.kind(p) for p in params),
         )
         pool.tensors["last_token"][start:end, 0].copy_(tokens)
-        return tokens.tolist(), logprobs
+        picked = tokens.tolist()
+        for s in seqs:
+            if s.guided is not None and not s.finished:
+                j = s.row - start
+                try:
+                    chosen = s.guided.choose(picked[j], self._bytes(picked[j]))
+                    s.guided.consume(chosen, self._bytes(chosen))
+                except Exception as exc:  # this sequence's grammar failed, not the batch
+                    log.exception("a constrained sequence failed", extra={"model": self.info.id})
+                    s.finished = True
+                    self._fail_handle(s.handle, EngineError(f"constrained decoding failed: {exc}"))
+                    continue
+                if chosen != picked[j]:
+                    picked[j] = chosen
+                    pool.tensors["last_token"][s.row, 0] = chosen
+        return picked, logprobs
 
     def _decode_step(self) -> None:
         B = len(self._batch)
+        masks = self._start_masks(self._batch, 0, B)  # overlaps the forward
         logits = self.graphs(B) if self.graphs is not None else self._eager_decode(B)
-        tokens, logprobs = self._sample(0, B, logits, self._batch)
+        tokens, logprobs = self._sample(0, B, logits, self._batch, masks)
         for seq in list(self._batch):
             if not seq.finished:
                 row = seq.row
@@ -526,7 +598,7 @@ class RWKVChatEngine:
                     )
                 )
         if token == 0:  # end of text
-            self._finish(seq, "stop")
+            self._finish(seq, "stop", flush=seq.guided is not None)
             return
         seq.text += seq.decoder.decode(raw)
         stop_at = _find_stop(seq.text, params.stop, seq.emitted)
@@ -542,18 +614,26 @@ class RWKVChatEngine:
         delta = seq.text[seq.emitted : safe]
         seq.emitted = max(seq.emitted, safe)
         self._send(seq, TokenEvent(seq.index, delta, token, piece, raw, lp, tops))
-        if seq.generated >= params.max_tokens:
+        if seq.guided is not None and seq.guided.done:
+            reason = "length" if seq.guided.closed_by_budget else "stop"
+            self._finish(seq, reason, flush=True)
+        elif seq.generated >= params.max_tokens:
             self._finish(seq, "length")
 
-    def _finish(self, seq: _Seq, reason: str) -> None:
+    def _finish(self, seq: _Seq, reason: str, flush: bool = False) -> None:
+        """End a choice; text held back for a possible stop string goes out when the
+        choice ends by length or by its grammar (``flush``)."""
         tail = seq.decoder.decode(b"", final=True)
-        if reason == "length":
+        if reason == "length" or flush:
             seq.text += tail
-        rest = seq.text[seq.emitted :] if reason == "length" else ""
+        rest = seq.text[seq.emitted :] if reason == "length" or flush else ""
         seq.emitted = len(seq.text)
         seq.finished = True
         seq.handle.open.discard(seq.index)
-        self._send(seq, FinishEvent(seq.index, reason, seq.generated, rest))
+        self._send(
+            seq,
+            FinishEvent(seq.index, reason, seq.generated, rest, cached_tokens=seq.handle.cached),
+        )
 
     def _send(self, seq: _Seq, event: TokenEvent | FinishEvent) -> None:
         handle = seq.handle

@@ -110,6 +110,7 @@ class CompletionUsage(msgspec.Struct):
     completion_tokens: int
     total_tokens: int
     completion_tokens_details: dict[str, int] | Unset = UNSET
+    prompt_tokens_details: dict[str, int] | Unset = UNSET
 
 
 class ChatCompletionMessage(msgspec.Struct):

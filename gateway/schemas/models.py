@@ -13,7 +13,8 @@ class Model(msgspec.Struct, omit_defaults=True):
     id: str
     created: int
     owned_by: str
-    object: Literal["model"] = "model"
+    # Required (no default): omit_defaults would otherwise leave it out of the JSON.
+    object: Literal["model"]
     # Extras the OpenAI schema lacks: what the model does and how it is served.
     kind: str | None = None
     capabilities: list[str] | None = None

@@ -18,18 +18,123 @@ HELLO = [{"role": "user", "content": "hi"}]
 @pytest.mark.parametrize(
     ("extra", "status", "param", "code"),
     [
+        ({"tools": [{"type": "retrieval"}]}, 400, "tools[0].type", None),
         (
-            {"tools": [{"type": "function", "function": {"name": "f"}}]},
+            {"tools": [{"type": "function", "function": {"name": "bad name!"}}]},
+            400,
+            "tools[0].function.name",
+            None,
+        ),
+        (
+            {
+                "tools": [{"type": "function", "function": {"name": "f"}}],
+                "tool_choice": {"type": "function", "function": {"name": "g"}},
+            },
+            400,
+            "tool_choice",
+            None,
+        ),
+        ({"tool_choice": "required"}, 400, "tool_choice", None),
+        (
+            {"tools": [{"type": "function", "function": {"name": "f"}}], "tool_choice": "often"},
+            400,
+            "tool_choice",
+            None,
+        ),
+        (
+            {
+                "tools": [
+                    {
+                        "type": "function",
+                        "function": {
+                            "name": "f",
+                            "parameters": {
+                                "type": "object",
+                                "properties": {"a": {"type": "string", "pattern": "^x+$"}},
+                            },
+                        },
+                    }
+                ]
+            },
+            400,
+            "tools[0].function.parameters",
+            "unsupported_schema",
+        ),
+        (
+            {"tools": [{"type": "function", "function": {"name": "f", "parameters": [1]}}]},
+            400,
+            "tools[0].function.parameters",
+            "unsupported_schema",
+        ),
+        (
+            {
+                "tools": [
+                    {"type": "function", "function": {"name": "f"}},
+                    {"type": "function", "function": {"name": "f"}},
+                ]
+            },
             400,
             "tools",
-            "unsupported_parameter",
+            None,
         ),
         (
-            {"response_format": {"type": "json_object"}},
+            {
+                "response_format": {
+                    "type": "json_schema",
+                    "json_schema": {
+                        "name": "x",
+                        "schema": {"type": "object", "patternProperties": {"^a": {}}},
+                    },
+                }
+            },
             400,
-            "response_format",
-            "unsupported_parameter",
+            "response_format.json_schema.schema",
+            "unsupported_schema",
         ),
+        (
+            {
+                "response_format": {
+                    "type": "json_schema",
+                    "json_schema": {
+                        "name": "x",
+                        "schema": {"type": "object", "properties": {"a": {"$ref": "#/nope"}}},
+                    },
+                }
+            },
+            400,
+            "response_format.json_schema.schema",
+            "unsupported_schema",
+        ),
+        ({"response_format": {"type": "yaml"}}, 400, "response_format.type", None),
+        (
+            {"messages": [{"role": "tool", "content": "x"}]},
+            400,
+            "messages[0].tool_call_id",
+            None,
+        ),
+        (
+            {"messages": [{"role": "tool", "content": "x", "tool_call_id": "call_nope"}]},
+            400,
+            "messages[0].tool_call_id",
+            None,
+        ),
+        (
+            {
+                "messages": [
+                    {"role": "assistant", "tool_calls": [{"id": "c1", "function": {}}]},
+                ]
+            },
+            400,
+            "messages[0].tool_calls[0]",
+            None,
+        ),
+        (
+            {"messages": [{"role": "function", "name": "f", "content": "1"}]},
+            400,
+            "messages[0].role",
+            None,
+        ),
+        ({"reasoning_effort": "extreme"}, 400, "reasoning_effort", None),
         (
             {
                 "messages": [
@@ -58,7 +163,6 @@ HELLO = [{"role": "user", "content": "hi"}]
             "messages[0].content",
             "unsupported_content",
         ),
-        ({"messages": [{"role": "tool", "content": "x"}]}, 400, "messages[0].role", None),
         ({"messages": []}, 400, "messages", None),
         ({"n": 0}, 400, "n", None),
         ({"n": 99}, 400, "n", None),

@@ -9,9 +9,18 @@ from typing import Any
 from core.errors import ContextLengthError, InvalidRequestError
 from engines.generation import SamplingParams
 from gateway.schemas.chat import ChatCompletionRequest, CompletionRequest
+from gateway.services.chat.turns import Message, ToolCall
 from gateway.settings import ChatSettings
 
-__all__ = ["check_chat", "check_common", "check_completion", "sampling", "stops", "text_content"]
+__all__ = [
+    "EFFORTS",
+    "check_chat",
+    "check_common",
+    "check_completion",
+    "sampling",
+    "stops",
+    "text_content",
+]
 
 
 def _unsupported(name: str, what: str | None = None) -> InvalidRequestError:
@@ -39,15 +48,14 @@ def check_common(req: ChatCompletionRequest | CompletionRequest, s: ChatSettings
         raise _unsupported("logit_bias")
 
 
-def check_chat(req: ChatCompletionRequest, s: ChatSettings) -> list[tuple[str, str]]:
-    """The request's messages as (role, text), or a 400 naming what cannot be served."""
+def check_chat(req: ChatCompletionRequest, s: ChatSettings) -> list[Message]:
+    """The request's messages, or a 400 naming what cannot be served."""
     check_common(req, s)
-    if req.tools:
-        raise _unsupported("tools")
-    if req.functions:
-        raise _unsupported("functions")
-    if req.response_format and req.response_format.get("type", "text") != "text":
-        raise _unsupported("response_format", "only response_format {'type': 'text'} is supported")
+    if req.functions or req.function_call:
+        raise _unsupported(
+            "functions" if req.functions else "function_call",
+            "'functions' and 'function_call' are deprecated; use 'tools' and 'tool_choice'",
+        )
     if req.modalities and set(req.modalities) - {"text"}:
         raise _unsupported("modalities", "only the 'text' modality is supported")
     for name in ("audio", "prediction"):
@@ -55,16 +63,42 @@ def check_chat(req: ChatCompletionRequest, s: ChatSettings) -> list[tuple[str, s
             raise _unsupported(name)
     if req.top_logprobs and not req.logprobs:
         raise InvalidRequestError("'top_logprobs' needs 'logprobs': true", param="top_logprobs")
-    out: list[tuple[str, str]] = []
+    if req.reasoning_effort is not None and req.reasoning_effort not in EFFORTS:
+        raise InvalidRequestError(
+            f"reasoning_effort is one of {', '.join(EFFORTS)}", param="reasoning_effort"
+        )
+    out: list[Message] = []
     for i, m in enumerate(req.messages):
-        if m.role not in ("system", "developer", "user", "assistant"):
+        where = f"messages[{i}]"
+        if m.role == "function":
             raise InvalidRequestError(
-                f"messages[{i}].role {m.role!r} is not supported "
-                "(system, developer, user, assistant)",
-                param=f"messages[{i}].role",
+                "the 'function' role is deprecated; send a 'tool' message with tool_call_id",
+                param=f"{where}.role",
             )
-        out.append((m.role, text_content(m.content, i)))
+        calls = _tool_calls(m.tool_calls, where) if m.role == "assistant" else ()
+        out.append(Message(m.role, text_content(m.content, i), calls, m.tool_call_id, param=where))
     return out
+
+
+EFFORTS = ("none", "minimal", "low", "medium", "high", "xhigh")
+
+
+def _tool_calls(raw: list[dict[str, Any]] | None, where: str) -> tuple[ToolCall, ...]:
+    calls = []
+    for j, call in enumerate(raw or []):
+        fn = call.get("function") if isinstance(call, dict) else None
+        if (
+            not isinstance(fn, dict)
+            or not isinstance(call.get("id"), str)
+            or not isinstance(fn.get("name"), str)
+        ):
+            raise InvalidRequestError(
+                "a tool call is {'id', 'type': 'function', 'function': {'name', 'arguments'}}",
+                param=f"{where}.tool_calls[{j}]",
+            )
+        args = fn.get("arguments", "")
+        calls.append(ToolCall(call["id"], fn["name"], args if isinstance(args, str) else ""))
+    return tuple(calls)
 
 
 def check_completion(req: CompletionRequest, s: ChatSettings) -> None:

@@ -16,6 +16,7 @@ from typing import Any, cast
 
 from core.errors import EngineError, InvalidRequestError
 from engines.chat_template import ChatTemplate, RenderedPrompt, Turn
+from engines.constraint import Constraint
 from engines.generation import ChatEngine, GenerationRequest, TokenEvent
 from engines.registry import EngineRegistry, ServedModel
 from gateway.schemas.chat import (
@@ -31,6 +32,7 @@ from gateway.schemas.chat import (
 )
 from gateway.schemas.knowledge import KnowledgeField
 from gateway.services.chat.params import check_chat, check_completion, sampling
+from gateway.services.chat.reply import collect_chat, usage_of
 from gateway.services.chat.stream import (
     ChatEnvelope,
     CompletionEnvelope,
@@ -40,12 +42,14 @@ from gateway.services.chat.stream import (
     completion_stream,
     guard,
 )
+from gateway.services.chat.tools import OutputMode, OutputSpec, Plan, chat_output_spec, plan
+from gateway.services.chat.turns import Message, to_turns
 from gateway.settings import ChatSettings
 from rag.catalog import ProfileCatalog
 from rag.config import NoAnswer
 from rag.service import Augmentation, Knowledge, KnowledgeRequest, RagService
 
-__all__ = ["Answer", "ChatService", "knowledge_request"]
+__all__ = ["Answer", "Begun", "ChatService", "knowledge_request"]
 
 ChatResult = ChatCompletion | AsyncIterator[bytes]
 CompletionResult = Completion | AsyncIterator[bytes]
@@ -84,6 +88,22 @@ class _Prompt:
     rendered: RenderedPrompt
     state: str | None
     augmentation: Augmentation | None
+    plan: Plan
+
+
+@dataclass
+class Begun:
+    """A chat generation under way (or the canned no-answer reply) and how to read it."""
+
+    model: ServedModel
+    engine: ChatEngine
+    handle: Any  # None: the no-answer reply, which the model does not produce
+    mode: OutputMode
+    prompt_tokens: int
+    fingerprint: str
+    citations: list[dict[str, Any]] | None
+    no_answer: str | None = None
+    rag_prompt: str | None = None
 
 
 class ChatService:
@@ -135,17 +155,30 @@ class ChatService:
 
     # -- chat ----------------------------------------------------------------------------
 
-    async def _prompt(self, req: ChatCompletionRequest, messages: list[tuple[str, str]]) -> _Prompt:
+    async def _prompt(
+        self, req: ChatCompletionRequest, messages: list[Message], spec: OutputSpec
+    ) -> _Prompt:
         model, profile_state = self._resolve(req.model)
         knowledge = self._knowledge(req)
         engine = cast(ChatEngine, model.engine)
         tpl = self._template(model)
-        turns = await asyncio.to_thread(tpl.turns, messages, engine.encode)
+        how = plan(spec, tpl, req.reasoning_effort)
+        pairs = to_turns(messages, tpl)
+        if how.suffix:
+            last = max((i for i, (role, _) in enumerate(pairs) if role == "user"), default=None)
+            if last is not None:
+                pairs[last] = (pairs[last][0], pairs[last][1] + how.suffix)
+        if how.tools_turn is not None:
+            pairs.insert(0, ("system", how.tools_turn))
+        turns = await asyncio.to_thread(tpl.turns, pairs, engine.encode)
         augmentation = None
         if knowledge is not None and self.rag is not None:
-            augmentation, turns = await self._augment(req, knowledge, messages, turns, engine, tpl)
-        rendered = tpl.prompt(turns, engine.encode)
-        return _Prompt(model, engine, tpl, rendered, req.state or profile_state, augmentation)
+            augmentation, turns = await self._augment(
+                req, knowledge, pairs, turns, engine, tpl, how
+            )
+        rendered = tpl.prompt(turns, engine.encode, how.generation_prompt)
+        state = req.state or profile_state
+        return _Prompt(model, engine, tpl, rendered, state, augmentation, how)
 
     async def _augment(
         self,
@@ -155,15 +188,19 @@ class ChatService:
         turns: list[Turn],
         engine: ChatEngine,
         tpl: ChatTemplate,
+        how: Plan,
     ) -> tuple[Augmentation, list[Turn]]:
         """Sources go in a system turn right before the last user turn (RWKV reads in
         order, so they sit next to the question)."""
         if self.rag is None:
             return Augmentation([]), turns
-        queries = self.rag.search_queries([text for role, text in messages if role == "user"])
+        asked = [text for role, text in messages if role == "user"]
+        if how.suffix and asked and asked[-1].endswith(how.suffix):
+            asked[-1] = asked[-1][: -len(how.suffix)]
+        queries = self.rag.search_queries(asked)
         wanted = req.max_completion_tokens or req.max_tokens or self.rag.settings.reserve_tokens
         reserve = min(wanted, engine.context_length // 2)
-        used = sum(len(t.tokens) for t in turns) + len(engine.encode(tpl.generation_prompt))
+        used = sum(len(t.tokens) for t in turns) + len(engine.encode(how.generation_prompt))
 
         def budget(head: str) -> int:
             return (
@@ -174,19 +211,38 @@ class ChatService:
             )
 
         aug = await self.rag.augment(knowledge, queries, budget, lambda t: len(engine.encode(t)))
-        if aug.instruction is None:
+        if aug.instruction is None or not any(role == "user" for role, _ in messages):
             return aug, turns
         last_user = max(i for i, (role, _) in enumerate(messages) if role == "user")
         system = await asyncio.to_thread(tpl.turn, "system", aug.instruction, engine.encode)
         return aug, [*turns[:last_user], system, *turns[last_user:]]
 
-    async def chat(self, req: ChatCompletionRequest, owner: str | None = None) -> ChatResult:
+    async def begin(
+        self,
+        req: ChatCompletionRequest,
+        owner: str | None = None,
+        *,
+        spec: OutputSpec | None = None,
+    ) -> Begun:
+        """Check ``req``, build its prompt and submit it (chat and the Responses API)."""
         messages = check_chat(req, self.settings)
-        p = await self._prompt(req, messages)
+        if spec is None:
+            spec = chat_output_spec(
+                req.tools,
+                req.tool_choice,
+                req.parallel_tool_calls,
+                req.response_format,
+                self.settings,
+            )
+        p = await self._prompt(req, messages, spec)
         aug = p.augmentation
         citations = [c.to_dict() for c in aug.citations] if aug is not None else None
+        fp = self._fingerprint(p.model)
+        debug = p.rendered.text if aug is not None and aug.debug else None
         if aug is not None and aug.no_answer is not None:
-            return self._canned(req, p.model, aug.no_answer, citations or [])
+            return Begun(
+                p.model, p.engine, None, p.plan.mode, 0, fp, citations or [], aug.no_answer
+            )
         params = sampling(
             req,
             self.settings,
@@ -204,19 +260,31 @@ class ChatService:
             state=p.state,
             boundaries=p.rendered.boundaries,
             owner=owner,
+            constraint=_fitting(p.plan.constraint, params.max_tokens, p.engine),
         )
         handle = p.engine.submit(gen)
-        rid, created, fp = (
-            f"chatcmpl-{uuid.uuid4().hex}",
-            int(time.time()),
-            self._fingerprint(p.model),
+        return Begun(
+            p.model,
+            p.engine,
+            handle,
+            p.plan.mode,
+            len(p.rendered.tokens),
+            fp,
+            citations,
+            rag_prompt=debug,
         )
+
+    async def chat(self, req: ChatCompletionRequest, owner: str | None = None) -> ChatResult:
+        run = await self.begin(req, owner)
+        rid, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
+        env = ChatEnvelope(
+            rid, created, req.model, run.fingerprint, _include_usage(req), run.prompt_tokens
+        )
+        if run.no_answer is not None:
+            return self._canned(req, env, run.no_answer, run.citations or [])
         if req.stream:
-            env = ChatEnvelope(
-                rid, created, req.model, fp, _include_usage(req), len(p.rendered.tokens)
-            )
-            return guard(chat_stream(p.engine, handle, req.n, env, citations, req.logprobs))
-        texts, reasons, counts, logprobs = await _collect(p.engine, handle, req.n, req.logprobs)
+            return guard(chat_stream(run, req.n, env, req.logprobs))
+        outs = await collect_chat(run, req.n, req.logprobs)
         out = ChatCompletion(
             id=rid,
             created=created,
@@ -224,47 +292,41 @@ class ChatService:
             choices=[
                 ChatCompletionChoice(
                     index=i,
-                    message=ChatCompletionMessage(content=texts[i]),
-                    finish_reason=reasons[i],
-                    logprobs={"content": logprobs[i], "refusal": None} if req.logprobs else None,
+                    message=o.message(run.citations),
+                    finish_reason=o.finish_reason,
+                    logprobs={"content": o.logprobs, "refusal": None} if req.logprobs else None,
                 )
-                for i in range(req.n)
+                for i, o in enumerate(outs)
             ],
-            usage=_usage(len(p.rendered.tokens), sum(counts)),
-            system_fingerprint=fp,
+            usage=usage_of(run.prompt_tokens, outs),
+            system_fingerprint=run.fingerprint,
         )
-        if citations is not None:
-            out.citations = citations
-        if aug is not None and aug.debug:
-            out.rag_prompt = p.rendered.text
+        if run.citations is not None:
+            out.citations = run.citations
+        if run.rag_prompt is not None:
+            out.rag_prompt = run.rag_prompt
         return out
 
     def _canned(
         self,
         req: ChatCompletionRequest,
-        model: ServedModel,
+        env: ChatEnvelope,
         answer: str,
         citations: list[dict[str, Any]],
     ) -> ChatResult:
         """The no-answer reply: the model does not run, so no tokens are used."""
-        rid, created, fp = (
-            f"chatcmpl-{uuid.uuid4().hex}",
-            int(time.time()),
-            self._fingerprint(model),
-        )
         if req.stream:
-            env = ChatEnvelope(rid, created, req.model, fp, _include_usage(req), 0)
-            return canned_chat_stream(answer, req.n, env, citations)
+            return canned_chat_stream(answer, req.n, replace(env, prompt_tokens=0), citations)
         return ChatCompletion(
-            id=rid,
-            created=created,
+            id=env.id,
+            created=env.created,
             model=req.model,
             choices=[
                 ChatCompletionChoice(i, ChatCompletionMessage(content=answer), "stop")
                 for i in range(req.n)
             ],
             usage=_usage(0, 0),
-            system_fingerprint=fp,
+            system_fingerprint=env.system_fingerprint,
             citations=citations,
         )
 
@@ -361,6 +423,16 @@ class ChatService:
         if aug.instruction is None:
             return prompt, []
         return f"{aug.instruction}\n\n{prompt}", [c.to_dict() for c in aug.citations]
+
+
+def _fitting(constraint: Constraint | None, budget: int, engine: ChatEngine) -> Constraint | None:
+    """Under ``tool_choice: auto`` a budget too small for any call leaves text only."""
+    if constraint is None or constraint.kind != "auto" or constraint.closer is None:
+        return constraint
+    call = constraint.closer.complete(b"")
+    if call is not None and len(engine.encode(call.decode("utf-8", "replace"))) > budget:
+        return None
+    return constraint
 
 
 def _include_usage(req: ChatCompletionRequest | CompletionRequest) -> bool:

@@ -7,7 +7,7 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
@@ -21,6 +21,18 @@ from gateway.schemas.chat import (
     CompletionChunkChoice,
     CompletionUsage,
 )
+from gateway.services.chat.output import (
+    CallStart,
+    Content,
+    Event,
+    OutputParser,
+    Reasoning,
+    finish_reason,
+    url_annotations,
+)
+
+if TYPE_CHECKING:
+    from gateway.services.chat.service import Begun
 
 __all__ = [
     "ChatEnvelope",
@@ -71,9 +83,14 @@ class ChatEnvelope:
             )
         )
 
-    def tail(self, completion_tokens: int) -> Iterator[bytes]:
+    def tail(
+        self, completion_tokens: int, reasoning_tokens: int = 0, cached_tokens: int = 0
+    ) -> Iterator[bytes]:
         """The usage chunk (when asked for), then the end marker."""
         if self.include_usage:
+            total = usage(self.prompt_tokens, completion_tokens)
+            total.completion_tokens_details = {"reasoning_tokens": reasoning_tokens}
+            total.prompt_tokens_details = {"cached_tokens": cached_tokens}
             yield sse(
                 ChatCompletionChunk(
                     id=self.id,
@@ -81,7 +98,7 @@ class ChatEnvelope:
                     model=self.model,
                     choices=[],
                     system_fingerprint=self.system_fingerprint,
-                    usage=usage(self.prompt_tokens, completion_tokens),
+                    usage=total,
                 )
             )
         yield DONE
@@ -146,37 +163,76 @@ def chat_logprob(ev: TokenEvent) -> dict[str, Any]:
     }
 
 
+def _delta(ev: Event) -> ChunkDelta:
+    if isinstance(ev, Content):
+        return ChunkDelta(content=ev.text)
+    if isinstance(ev, Reasoning):
+        return ChunkDelta(reasoning_content=ev.text)
+    if isinstance(ev, CallStart):
+        call = {
+            "index": ev.index,
+            "id": ev.id,
+            "type": "function",
+            "function": {"name": ev.name, "arguments": ""},
+        }
+        return ChunkDelta(tool_calls=[call])
+    return ChunkDelta(tool_calls=[{"index": ev.index, "function": {"arguments": ev.text}}])
+
+
+@dataclass
+class _Choice:
+    """One streamed choice: its parser and what its finish chunk needs."""
+
+    parser: OutputParser
+    content: str = ""
+    calls: int = 0
+
+    def take(self, parts: list[Event]) -> list[Event]:
+        for part in parts:
+            if isinstance(part, Content):
+                self.content += part.text
+            self.calls += isinstance(part, CallStart)
+        return parts
+
+
 async def chat_stream(
-    engine: ChatEngine,
-    handle: Any,
-    n: int,
-    envelope: ChatEnvelope,
-    citations: list[dict[str, Any]] | None,
-    logprobs: bool,
+    run: Begun, n: int, envelope: ChatEnvelope, logprobs: bool
 ) -> AsyncIterator[bytes]:
-    completion = 0
+    """Chunks of the parsed output: content, reasoning and tool-call deltas (the id and
+    name first, then argument fragments), annotations with the finish."""
+    completion = reasoning = cached = 0
+    citations = run.citations
     cited = citations is None
+    choices = [_Choice(OutputParser(run.mode)) for _ in range(n)]
     yield envelope.chunk(
         [ChunkChoice(i, ChunkDelta(role="assistant", content="", refusal=None)) for i in range(n)]
     )
-    async for ev in engine.events(handle):
+    async for ev in run.engine.events(run.handle):
+        c = choices[ev.index]
         if isinstance(ev, TokenEvent):
-            if not ev.text and not logprobs:
-                continue
-            extra = None
-            if not cited and ev.text:
-                extra, cited = citations, True
+            reasoning += c.parser.in_reasoning
+            parts = c.take(c.parser.feed(ev.text))
             lp = {"content": [chat_logprob(ev)], "refusal": None} if logprobs else None
-            yield envelope.chunk(
-                [ChunkChoice(ev.index, ChunkDelta(content=ev.text), None, lp)], extra
-            )
+            if not parts and lp is not None:
+                yield envelope.chunk([ChunkChoice(ev.index, ChunkDelta(), None, lp)])
+            for part in parts:
+                extra = None
+                if not cited and isinstance(part, Content):
+                    extra, cited = citations, True
+                yield envelope.chunk([ChunkChoice(ev.index, _delta(part), None, lp)], extra)
+                lp = None
             continue
         if ev.reason == "error":
             raise ev.error or EngineError("generation failed")
         completion += ev.completion_tokens
-        delta = ChunkDelta(content=ev.text) if ev.text else ChunkDelta()
-        yield envelope.chunk([ChunkChoice(ev.index, delta, ev.reason)])
-    for item in envelope.tail(completion):
+        cached = max(cached, ev.cached_tokens)
+        for part in c.take([*c.parser.feed(ev.text), *c.parser.finish()]):
+            yield envelope.chunk([ChunkChoice(ev.index, _delta(part))])
+        delta = ChunkDelta()
+        if citations:
+            delta.annotations = url_annotations(c.content, citations)
+        yield envelope.chunk([ChunkChoice(ev.index, delta, finish_reason(ev.reason, c.calls))])
+    for item in envelope.tail(completion, reasoning, cached):
         yield item
 
 

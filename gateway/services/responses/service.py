@@ -1,0 +1,228 @@
+"""The Responses API: a request becomes a chat generation (``prepare``), its output is
+written as items and events (``ResponseWriter``), and with ``store`` the response and the
+conversation it ends are kept for ``previous_response_id`` and ``GET``.
+
+A ``file_search`` tool runs before the model: the gateway searches its own vector stores,
+the sources go into the prompt, and the output starts with the ``file_search_call`` item;
+the answer's ``[n]`` markers carry ``file_citation`` annotations.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import msgspec
+
+from core.errors import APIError, EngineError, InvalidRequestError, NotFoundError
+from engines.generation import TokenEvent
+from gateway.schemas.responses import DeletedResponse, ResponseRequest
+from gateway.services.chat.output import Content, OutputParser
+from gateway.services.chat.service import Begun, ChatService
+from gateway.services.responses.inputs import Prepared, item_id, prepare
+from gateway.services.responses.store import ResponseStore, StoredResponse
+from gateway.services.responses.writer import ResponseWriter
+
+__all__ = ["ResponsesService"]
+
+log = logging.getLogger(__name__)
+Json = dict[str, Any]
+_encoder = msgspec.json.Encoder()
+
+
+def _sse(event: Json) -> bytes:
+    head = b"event: " + str(event["type"]).encode()
+    return head + b"\ndata: " + _encoder.encode(event) + b"\n\n"
+
+
+class ResponsesService:
+    def __init__(self, chat: ChatService, store: ResponseStore) -> None:
+        self.chat = chat
+        self.store = store
+
+    async def _stored(self, rid: str, param: str) -> StoredResponse:
+        found = await self.store.get(rid)
+        if found is None:
+            raise NotFoundError(f"no response with id {rid!r}", param=param)
+        return found
+
+    async def create(
+        self, req: ResponseRequest, owner: str | None = None
+    ) -> Json | AsyncIterator[bytes]:
+        history: list[Json] = []
+        if req.previous_response_id:
+            history = (
+                await self._stored(req.previous_response_id, "previous_response_id")
+            ).conversation
+        prep = prepare(req, history, self.chat.settings)
+        run = await self.chat.begin(prep.chat, owner, spec=prep.spec)
+        writer = ResponseWriter(self._skeleton(req, prep), run.citations)
+        events = self._events(req, prep, run, writer)
+        if req.stream:
+            return self._sse(events, writer)
+        async for _ in events:
+            pass
+        return writer.response
+
+    async def _sse(
+        self, events: AsyncIterator[Json], writer: ResponseWriter
+    ) -> AsyncIterator[bytes]:
+        try:
+            async for ev in events:
+                yield _sse(ev)
+        except Exception as exc:  # after the stream began: an error event, then the failure
+            if not isinstance(exc, APIError):
+                log.exception("response stream failed")
+                exc = EngineError("the server had an error while streaming")
+            err = exc.to_dict()["error"]
+            yield _sse(
+                writer._ev("error", code=err["code"], message=err["message"], param=err["param"])
+            )
+            writer.response["error"] = {"code": err["code"], "message": err["message"]}
+            for ev in writer.finish("failed", writer.response.get("usage") or {}, None):
+                yield _sse(ev)
+
+    async def _events(
+        self, req: ResponseRequest, prep: Prepared, run: Begun, writer: ResponseWriter
+    ) -> AsyncIterator[Json]:
+        for ev in writer.start():
+            yield ev
+        if prep.file_search is not None:
+            asked = [m["content"] for m in prep.conversation if m["role"] == "user"]
+            for ev in writer.searched(asked[-1:], prep.include_results):
+                yield ev
+        outcome: list[Any] = []
+        async for ev in self._generated(run, writer, outcome):
+            yield ev
+        reason, usage = outcome
+        incomplete = reason == "length"
+        status = "incomplete" if incomplete else "completed"
+        for ev in writer.finish(status, usage, "max_output_tokens" if incomplete else None):
+            yield ev
+        if req.store:
+            conversation = [*prep.conversation, _assistant_message(writer.output)]
+            await self.store.put(StoredResponse(writer.response, prep.items, conversation))
+
+    @staticmethod
+    async def _generated(
+        run: Begun, writer: ResponseWriter, outcome: list[Any]
+    ) -> AsyncIterator[Json]:
+        """The output's events; ``outcome`` gets (finish reason, usage)."""
+        if run.no_answer is not None:
+            for ev in writer.feed([Content(run.no_answer)]):
+                yield ev
+            outcome.extend(["stop", _usage(0, 0, 0, 0)])
+            return
+        parser = OutputParser(run.mode)
+        reasoning = cached = completion = 0
+        reason = "stop"
+        async for out in run.engine.events(run.handle):
+            if isinstance(out, TokenEvent):
+                reasoning += parser.in_reasoning
+                for ev in writer.feed(parser.feed(out.text)):
+                    yield ev
+                continue
+            if out.reason == "error":
+                raise out.error or EngineError("generation failed")
+            for ev in writer.feed([*parser.feed(out.text), *parser.finish()]):
+                yield ev
+            reason, completion, cached = out.reason, out.completion_tokens, out.cached_tokens
+        outcome.extend([reason, _usage(run.prompt_tokens, completion, reasoning, cached)])
+
+    def _skeleton(self, req: ResponseRequest, prep: Prepared) -> Json:
+        s = self.chat.settings
+        fmt = (req.text or {}).get("format") or {"type": "text"}
+        return {
+            "id": item_id("resp"),
+            "object": "response",
+            "created_at": int(time.time()),
+            "status": "in_progress",
+            "background": False,
+            "model": req.model,
+            "output": [],
+            "error": None,
+            "incomplete_details": None,
+            "instructions": req.instructions,
+            "max_output_tokens": req.max_output_tokens,
+            "metadata": req.metadata or {},
+            "parallel_tool_calls": prep.spec.parallel,
+            "previous_response_id": req.previous_response_id,
+            "reasoning": {"effort": (req.reasoning or {}).get("effort"), "summary": None},
+            "service_tier": "default",
+            "store": req.store,
+            "temperature": s.default_temperature if req.temperature is None else req.temperature,
+            "top_p": s.default_top_p if req.top_p is None else req.top_p,
+            "text": {"format": fmt},
+            "tool_choice": req.tool_choice or ("auto" if prep.spec.tools else "none"),
+            "tools": req.tools or [],
+            "truncation": "disabled",
+            "usage": None,
+            "user": req.user,
+        }
+
+    # -- stored responses ------------------------------------------------------------------
+
+    async def get(self, rid: str) -> Json:
+        return (await self._stored(rid, "response_id")).response
+
+    async def delete(self, rid: str) -> DeletedResponse:
+        if not await self.store.delete(rid):
+            raise NotFoundError(f"no response with id {rid!r}", param="response_id")
+        return DeletedResponse(id=rid)
+
+    async def input_items(self, rid: str, limit: int, order: str, after: str | None) -> Json:
+        if order not in ("asc", "desc"):
+            raise InvalidRequestError("order is 'asc' or 'desc'", param="order")
+        items = list((await self._stored(rid, "response_id")).input_items)
+        if order == "desc":
+            items.reverse()
+        if after is not None:
+            ids = [it.get("id") for it in items]
+            if after not in ids:
+                raise InvalidRequestError(
+                    f"no input item {after!r} in this response", param="after"
+                )
+            items = items[ids.index(after) + 1 :]
+        page = items[:limit]
+        return {
+            "object": "list",
+            "data": page,
+            "first_id": page[0].get("id") if page else None,
+            "last_id": page[-1].get("id") if page else None,
+            "has_more": len(items) > limit,
+        }
+
+
+def _usage(prompt: int, completion: int, reasoning: int, cached: int) -> Json:
+    return {
+        "input_tokens": prompt,
+        "input_tokens_details": {"cached_tokens": cached},
+        "output_tokens": completion,
+        "output_tokens_details": {"reasoning_tokens": reasoning},
+        "total_tokens": prompt + completion,
+    }
+
+
+def _assistant_message(output: list[Json]) -> Json:
+    """The response's output as the assistant turn a continuation reads back."""
+    text = "".join(
+        part.get("text", "")
+        for item in output
+        if item["type"] == "message"
+        for part in item["content"]
+    )
+    calls = [
+        {
+            "id": item["call_id"],
+            "type": "function",
+            "function": {"name": item["name"], "arguments": item["arguments"]},
+        }
+        for item in output
+        if item["type"] == "function_call"
+    ]
+    msg: Json = {"role": "assistant", "content": text or None}
+    if calls:
+        msg["tool_calls"] = calls
+    return msg
