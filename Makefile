@@ -7,7 +7,9 @@ DATA ?= .data
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: serve test lint typecheck pytest bench clean venv dev tiny
+.PHONY: serve test lint typecheck pytest bench clean venv dev tiny system
+
+system: $(VENV)/.system
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,6 +21,17 @@ $(VENV)/.installed: pyproject.toml
 
 $(VENV)/.dev: $(VENV)/.installed
 	$(PIP) install -q -e '.[dev]'
+	touch $@
+
+# System packages the tests use: Tesseract (OCR, with Chinese) and a CJK font to draw
+# the OCR test pages. Installed with apt when missing; without them those tests skip.
+SYSTEM_PACKAGES ?= tesseract-ocr tesseract-ocr-chi-sim fonts-wqy-zenhei
+$(VENV)/.system: | $(VENV)/.installed
+	@if ! command -v tesseract >/dev/null 2>&1; then \
+	  SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+	  ($$SUDO apt-get update -q && $$SUDO apt-get install -y -q --no-install-recommends $(SYSTEM_PACKAGES)) \
+	    || echo "warning: could not install $(SYSTEM_PACKAGES); the tests that need them skip"; \
+	fi
 	touch $@
 
 venv: $(VENV)/.installed
@@ -41,7 +54,7 @@ lint: $(VENV)/.dev
 typecheck: $(VENV)/.dev
 	$(VENV)/bin/mypy
 
-pytest: $(VENV)/.dev
+pytest: $(VENV)/.dev $(VENV)/.system
 	$(VENV)/bin/pytest -q
 
 test: lint typecheck pytest

@@ -1,9 +1,10 @@
-"""Retrieval quality: recall@5 of dense, BM25 and hybrid search on our own English and
-Chinese evaluation sets (bench/eval/*.json: documents we wrote, questions whose answering
-document is known), with the real MiniLM. Also sweeps the fusion weights used to tune
-the defaults. Prints a table and writes bench/results/kb_eval.json.
+"""Retrieval quality on the evaluation sets (bench/eval/build.py makes them from text on
+this machine; SOURCES.md lists them): recall@5, nDCG@10 and MRR@10 of dense, keyword,
+hybrid and (with ``--reranker``) hybrid+rerank, on each set's dev and test queries, with
+the default offline models. Also the calibration of the reported score (how often a hit
+scoring >= 0.5 is relevant). Prints the table and writes bench/results/kb_eval.json.
 
-    python bench/kb_eval.py
+    python bench/eval/build.py && python bench/kb_eval.py
 """
 
 from __future__ import annotations
@@ -11,8 +12,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import math
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -20,74 +21,122 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.eval.stores import SETS, load_set, open_store, set_names  # noqa: E402
 from kb.config import KnowledgeSettings  # noqa: E402
-from kb.providers import minilm_provider  # noqa: E402
 from kb.retrieval import SearchQuery  # noqa: E402
-from kb.service import KnowledgeBase  # noqa: E402
+
+MODES = ("dense", "keyword", "hybrid")
 
 
-async def evaluate(lang: str, provider: Any, sweep: bool) -> dict[str, Any]:
-    data = json.loads((ROOT / "bench" / "eval" / f"{lang}.json").read_text())
-    with tempfile.TemporaryDirectory() as tmp:
-        kb = KnowledgeBase.open_sqlite(Path(tmp), provider, KnowledgeSettings())
-        cid = (await kb.create_store(lang, "minilm")).id
-        by_file: dict[str, str] = {}
-        for doc_id, text in data["docs"].items():
-            row = await kb.add_text(cid, text, title=f"{doc_id}.txt")
-            by_file[row.file_id] = doc_id
+def metrics(ranked: list[str], relevant: set[str]) -> dict[str, float]:
+    r5 = float(any(d in relevant for d in ranked[:5]))
+    dcg = sum(1 / math.log2(i + 2) for i, d in enumerate(ranked[:10]) if d in relevant)
+    ideal = sum(1 / math.log2(i + 2) for i in range(min(10, len(relevant))))
+    mrr = next((1 / (i + 1) for i, d in enumerate(ranked[:10]) if d in relevant), 0.0)
+    return {"recall@5": r5, "ndcg@10": dcg / ideal if ideal else 0.0, "mrr@10": mrr}
 
-        async def recall(mode: str, k: int = 5, **kw: Any) -> tuple[float, float]:
-            hit = 0
-            rr = 0.0
-            for item in data["questions"]:
-                query = SearchQuery((item["q"],), k, mode=mode, rerank=False, **kw)
-                out = await kb.search(cid, query)
-                docs = [by_file[r.file_id] for r in out.hits]
-                if item["doc"] in docs:
-                    hit += 1
-                    rr += 1.0 / (docs.index(item["doc"]) + 1)
-            n = len(data["questions"])
-            return hit / n, rr / n
 
-        result: dict[str, Any] = {"questions": len(data["questions"]), "docs": len(data["docs"])}
-        for mode in ("dense", "keyword", "hybrid"):
-            r5, mrr = await recall(mode)
-            result[mode] = {"recall@5": round(r5, 3), "mrr@5": round(mrr, 3)}
-        for fusion in ("rrf", "relative", "dbsf"):
-            r5, mrr = await recall("hybrid", fusion=fusion)
-            result[f"hybrid-{fusion}"] = {"recall@5": round(r5, 3), "mrr@5": round(mrr, 3)}
-        if sweep:
-            grid = []
-            for dw, kw_ in [(1, 1), (1, 0.5), (0.5, 1), (1, 2), (2, 1)]:
-                r5, mrr = await recall("hybrid", weights=(dw, kw_))
-                grid.append(
-                    {"dense_weight": dw, "keyword_weight": kw_, "recall@5": r5, "mrr@5": mrr}
-                )
-            result["sweep"] = grid
-        kb.close()
+def _mean(rows: list[dict[str, float]]) -> dict[str, float]:
+    return {k: round(sum(r[k] for r in rows) / len(rows), 3) for k in rows[0]} if rows else {}
+
+
+async def evaluate(
+    name: str,
+    data: dict[str, Any],
+    provider: Any,
+    reranker: Any,
+    settings: KnowledgeSettings,
+    root: Path | None = None,
+) -> dict[str, Any]:
+    kb, cid, by_file = await open_store(
+        name, data, provider, settings, root=root or SETS, reranker=reranker
+    )
+    modes = [*MODES, "hybrid+rerank"] if reranker is not None else list(MODES)
+    rows: dict[str, dict[str, list[dict[str, float]]]] = {m: {"dev": [], "test": []} for m in modes}
+    calib: list[tuple[float, bool]] = []
+    for item in data["queries"]:
+        relevant = set(item["relevant"])
+        for mode in modes:
+            query = SearchQuery(
+                (item["q"],),
+                20,
+                mode="hybrid" if mode == "hybrid+rerank" else mode,  # type: ignore[arg-type]
+                rerank=mode == "hybrid+rerank",
+            )
+            out = await kb.search(cid, query)
+            docs = list(dict.fromkeys(by_file[h.file_id] for h in out.hits))
+            rows[mode][item["split"]].append(metrics(docs, relevant))
+            if mode == "hybrid":
+                calib.extend((h.score, by_file[h.file_id] in relevant) for h in out.hits[:5])
+    kb.close()
+    result: dict[str, Any] = {
+        "docs": len(data["docs"]),
+        "queries": {s: len(rows["dense"][s]) for s in ("dev", "test")},
+    }
+    for mode in modes:
+        result[mode] = {s: _mean(rows[mode][s]) for s in ("dev", "test")}
+    above = [rel for s, rel in calib if s >= 0.5]
+    below = [rel for s, rel in calib if s < 0.2]
+    result["calibration"] = {
+        "precision_at_score_0.5": round(sum(above) / len(above), 3) if above else None,
+        "hits_at_or_above_0.5": len(above),
+        "relevant_share_below_0.2": round(sum(below) / len(below), 3) if below else None,
+    }
     return result
+
+
+def _reranker(path: str | None) -> Any:
+    if not path:
+        return None
+    from engines.config import ModelConfig
+    from engines.reranker import FlagCrossEncoder
+
+    model = FlagCrossEncoder(
+        ModelConfig(id="reranker", kind="rerank", engine="flag-reranker", path=path)
+    )
+
+    async def rerank(query: str, docs: list[str]) -> list[float]:
+        return await asyncio.to_thread(model.score, [(query, d) for d in docs])
+
+    return rerank
 
 
 async def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--sweep", action="store_true", help="also sweep the fusion weights")
+    ap.add_argument("--sets", default="", help="comma-separated set names (default: all)")
+    ap.add_argument("--reranker", default=None, help="a local bge-reranker path")
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "kb_eval.json"))
     args = ap.parse_args()
+    if not SETS.exists():
+        raise SystemExit("run bench/eval/build.py first")
+    from kb.providers import minilm_provider
+
     provider = minilm_provider()
+    wanted = {s for s in args.sets.split(",") if s}
+    results: dict[str, Any] = {}
     started = time.perf_counter()
-    results = {lang: await evaluate(lang, provider, args.sweep) for lang in ("en", "zh")}
-    print(f"{'set':<4} {'mode':<16} {'recall@5':>9} {'mrr@5':>7}")
-    for lang, res in results.items():
-        for mode in ("dense", "keyword", "hybrid", "hybrid-rrf", "hybrid-relative", "hybrid-dbsf"):
-            print(f"{lang:<4} {mode:<16} {res[mode]['recall@5']:>9.3f} {res[mode]['mrr@5']:>7.3f}")
-        for row in res.get("sweep", []):
-            print(
-                f"{lang:<4} w={row['dense_weight']}/{row['keyword_weight']:<4} "
-                f"{row['recall@5']:>9.3f} {row['mrr@5']:>7.3f}"
-            )
+    for name in set_names():
+        if wanted and name not in wanted:
+            continue
+        t = time.perf_counter()
+        results[name] = await evaluate(
+            name, load_set(name), provider, _reranker(args.reranker), KnowledgeSettings()
+        )
+        print(f"{name}: {time.perf_counter() - t:.0f}s", flush=True)
+    print(f"\n{'set':<14}{'split':<6}{'mode':<15}{'recall@5':>9}{'ndcg@10':>9}{'mrr@10':>8}")
+    for name, res in results.items():
+        for split in ("dev", "test"):
+            for mode in (*MODES, "hybrid+rerank"):
+                if mode in res:
+                    m = res[mode][split]
+                    print(
+                        f"{name:<14}{split:<6}{mode:<15}{m['recall@5']:>9.3f}"
+                        f"{m['ndcg@10']:>9.3f}{m['mrr@10']:>8.3f}"
+                    )
+        print(f"{name:<14}calibration: {res['calibration']}")
     out = {
         "model": "all-minilm-l6-v2 (mean pooling)",
-        "rerank": False,
+        "reranker": args.reranker,
         "seconds": round(time.perf_counter() - started, 1),
         "results": results,
     }

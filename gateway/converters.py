@@ -169,7 +169,7 @@ def batch_object(b: Batch) -> BatchObject:
 
 
 def job_object(job: Job) -> JobObject:
-    return JobObject(
+    out = JobObject(
         id=job.id,
         kind=job.kind,
         vector_store_id=job.collection_id,
@@ -179,6 +179,10 @@ def job_object(job: Job) -> JobObject:
         error=job.error,
         created_at=job.created_at,
     )
+    if job.kind == "web_search":
+        p = job.params
+        out.details = {k: p.get(k) for k in ("query", "max_results", "files", "failed")}
+    return out
 
 
 def chunk_object(c: ChunkView) -> ChunkObject:

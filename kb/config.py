@@ -34,6 +34,20 @@ class UrlFetchSettings(BaseModel):
     user_agent: str = Field("rwkv-rag-gateway/0.1", description="User-Agent of fetches.")
 
 
+class WebSearchSettings(BaseModel):
+    """Web-search ingestion (`/v1/vector_stores/{id}/web_search`)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    provider: Literal["searxng"] | None = Field(
+        None, description="The search provider (null: web-search ingestion is off)."
+    )
+    url: str | None = Field(None, description="The provider's base URL (SearXNG's).")
+    timeout_s: float = Field(15.0, gt=0, description="Timeout of one search request.")
+    default_results: int = Field(5, ge=1, description="Results ingested when none is asked.")
+    max_results: int = Field(20, ge=1, description="Most results one search may ingest.")
+
+
 class KnowledgeSettings(BaseModel):
     """The knowledge base: uploads, loaders, ingestion, indexes, retrieval."""
 
@@ -71,6 +85,9 @@ class KnowledgeSettings(BaseModel):
             ".htm",
             ".csv",
             ".json",
+            ".docx",
+            ".pptx",
+            ".epub",
         ],
         description="File types vector stores ingest (by extension).",
     )
@@ -122,6 +139,20 @@ class KnowledgeSettings(BaseModel):
             "hold up the files queued behind it."
         ),
     )
+    web_search: WebSearchSettings = Field(default_factory=WebSearchSettings)
+    ocr: bool = Field(
+        True,
+        description="OCR PDF pages without a text layer when Tesseract is installed.",
+    )
+    ocr_languages: str | None = Field(
+        None,
+        pattern=r"^[A-Za-z_+]+$",
+        description="Tesseract languages (e.g. eng+chi_sim); default: eng+chi_sim where "
+        "installed. A vector store file's ocr_languages overrides it.",
+    )
+    ocr_page_timeout_s: float = Field(
+        60.0, gt=0, description="Most seconds OCR may spend on one PDF page."
+    )
     max_seconds_per_file: float = Field(
         300.0,
         gt=0,
@@ -169,6 +200,15 @@ class KnowledgeSettings(BaseModel):
         ),
     )
     rrf_k: float = Field(60.0, gt=0, description="Reciprocal rank fusion constant.")
+    trust_power: float = Field(
+        2.0,
+        ge=0,
+        description=(
+            "The dense list's weight is multiplied by trust**trust_power, where trust "
+            "(0..1) is how well the embedding model reads the query's script, measured by "
+            "a probe (kb/probe.py); 0 turns language-aware fusion off."
+        ),
+    )
     dense_weight: float = Field(1.0, ge=0, description="Weight of the dense list in fusion.")
     keyword_weight: float = Field(1.0, ge=0, description="Weight of the BM25 list in fusion.")
     url: UrlFetchSettings = Field(

@@ -212,6 +212,18 @@ class Ingestor:
             except (ValueError, OSError) as exc:
                 await self._fail(sf, "invalid_file", str(exc), drop=True)
                 return
+            except Exception as exc:  # a loader bug fails this file, never leaves it in_progress
+                log.exception(
+                    "ingestion failed",
+                    extra={"collection": sf.collection_id, "file_id": sf.file_id},
+                )
+                await self._fail(
+                    sf,
+                    "server_error",
+                    f"the file could not be processed ({type(exc).__name__})",
+                    drop=True,
+                )
+                return
             if not await self._still_running(job):
                 await asyncio.to_thread(
                     self.backend.delete_file_chunks, sf.collection_id, sf.file_id

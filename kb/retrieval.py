@@ -1,5 +1,8 @@
 """Retrieval as small steps: queries -> scope -> embed -> candidates -> fuse -> hydrate ->
-rerank -> threshold. Each step is a method; ``Retriever.search`` only strings them."""
+score -> rerank -> threshold. Each step is a method; ``Retriever.search`` only strings them.
+
+Fusion decides the order; the reported ``score`` is absolute (kb/scoring.py): it comes
+from the query and the chunk alone, so thresholds mean the same in every store."""
 
 from __future__ import annotations
 
@@ -16,6 +19,8 @@ from kb.config import KnowledgeSettings
 from kb.filters import Filter
 from kb.fusion import Hit, fuse
 from kb.ports import EmbeddingProvider, Reranker
+from kb.probe import Probe, probe_from_vectors, probe_sentences
+from kb.scoring import ScoreModel, coverage, query_terms, script_of
 from kb.types import Attributes, Collection, SearchHit, SearchOutcome
 
 __all__ = ["Retriever", "SearchQuery", "rewrite"]
@@ -67,6 +72,9 @@ class Retriever:
         self.provider = provider
         self.settings = settings
         self.reranker = reranker
+        self.score_model = ScoreModel()
+        self._probes: dict[str, Probe] = {}
+        self._probe_lock = asyncio.Lock()
 
     async def search(self, col: Collection, q: SearchQuery) -> SearchOutcome:
         self._check_model(col, q)
@@ -74,12 +82,26 @@ class Retriever:
         allowed = await self._scope(col, q.filter)
         use_rerank = self.reranker is not None and q.rerank is not False
         want = max(q.k, self.settings.rerank_candidates) if use_rerank else q.k
-        cands = await self._candidates(col, queries, q, allowed, want)
-        fused = self._fuse(cands, q, want)
+        # The query is embedded in every mode: keyword search skips the dense list, but
+        # the score still reads the cosine, so it means the same in every mode.
+        probe = await self.probe(col.embedding_model)
+        vectors = await self._embed(col, queries, q)
+        cands = await self._candidates(col, queries, vectors, q, allowed, want)
+        fused = self._fuse(cands, queries, q, want, probe)
         hits = await self._hydrate(col, fused, allowed)
         if use_rerank and hits:
             hits = await self._rerank(queries, hits)
+        else:
+            hits = await self._score(col, queries, vectors, hits, probe)
         return SearchOutcome(queries, [h for h in hits if h.score >= q.score_threshold][: q.k])
+
+    async def probe(self, model: str) -> Probe:
+        """How ``model`` reads Latin and CJK script (kb/probe.py), measured once."""
+        async with self._probe_lock:
+            if model not in self._probes:
+                vectors, _ = await self.provider.embed(model, probe_sentences())
+                self._probes[model] = probe_from_vectors(np.asarray(vectors, dtype=np.float32))
+            return self._probes[model]
 
     # -- steps ----------------------------------------------------------------------------
 
@@ -106,22 +128,21 @@ class Retriever:
             return None
         return await asyncio.to_thread(self.backend.matching_files, col.id, flt)
 
+    async def _embed(self, col: Collection, queries: list[str], q: SearchQuery) -> np.ndarray:
+        vectors, _ = await self.provider.embed(col.embedding_model, queries)
+        return np.asarray(vectors, dtype=np.float32)
+
     async def _candidates(
         self,
         col: Collection,
         queries: list[str],
+        vectors: np.ndarray,
         q: SearchQuery,
         allowed: set[str] | None,
         want: int,
     ) -> list[Candidates]:
         dense = q.mode in ("hybrid", "dense")
-        vectors: np.ndarray | None = None
-        if dense:
-            vectors, _ = await self.provider.embed(col.embedding_model, queries)
-        cq = [
-            CandidateQuery(text, vectors[i] if vectors is not None else None)
-            for i, text in enumerate(queries)
-        ]
+        cq = [CandidateQuery(text, vectors[i] if dense else None) for i, text in enumerate(queries)]
         n = max(want, self.settings.search_candidates)
         return await asyncio.to_thread(
             self.backend.candidates,
@@ -133,24 +154,37 @@ class Retriever:
             keyword=q.mode in ("hybrid", "keyword"),
         )
 
-    def _fuse(self, cands: list[Candidates], q: SearchQuery, want: int) -> list[Hit]:
+    def _fuse(
+        self,
+        cands: list[Candidates],
+        queries: list[str],
+        q: SearchQuery,
+        want: int,
+        probe: Probe,
+    ) -> list[Hit]:
         dense_w, keyword_w = q.weights or (self.settings.dense_weight, self.settings.keyword_weight)
         if q.mode == "dense":
             keyword_w = 0.0
         elif q.mode == "keyword":
             dense_w = 0.0
-        per_query = [
-            fuse(
-                c.dense,
-                c.keyword,
-                want,
-                dense_weight=dense_w,
-                keyword_weight=keyword_w,
-                fusion=q.fusion or self.settings.fusion,
-                rrf_k=self.settings.rrf_k,
+        per_query = []
+        for text, c in zip(queries, cands, strict=True):
+            # Language-aware: the dense list counts as far as the model reads the query's
+            # script (an English-only embedder on a Chinese query leans on keywords).
+            trust = probe.trust(script_of(text)) if q.weights is None else 1.0
+            per_query.append(
+                fuse(
+                    c.dense,
+                    c.keyword,
+                    want,
+                    dense_weight=dense_w * trust**self.settings.trust_power
+                    if keyword_w
+                    else dense_w,
+                    keyword_weight=keyword_w,
+                    fusion=q.fusion or self.settings.fusion,
+                    rrf_k=self.settings.rrf_k,
+                )
             )
-            for c in cands
-        ]
         if len(per_query) == 1:
             return per_query[0]
         # Several queries: a chunk keeps its best score over them.
@@ -209,6 +243,48 @@ class Retriever:
                 )
             )
         return out
+
+    async def _score(
+        self,
+        col: Collection,
+        queries: list[str],
+        vectors: np.ndarray | None,
+        hits: list[SearchHit],
+        probe: Probe | None,
+    ) -> list[SearchHit]:
+        """Each hit's absolute score (kb/scoring.py), its best over the queries. The
+        order stays the fusion's."""
+        if not hits:
+            return hits
+        cos: np.ndarray | None = None
+        if vectors is not None and probe is not None:
+            got, mat = await asyncio.to_thread(
+                self.backend.vectors, col.id, {h.chunk_id for h in hits}
+            )
+            row = {int(c): i for i, c in enumerate(got.tolist())}
+            cos = np.zeros((len(queries), len(hits)), dtype=np.float64)
+            if len(got):
+                sims = vectors @ mat.T  # (queries, stored)
+                for j, h in enumerate(hits):
+                    if h.chunk_id in row:
+                        cos[:, j] = sims[:, row[h.chunk_id]]
+        best = np.zeros(len(hits))
+        for i, text in enumerate(queries):
+            terms = query_terms(text)
+            cov = np.array([coverage(terms, h.text) for h in hits])
+            script = script_of(text)
+            if cos is not None and probe is not None:
+                z = np.asarray(probe.z(cos[i], script), dtype=np.float64)
+                trust = probe.trust(script)
+            else:
+                z, trust = np.zeros(len(hits)), 0.0
+            best = np.maximum(
+                best, self.score_model.scores(np.clip(z, -1.0, 2.0), trust, cov, script)
+            )
+        return [
+            replace(h, score=round(float(s), 6), fused_score=h.fused_score)
+            for h, s in zip(hits, best, strict=True)
+        ]
 
     async def _rerank(self, queries: list[str], hits: list[SearchHit]) -> list[SearchHit]:
         if self.reranker is None:

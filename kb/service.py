@@ -47,6 +47,7 @@ from kb.types import (
     StoreStats,
     StoreView,
 )
+from kb.websearch import WebSearchJobs
 
 __all__ = ["UNSET", "BatchItem", "KnowledgeBase", "KnowledgeSnapshot", "check_attributes"]
 
@@ -128,7 +129,12 @@ class KnowledgeBase:
         )
         self.files = Files(backend, s)
         self.ingestor = Ingestor(backend, provider, s, self.limits, on_done=self._file_done)
+        if s.ocr:
+            from kb.loaders.ocr import tesseract_ocr
+
+            self.ingestor.ocr = tesseract_ocr(s.ocr_languages, s.ocr_page_timeout_s)
         self.reembedder = Reembedder(backend, provider, s)
+        self.web = WebSearchJobs(backend, s.web_search, self._ingest_found)
         self.retriever = Retriever(backend, provider, s, reranker)
         self._touched: dict[str, int] = {}
 
@@ -152,12 +158,14 @@ class KnowledgeBase:
         await asyncio.to_thread(self.backend.startup)
         self.ingestor.start()
         await self.reembedder.resume()
+        await self.web.resume()
         for batch in await asyncio.to_thread(self.backend.open_batches):
             await self._refresh_batch(batch.id)
 
     async def stop(self) -> None:
         await self.ingestor.stop()
         await self.reembedder.stop()
+        await self.web.stop()
         await asyncio.to_thread(self.backend.flush)
 
     def close(self) -> None:
@@ -562,6 +570,22 @@ class KnowledgeBase:
 
     async def reembed(self, ref: str, model: str) -> Job:
         return await self.reembedder.start_job(await self.collection(ref), model)
+
+    async def web_search(
+        self,
+        ref: str,
+        query: str,
+        *,
+        max_results: int | None = None,
+        attributes: Attributes | None = None,
+    ) -> Job:
+        """Search the web (the configured provider) and ingest the results, as a job."""
+        col = await self.collection(ref)
+        attrs = check_attributes(attributes) if attributes is not None else {}
+        return await self.web.start_job(col, query, max_results, attrs)
+
+    async def _ingest_found(self, cid: str, url: str, attributes: Attributes) -> StoreFile:
+        return await self.ingest_url(cid, url, attributes=attributes)
 
     async def job(self, ref: str, job_id: str) -> Job:
         col = await self.collection(ref)

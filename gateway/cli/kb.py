@@ -241,6 +241,38 @@ async def _reembed(args: argparse.Namespace) -> int:
         return 0 if job.status == "completed" else 1
 
 
+async def _web_search(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    async with open_kb(args.config) as kb:
+        col = await kb.collection(args.store)
+        await kb.start()
+        job = await kb.web_search(
+            col.id, args.query, max_results=args.max_results, attributes=_attrs(args.attr)
+        )
+        with tqdm(total=job.total, unit="page", desc="web search", disable=args.quiet) as bar:
+            while True:
+                job = await kb.job(col.id, job.id)
+                bar.total, bar.n = job.total, job.progress
+                bar.refresh()
+                if job.status != "in_progress":
+                    break
+                await asyncio.sleep(0.2)
+        await kb.drain()
+        p = job.params
+        _out(
+            json.dumps(
+                {
+                    "job": job.id,
+                    "status": job.status,
+                    "files": p.get("files"),
+                    "failed": p.get("failed"),
+                }
+            )
+        )
+        return 0 if job.status == "completed" else 1
+
+
 def _runner(fn: Callable[[argparse.Namespace], Any]) -> Callable[[argparse.Namespace], int]:
     def run(args: argparse.Namespace) -> int:
         from gateway.logging import configure_logging
@@ -285,6 +317,13 @@ def register(sub: Any, add_config: Callable[[argparse.ArgumentParser], None]) ->
     p.add_argument("store")
     p.add_argument("url")
     p.add_argument("--attr", action="append", default=[])
+
+    p = cmd("web-search", "search the web and ingest the results into a store", _web_search)
+    p.add_argument("store")
+    p.add_argument("query")
+    p.add_argument("--max-results", type=int, default=None)
+    p.add_argument("--attr", action="append", default=[])
+    p.add_argument("--quiet", action="store_true")
 
     p = cmd("search", "search a store", _search)
     p.add_argument("store")

@@ -39,6 +39,7 @@ from gateway.schemas.vector_stores import (
     UpdateVectorStoreRequest,
     VectorStoreFileObject,
     VectorStoreObject,
+    WebSearchRequest,
 )
 from gateway.services.knowledge import batch_items, search_query
 from gateway.state import ctx_of
@@ -264,6 +265,14 @@ async def reembed_store(state: State, vs_id: Store, data: JSONBody[ReembedReques
     return job_object(await ctx.kb.reembed(vs_id, data.model))
 
 
+@post("/v1/vector_stores/{vs_id:str}/web_search", status_code=200)
+async def web_search(state: State, vs_id: Store, data: JSONBody[WebSearchRequest]) -> JobObject:
+    attrs = dict(data.attributes) if data.attributes is not None else None
+    kb = ctx_of(state).kb
+    job = await kb.web_search(vs_id, data.query, max_results=data.max_results, attributes=attrs)
+    return job_object(job)
+
+
 @get("/v1/vector_stores/{vs_id:str}/jobs/{job_id:str}")
 async def retrieve_job(state: State, vs_id: Store, job_id: FromPath[str]) -> JobObject:
     return job_object(await ctx_of(state).kb.job(vs_id, job_id))
@@ -289,5 +298,6 @@ routes = [
     search_store,
     ingest_url,
     reembed_store,
+    web_search,
     retrieve_job,
 ]

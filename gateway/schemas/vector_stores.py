@@ -237,6 +237,12 @@ class ReembedRequest(msgspec.Struct, kw_only=True):
     model: NonEmptyStr
 
 
+class WebSearchRequest(msgspec.Struct, kw_only=True):
+    query: Annotated[str, msgspec.Meta(min_length=1, max_length=1024)]
+    max_results: Annotated[int, msgspec.Meta(ge=1)] | None = None
+    attributes: Attributes | None = None
+
+
 class JobObject(msgspec.Struct):
     id: str
     kind: str
@@ -247,3 +253,5 @@ class JobObject(msgspec.Struct):
     error: str | None
     created_at: int
     object: Literal["vector_store.job"] = "vector_store.job"
+    # web_search jobs: the query, the files ingested, the results that failed.
+    details: dict[str, Any] | msgspec.UnsetType = msgspec.UNSET

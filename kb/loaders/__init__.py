@@ -9,7 +9,10 @@ an empty success.
 - txt/md: sections cut at paragraphs; Markdown keeps its heading path as context;
 - PDF: one section per page (page numbers kept), OCR for pages without a text layer;
 - XLSX and CSV: one record per row ("Header: value" pairs, sheet and row kept);
-- HTML: main text and title; JSON: one section per item of a top-level list.
+- HTML: main text and title; JSON: one section per item of a top-level list;
+- docx/pptx/epub: headings (slide titles) kept as context, tables as records.
+
+Any other kind (OpenDocument, a bare zip, ...) is an error naming it.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from pathlib import Path
 
 from kb.loaders.base import Budget, Document, LoaderError, LoaderLimits, Section
 from kb.loaders.markup import iter_html, iter_json
+from kb.loaders.office import iter_docx, iter_epub, iter_pptx
 from kb.loaders.pdf import OcrPage, iter_pdf
 from kb.loaders.tabular import iter_csv, iter_xlsx
 from kb.loaders.text import bom_encoding, iter_markdown, iter_text, read_all
@@ -60,7 +64,9 @@ _ZIP_MEMBERS = (
     ("META-INF/container.xml", "epub"),
     ("content.xml", "opendocument"),
 )
-SUPPORTED = frozenset({"text", "markdown", "pdf", "xlsx", "csv", "html", "json"})
+SUPPORTED = frozenset(
+    {"text", "markdown", "pdf", "xlsx", "csv", "html", "json", "docx", "pptx", "epub"}
+)
 
 
 def kinds_for(extensions: list[str]) -> frozenset[str]:
@@ -115,7 +121,12 @@ def _check_allowed(
     kind: str, filename: str, content_type: str | None, limits: LoaderLimits
 ) -> None:
     if kind not in SUPPORTED:
-        raise LoaderError(f"{kind} files are not supported", "unsupported_file")
+        suffix = Path(filename).suffix.lower()
+        shown = f" ({suffix})" if suffix else ""
+        raise LoaderError(
+            f"{kind} files{shown} are not supported; supported: {', '.join(sorted(SUPPORTED))}",
+            "unsupported_file",
+        )
     ext = Path(filename).suffix.lower()
     # The name counts for uploads; a fetched page is judged by its content type and bytes.
     named = limits.allowed_extensions is not None and not content_type and ext
@@ -161,6 +172,12 @@ def iter_document(
         yield from iter_html(read_all(path, budget), budget)
     elif kind == "json":
         yield from iter_json(read_all(path, budget), budget)
+    elif kind == "docx":
+        yield from iter_docx(path, budget)
+    elif kind == "pptx":
+        yield from iter_pptx(path, budget)
+    elif kind == "epub":
+        yield from iter_epub(path, budget)
     else:
         yield from iter_text(path, budget)
 

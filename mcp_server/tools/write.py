@@ -1,5 +1,5 @@
 """Write tools (only with ``mcp.allow_writes``, limited to ``mcp.writable_stores``):
-add_text, ingest_url, delete_file."""
+add_text, ingest_url, web_search_ingest, delete_file."""
 
 from __future__ import annotations
 
@@ -25,6 +25,15 @@ class Deleted(BaseModel):
     vector_store_id: str
     file_id: str
     chunks_removed: int
+
+
+class WebSearchDone(BaseModel):
+    vector_store_id: str
+    job_id: str
+    status: str
+    files: list[str]
+    failed: int
+    error: str | None = None
 
 
 def register(server: MCPServer, kb: KnowledgeBase, cfg: McpSettings) -> None:
@@ -67,6 +76,34 @@ def register(server: MCPServer, kb: KnowledgeBase, cfg: McpSettings) -> None:
             sf = await kb.ingest_url(col.id, url)
             sf = await kb.wait_file(col.id, sf.file_id, timeout=120)
         return written(sf, f"{url} -> {sf.file_id}")
+
+    @server.tool(
+        description=(
+            "Search the web (the server's configured provider) and ingest the results "
+            "into a vector store; returns the job once it has finished."
+        ),
+        annotations=ToolAnnotations(readOnlyHint=False, destructiveHint=False, openWorldHint=True),
+    )
+    async def web_search_ingest(
+        vector_store: Annotated[str, Field(description="Store id or name.")],
+        query: Annotated[str, Field(description="What to search the web for.")],
+        max_results: Annotated[int | None, Field(description="Results to ingest.", ge=1)] = None,
+    ) -> Annotated[CallToolResult, WebSearchDone]:
+        col = await writable(vector_store)
+        with tool_errors():
+            job = await kb.web_search(col.id, query, max_results=max_results)
+            await kb.web.wait(timeout=300)
+            job = await kb.job(col.id, job.id)
+        p = job.params
+        out = WebSearchDone(
+            vector_store_id=col.id,
+            job_id=job.id,
+            status=job.status,
+            files=[str(f) for f in p.get("files") or [] if f],  # type: ignore[attr-defined]
+            failed=len(p.get("failed") or []),  # type: ignore[arg-type]
+            error=job.error,
+        )
+        return result(out, json.dumps(out.model_dump()))
 
     @server.tool(
         description="Remove a file from a vector store (its chunks leave the index).",

@@ -65,6 +65,13 @@ def rag_settings(tiny: Path, data: Path, **profile: Any) -> Settings:
                 "no_answer": "say so",
             },
             {
+                "id": "half-bot",
+                "model": "rwkv7-tiny",
+                "vector_store_ids": ["manuals"],
+                "score_threshold": 0.5,
+                "no_answer": "say so",
+            },
+            {
                 "id": "loose-bot",
                 "model": "rwkv6-tiny",
                 "vector_store_ids": ["manuals"],
@@ -331,6 +338,49 @@ async def test_dify_retrieval(stack: Any) -> None:
     assert r.status_code == 403 and r.json()["error_code"] == 1002
     r = await http.post("/retrieval", json={"query": "x"})
     assert r.status_code == 400 and "error_code" in r.json()
+
+
+async def test_every_threshold_reads_the_absolute_score(stack: Any) -> None:
+    """Dify's usual 0.5, ranking_options and a profile's threshold keep an exact answer
+    and drop the rest, whatever else the store holds."""
+    http, ids, vs = stack
+    q = "How do I reset the water pump?"
+    body = {
+        "knowledge_id": vs,
+        "query": q,
+        "retrieval_setting": {"top_k": 3, "score_threshold": 0.5},
+    }
+    records = (await http.post("/retrieval", json=body)).json()["records"]
+    assert [r["title"] for r in records] == ["pump.md"] and records[0]["score"] >= 0.5
+    one = (
+        await http.post(f"/v1/vector_stores/{vs}/search", json={"query": q, "max_num_results": 1})
+    ).json()
+    many = (
+        await http.post(f"/v1/vector_stores/{vs}/search", json={"query": q, "max_num_results": 20})
+    ).json()
+    assert one["data"][0]["score"] == many["data"][0]["score"] >= 0.5
+    assert all(d["score"] < 0.2 for d in many["data"][1:])
+    kept = (
+        await http.post(
+            f"/v1/vector_stores/{vs}/search",
+            json={"query": q, "ranking_options": {"score_threshold": 0.5}},
+        )
+    ).json()["data"]
+    assert [d["file_id"] for d in kept] == [ids["pump.md"]]
+    sdk = _sdk(http)
+    hit = await sdk.chat.completions.create(
+        model="half-bot", messages=[{"role": "user", "content": q}], max_tokens=4
+    )
+    assert [c["file_id"] for c in (hit.model_extra or {})["citations"]] == [ids["pump.md"]]
+    miss = await sdk.chat.completions.create(
+        model="half-bot",
+        messages=[{"role": "user", "content": "What is the capital of Peru?"}],
+        max_tokens=4,
+    )
+    assert (miss.model_extra or {})["citations"] == []
+    assert miss.choices[0].message.content == (
+        "I could not find anything about that in the knowledge base."
+    )
 
 
 async def test_open_webui_shapes(stack: Any) -> None:

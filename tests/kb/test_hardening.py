@@ -176,7 +176,8 @@ async def test_bad_files_fail_with_a_reason_and_never_pass_as_empty(tmp_path: Pa
             "empty.txt": (b"   \n\n  ", "no text"),
             "blank.html": (b"<html><body><script>x()</script></body></html>", "no text"),
             "tool.exe": (b"just text in an exe", ".exe"),
-            "letter.docx": (_docx_zip(), "docx files are not supported"),
+            "letter.docx": (_docx_zip(), "the Word document could not be read"),
+            "letter.odt": (_odt_zip(), ".odt"),
         }
         ids = {name: await _attach(http, vs, name, data) for name, (data, _) in cases.items()}
         for name, (_, reason) in cases.items():
@@ -187,6 +188,13 @@ async def test_bad_files_fail_with_a_reason_and_never_pass_as_empty(tmp_path: Pa
         info = (await http.get(f"/v1/vector_stores/{vs}")).json()
         # What failed left nothing behind; what was stored before is intact.
         assert info["file_counts"]["completed"] == 1 and info["chunk_count"] == 1
+
+
+def _odt_zip() -> bytes:
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w") as zf:
+        zf.writestr("content.xml", "<office:document-content/>")
+    return out.getvalue()
 
 
 def _docx_zip() -> bytes:

@@ -26,7 +26,7 @@ from rag.service import RagService
 from tests.conftest import FAKE_MODELS, ROOT, start_server, stop_server
 
 READ_TOOLS = {"search", "list_vector_stores", "list_files", "read_chunk", "ask"}
-WRITE_TOOLS = {"add_text", "ingest_url", "delete_file"}
+WRITE_TOOLS = {"add_text", "ingest_url", "web_search_ingest", "delete_file"}
 DOCS = {
     "pump.md": "To reset the water pump hold the red button for ten seconds.",
     "billing.md": "Refunds reach your bank account within five business days.",

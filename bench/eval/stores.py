@@ -1,0 +1,53 @@
+"""Knowledge bases of the evaluation sets, built once and kept beside the sets
+(``bench/eval/generated/kb-<set>-<digest>``) so tuning and evaluating do not re-embed."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+from kb.config import KnowledgeSettings
+from kb.service import KnowledgeBase
+
+SETS = Path(__file__).resolve().parent / "generated"
+
+
+def load_set(name: str) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads((SETS / f"{name}.json").read_text())
+    return data
+
+
+def set_names() -> list[str]:
+    return sorted(p.stem for p in SETS.glob("*.json"))
+
+
+async def open_store(
+    name: str,
+    data: dict[str, Any],
+    provider: Any,
+    settings: KnowledgeSettings,
+    root: Path = SETS,
+    **kw: Any,
+) -> tuple[KnowledgeBase, str, dict[str, str]]:
+    """(knowledge base, store id, file id -> document id), built on first use."""
+    digest = hashlib.sha1(
+        json.dumps(data["docs"], sort_keys=True).encode(), usedforsecurity=False
+    ).hexdigest()[:12]
+    where = root / f"kb-{name}-{digest}"
+    done = where / "done.json"
+    if done.exists():
+        meta = json.loads(done.read_text())
+        kb = KnowledgeBase.open_sqlite(where, provider, settings, **kw)
+        return kb, meta["store"], meta["files"]
+    shutil.rmtree(where, ignore_errors=True)
+    kb = KnowledgeBase.open_sqlite(where, provider, settings, **kw)
+    cid = (await kb.create_store(name, "minilm")).id
+    files: dict[str, str] = {}
+    for doc_id, text in data["docs"].items():
+        row = await kb.add_text(cid, text, title=f"{doc_id}.txt")
+        files[row.file_id] = doc_id
+    done.write_text(json.dumps({"store": cid, "files": files}))
+    return kb, cid, files
