@@ -23,11 +23,13 @@ $(VENV)/.dev: $(VENV)/.installed
 	$(PIP) install -q -e '.[dev]'
 	touch $@
 
-# System packages the tests use: Tesseract (OCR, with Chinese) and a CJK font to draw
-# the OCR test pages. Installed with apt when missing; without them those tests skip.
-SYSTEM_PACKAGES ?= tesseract-ocr tesseract-ocr-chi-sim fonts-wqy-zenhei
+# System packages the tests use: Tesseract (OCR, with Chinese), a CJK font to draw the
+# OCR test pages, and Chromium for the console's browser tests (Playwright drives it;
+# its own browser download cannot work offline). Installed with apt when missing;
+# without them those tests skip and say why.
+SYSTEM_PACKAGES ?= tesseract-ocr tesseract-ocr-chi-sim fonts-wqy-zenhei chromium
 $(VENV)/.system: | $(VENV)/.installed
-	@if ! command -v tesseract >/dev/null 2>&1; then \
+	@if ! command -v tesseract >/dev/null 2>&1 || ! command -v chromium >/dev/null 2>&1; then \
 	  SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
 	  ($$SUDO apt-get update -q && $$SUDO apt-get install -y -q --no-install-recommends $(SYSTEM_PACKAGES)) \
 	    || echo "warning: could not install $(SYSTEM_PACKAGES); the tests that need them skip"; \

@@ -191,6 +191,10 @@ def create_app(settings: Settings | None = None, engines: EngineRegistry | None 
             build_server(ctx.kb, settings.mcp, ctx.chat), settings.mcp
         )
         route_handlers.append(handler)
+    if settings.ui.enabled:
+        from gateway.routes import ui
+
+        route_handlers.extend(ui.routes(settings.ui.cache_max_age_s))
     openapi, doc_routes = _openapi()
     limits = settings.limits
     app = Litestar(

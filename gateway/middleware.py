@@ -90,7 +90,15 @@ class AuthMiddleware:
         if scope["type"] not in ("http", "websocket") or not self._digests:
             await self.app(scope, receive, send)
             return
-        if scope["path"].rstrip("/") in _OPEN_PATHS:
+        path = scope["path"]
+        # The console's static page and assets load without a key (it then asks for one;
+        # every API call it makes needs the key like any other client's).
+        if (
+            path.rstrip("/") in _OPEN_PATHS
+            or path == "/"
+            or path == "/ui"
+            or path.startswith("/ui/")
+        ):
             await self.app(scope, receive, send)
             return
         header = None

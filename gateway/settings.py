@@ -110,6 +110,17 @@ def _default_models() -> list[ModelConfig]:
     ]
 
 
+class UiSettings(BaseModel):
+    """The knowledge console at /ui (static assets in the package; it uses only the API)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = Field(True, description="Serve the console at /ui and redirect / to it.")
+    cache_max_age_s: int = Field(
+        300, ge=0, description="Cache-Control max-age of the console's assets."
+    )
+
+
 class Settings(BaseSettings):
     """Gateway settings. Precedence: CLI flags > environment > YAML file > defaults."""
 
@@ -179,6 +190,7 @@ class Settings(BaseSettings):
         default_factory=lambda: RagSettings(), description="Retrieval-augmented chat."
     )
     mcp: McpSettings = Field(default_factory=lambda: McpSettings(), description="MCP server.")
+    ui: UiSettings = Field(default_factory=lambda: UiSettings(), description="Web console.")
     knowledge: KnowledgeSettings = Field(
         default_factory=lambda: KnowledgeSettings(), description="The knowledge base."
     )

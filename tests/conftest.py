@@ -124,6 +124,8 @@ def start_server(config: dict[str, Any], tmp: Path, timeout: float = 120.0) -> R
     """Start `rwkv-rag serve` as a real subprocess and wait (bounded) until /health is 200."""
     port = free_port()
     cfg = tmp / "config.yaml"
+    # Its own data directory unless the config names one (never the checkout's default).
+    config = {"data_dir": str(tmp / "data"), **config}
     cfg.write_text(yaml.safe_dump({**config, "port": port, "host": "127.0.0.1"}))
     log = tmp / "server.log"
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}

@@ -278,7 +278,16 @@ async def retrieve_job(state: State, vs_id: Store, job_id: FromPath[str]) -> Job
     return job_object(await ctx_of(state).kb.job(vs_id, job_id))
 
 
+@get("/v1/vector_stores/{vs_id:str}/jobs")
+async def list_jobs(state: State, vs_id: Store) -> dict[str, Any]:
+    """The store's jobs (re-embeds, web searches), newest first."""
+    jobs = await ctx_of(state).kb.jobs(vs_id)
+    data = [job_object(j) for j in sorted(jobs, key=lambda j: -j.created_at)]
+    return {"object": "list", "data": data}
+
+
 routes = [
+    list_jobs,
     create_store,
     list_stores,
     retrieve_store,
