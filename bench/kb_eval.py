@@ -47,11 +47,14 @@ async def evaluate(
     reranker: Any,
     settings: KnowledgeSettings,
     root: Path | None = None,
+    tag: str = "minilm",
 ) -> dict[str, Any]:
     kb, cid, by_file = await open_store(
-        name, data, provider, settings, root=root or SETS, reranker=reranker
+        name, data, provider, settings, root=root or SETS, tag=tag, reranker=reranker
     )
-    modes = [*MODES, "hybrid+rerank"] if reranker is not None else list(MODES)
+    modes = list(MODES) + (["sparse"] if tag != "minilm" else [])
+    if reranker is not None:
+        modes.append("hybrid+rerank")
     rows: dict[str, dict[str, list[dict[str, float]]]] = {m: {"dev": [], "test": []} for m in modes}
     calib: list[tuple[float, bool]] = []
     for item in data["queries"]:
@@ -105,13 +108,28 @@ async def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--sets", default="", help="comma-separated set names (default: all)")
     ap.add_argument("--reranker", default=None, help="a local bge-reranker path")
+    ap.add_argument(
+        "--bge-m3",
+        default=None,
+        help="a local BGE-M3 path: evaluate with it (dense, BM25, its sparse weights, hybrid "
+        "of all three) instead of MiniLM",
+    )
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "kb_eval.json"))
     args = ap.parse_args()
     if not SETS.exists():
         raise SystemExit("run bench/eval/build.py first")
-    from kb.providers import minilm_provider
+    from kb.providers import LocalProvider, minilm_provider
 
-    provider = minilm_provider()
+    provider: Any = minilm_provider()
+    tag = "minilm"
+    if args.bge_m3:
+        if not Path(args.bge_m3).is_dir():
+            raise SystemExit(f"no BGE-M3 at {args.bge_m3}")
+        from engines.base import ModelInfo
+        from engines.bge import BGEEmbedder
+
+        engine = BGEEmbedder(ModelInfo("bge-m3", "embedding", "bge"), Path(args.bge_m3), {})
+        provider, tag = LocalProvider(engine, engine.dimensions, 512), "bge-m3"
     wanted = {s for s in args.sets.split(",") if s}
     results: dict[str, Any] = {}
     started = time.perf_counter()
@@ -120,13 +138,13 @@ async def main() -> None:
             continue
         t = time.perf_counter()
         results[name] = await evaluate(
-            name, load_set(name), provider, _reranker(args.reranker), KnowledgeSettings()
+            name, load_set(name), provider, _reranker(args.reranker), KnowledgeSettings(), tag=tag
         )
         print(f"{name}: {time.perf_counter() - t:.0f}s", flush=True)
     print(f"\n{'set':<14}{'split':<6}{'mode':<15}{'recall@5':>9}{'ndcg@10':>9}{'mrr@10':>8}")
     for name, res in results.items():
         for split in ("dev", "test"):
-            for mode in (*MODES, "hybrid+rerank"):
+            for mode in (*MODES, "sparse", "hybrid+rerank"):
                 if mode in res:
                     m = res[mode][split]
                     print(
@@ -135,7 +153,7 @@ async def main() -> None:
                     )
         print(f"{name:<14}calibration: {res['calibration']}")
     out = {
-        "model": "all-minilm-l6-v2 (mean pooling)",
+        "model": args.bge_m3 or "all-minilm-l6-v2 (mean pooling)",
         "reranker": args.reranker,
         "seconds": round(time.perf_counter() - started, 1),
         "results": results,

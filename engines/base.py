@@ -33,6 +33,8 @@ class EmbeddingBatch:
 
     vectors: np.ndarray
     token_counts: list[int]
+    # BGE-M3's lexical weights (token id -> weight) per input; None for other models.
+    sparse: list[dict[int, float]] | None = None
 
 
 @dataclass(frozen=True, slots=True)

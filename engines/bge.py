@@ -77,9 +77,11 @@ class BGEEmbedder:
         ).to(self.device)
         counts = [int(n) for n in enc["attention_mask"].sum(dim=1).tolist()]
         with torch.inference_mode():
+            sparse = None
             if self.is_m3:
-                out = self._model(text_input=dict(enc), return_dense=True)
+                out = self._model(text_input=dict(enc), return_dense=True, return_sparse=True)
                 vecs = out["dense_vecs"]
+                sparse = self._lexical(enc, out["sparse_vecs"])
             else:
                 hidden = self._model(**enc, return_dict=True).last_hidden_state
                 if self.pooling == "mean":
@@ -88,7 +90,24 @@ class BGEEmbedder:
                 else:
                     vecs = hidden[:, 0]
             vecs = torch.nn.functional.normalize(vecs.float(), dim=-1)
-        return EmbeddingBatch(vecs.cpu().numpy().astype(np.float32, copy=False), counts)
+        return EmbeddingBatch(vecs.cpu().numpy().astype(np.float32, copy=False), counts, sparse)
+
+    def _lexical(self, enc: Any, weights: Any) -> list[dict[int, float]]:
+        """Per input, each token id's largest weight (special tokens dropped), as
+        BGE-M3's ``lexical_weights``."""
+        tok = self._hf_tokenizer
+        special = {tok.cls_token_id, tok.eos_token_id, tok.pad_token_id, tok.unk_token_id}
+        ids = enc["input_ids"].cpu().tolist()
+        mask = enc["attention_mask"].cpu().tolist()
+        w = weights.squeeze(-1).float().cpu().tolist()
+        out: list[dict[int, float]] = []
+        for row_ids, row_mask, row_w in zip(ids, mask, w, strict=True):
+            lex: dict[int, float] = {}
+            for t, m, x in zip(row_ids, row_mask, row_w, strict=True):
+                if m and t not in special and x > 0 and x > lex.get(t, 0.0):
+                    lex[t] = x
+            out.append(lex)
+        return out
 
     def flag_encode(self, texts: list[str]) -> np.ndarray:
         """FlagEmbedding's own encode (with its probe forward); for the benchmark only."""

@@ -214,9 +214,10 @@ class EngineRegistry:
         # tokenization the forward used, at no extra cost.
         if model.kind == "embedding":
 
-            def fn(texts: list[str]) -> list[tuple[Any, int]]:
+            def fn(texts: list[str]) -> list[tuple[Any, int, Any]]:
                 out = engine.encode(texts, limit)
-                return list(zip(out.vectors, out.token_counts, strict=True))
+                sparse = out.sparse or [None] * len(texts)
+                return list(zip(out.vectors, out.token_counts, sparse, strict=True))
 
         else:
 

@@ -200,6 +200,11 @@ class KnowledgeSettings(BaseModel):
         ),
     )
     rrf_k: float = Field(60.0, gt=0, description="Reciprocal rank fusion constant.")
+    sparse_weight: float = Field(
+        1.0,
+        ge=0,
+        description="Weight of the lexical (sparse) list in fusion, for BGE-M3 stores.",
+    )
     trust_power: float = Field(
         2.0,
         ge=0,

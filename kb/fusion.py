@@ -31,6 +31,7 @@ class Hit:
     dense_score: float | None = None
     keyword_score: float | None = None
     fused_score: float | None = None
+    sparse_score: float | None = None
 
 
 def rrf(
@@ -54,21 +55,25 @@ def fuse(
     keyword_weight: float = 1.0,
     fusion: str = "relative",
     rrf_k: float = 60.0,
+    sparse: list[tuple[int, float]] | None = None,
+    sparse_weight: float = 1.0,
 ) -> list[Hit]:
-    """The ``k`` best chunks of two candidate lists (either may be empty)."""
+    """The ``k`` best chunks of the candidate lists (any may be empty): dense, BM25 and,
+    for BGE-M3 stores, the lexical (sparse) list."""
+    sparse = sparse or []
     d_rank = {c: r for r, (c, _) in enumerate(dense, start=1)}
     k_rank = {c: r for r, (c, _) in enumerate(keyword, start=1)}
-    d_score, k_score = dict(dense), dict(keyword)
+    d_score, k_score, s_score = dict(dense), dict(keyword), dict(sparse)
     if fusion == "rrf":
-        fused = rrf(
-            [[c for c, _ in dense], [c for c, _ in keyword]],
-            k=rrf_k,
-            weights=[dense_weight, keyword_weight],
-        )
-        top = (dense_weight + keyword_weight) / (rrf_k + 1) or 1.0
+        lists = [[c for c, _ in dense], [c for c, _ in keyword], [c for c, _ in sparse]]
+        weights = [dense_weight, keyword_weight, sparse_weight if sparse else 0.0]
+        fused = rrf(lists, k=rrf_k, weights=weights)
+        top = sum(weights) / (rrf_k + 1) or 1.0
         fused = [(c, s / top) for c, s in fused]
     else:
-        fused = score_fusion(dense, keyword, dense_weight, keyword_weight, fusion)
+        fused = score_fusion(
+            dense, keyword, dense_weight, keyword_weight, fusion, sparse, sparse_weight
+        )
     # Fused scores say how a hit ranks against the others, not whether any is relevant:
     # scale them by the strongest absolute evidence found (the best cosine similarity, a
     # saturated BM25 score), so an off-topic query scores low across the board.
@@ -78,7 +83,16 @@ def fuse(
     )
     scale = min(1.0, max(0.0, evidence))
     return [
-        Hit(c, s * scale, d_rank.get(c), k_rank.get(c), d_score.get(c), k_score.get(c), s)
+        Hit(
+            c,
+            s * scale,
+            d_rank.get(c),
+            k_rank.get(c),
+            d_score.get(c),
+            k_score.get(c),
+            s,
+            s_score.get(c),
+        )
         for c, s in fused[:k]
     ]
 
@@ -110,14 +124,27 @@ def score_fusion(
     dense_weight: float,
     keyword_weight: float,
     how: str = "relative",
+    sparse: list[tuple[int, float]] | None = None,
+    sparse_weight: float = 1.0,
 ) -> list[tuple[int, float]]:
     """Weighted sum of per-list normalised scores (relative score fusion, or DBSF): unlike
     RRF it keeps how far ahead a list's top hit is, so a confident list wins."""
     d = _normalise(dense, how)
     kw = _normalise(keyword, how)
-    total = (dense_weight if d else 0.0) + (keyword_weight if kw else 0.0) or 1.0
-    ids = set(d) | set(kw)
+    sp = _normalise(sparse or [], how)
+    total = (
+        (dense_weight if d else 0.0)
+        + (keyword_weight if kw else 0.0)
+        + (sparse_weight if sp else 0.0)
+    ) or 1.0
+    ids = set(d) | set(kw) | set(sp)
     scores = {
-        c: (dense_weight * d.get(c, 0.0) + keyword_weight * kw.get(c, 0.0)) / total for c in ids
+        c: (
+            dense_weight * d.get(c, 0.0)
+            + keyword_weight * kw.get(c, 0.0)
+            + sparse_weight * sp.get(c, 0.0)
+        )
+        / total
+        for c in ids
     }
     return sorted(scores.items(), key=lambda kv: (-kv[1], kv[0]))

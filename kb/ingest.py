@@ -31,7 +31,7 @@ from kb.chunking import ChunkingStrategy, chunk_text
 from kb.config import KnowledgeSettings
 from kb.loaders import LoaderError, LoaderLimits, Section, iter_document
 from kb.loaders.pdf import OcrPage
-from kb.ports import EmbeddingProvider, Progress
+from kb.ports import EmbeddingProvider, Progress, embed_both
 from kb.store.chunks import content_hash
 from kb.types import ChunkRecord, LastError, StoreFile
 
@@ -341,14 +341,24 @@ class Ingestor:
             known = await asyncio.to_thread(self.backend.existing_hashes, cid, hashes)
             fresh = [i for i, h in enumerate(hashes) if h not in known]
             vectors = np.zeros((len(records), col.dimensions), np.float32)
+            sparse: list[dict[int, float]] | None = None
             if fresh:
-                vecs, _ = await self.provider.embed(
-                    col.embedding_model, [records[i].text for i in fresh]
+                vecs, lex = await embed_both(
+                    self.provider, col.embedding_model, [records[i].text for i in fresh]
                 )
                 vectors[fresh] = vecs
+                if lex is not None:
+                    sparse = [{} for _ in records]
+                    for i, weights in zip(fresh, lex, strict=True):
+                        sparse[i] = weights
             stored = await asyncio.to_thread(
                 functools.partial(
-                    self.backend.add_chunks, cid, records, vectors, model=col.embedding_model
+                    self.backend.add_chunks,
+                    cid,
+                    records,
+                    vectors,
+                    model=col.embedding_model,
+                    sparse=sparse,
                 )
             )
             if stored is not None:

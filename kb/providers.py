@@ -24,6 +24,12 @@ class LocalProvider:
         out = await asyncio.to_thread(self.engine.encode, texts, self._max)  # type: ignore[attr-defined]
         return out.vectors, out.token_counts
 
+    async def embed_sparse(
+        self, model: str, texts: list[str]
+    ) -> tuple[np.ndarray, list[int], list[dict[int, float]] | None]:
+        out = await asyncio.to_thread(self.engine.encode, texts, self._max)  # type: ignore[attr-defined]
+        return out.vectors, out.token_counts, out.sparse
+
     def tokenizer(self, model: str) -> Tokenizer:
         tok: Tokenizer = self.engine.tokenizer  # type: ignore[attr-defined]
         return tok

@@ -18,14 +18,14 @@ from kb.backend import CandidateQuery, Candidates, KnowledgeBackend
 from kb.config import KnowledgeSettings
 from kb.filters import Filter
 from kb.fusion import Hit, fuse
-from kb.ports import EmbeddingProvider, Reranker
+from kb.ports import EmbeddingProvider, Reranker, embed_both
 from kb.probe import Probe, probe_from_vectors, probe_sentences
 from kb.scoring import ScoreModel, coverage, query_terms, script_of
 from kb.types import Attributes, Collection, SearchHit, SearchOutcome
 
 __all__ = ["Retriever", "SearchQuery", "rewrite"]
 
-SearchMode = Literal["hybrid", "dense", "keyword"]
+SearchMode = Literal["hybrid", "dense", "keyword", "sparse"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,8 +85,9 @@ class Retriever:
         # The query is embedded in every mode: keyword search skips the dense list, but
         # the score still reads the cosine, so it means the same in every mode.
         probe = await self.probe(col.embedding_model)
-        vectors = await self._embed(col, queries, q)
-        cands = await self._candidates(col, queries, vectors, q, allowed, want)
+        vectors, lexical = await embed_both(self.provider, col.embedding_model, queries)
+        vectors = np.asarray(vectors, dtype=np.float32)
+        cands = await self._candidates(col, queries, vectors, lexical, q, allowed, want)
         fused = self._fuse(cands, queries, q, want, probe)
         hits = await self._hydrate(col, fused, allowed)
         if use_rerank and hits:
@@ -128,21 +129,26 @@ class Retriever:
             return None
         return await asyncio.to_thread(self.backend.matching_files, col.id, flt)
 
-    async def _embed(self, col: Collection, queries: list[str], q: SearchQuery) -> np.ndarray:
-        vectors, _ = await self.provider.embed(col.embedding_model, queries)
-        return np.asarray(vectors, dtype=np.float32)
-
     async def _candidates(
         self,
         col: Collection,
         queries: list[str],
         vectors: np.ndarray,
+        lexical: list[dict[int, float]] | None,
         q: SearchQuery,
         allowed: set[str] | None,
         want: int,
     ) -> list[Candidates]:
         dense = q.mode in ("hybrid", "dense")
-        cq = [CandidateQuery(text, vectors[i] if dense else None) for i, text in enumerate(queries)]
+        use_sparse = lexical is not None and q.mode in ("hybrid", "sparse")
+        cq = [
+            CandidateQuery(
+                text,
+                vectors[i] if dense else None,
+                lexical[i] if use_sparse and lexical is not None else None,
+            )
+            for i, text in enumerate(queries)
+        ]
         n = max(want, self.settings.search_candidates)
         return await asyncio.to_thread(
             self.backend.candidates,
@@ -163,10 +169,14 @@ class Retriever:
         probe: Probe,
     ) -> list[Hit]:
         dense_w, keyword_w = q.weights or (self.settings.dense_weight, self.settings.keyword_weight)
+        sparse_w = self.settings.sparse_weight
         if q.mode == "dense":
-            keyword_w = 0.0
+            keyword_w = sparse_w = 0.0
         elif q.mode == "keyword":
-            dense_w = 0.0
+            dense_w = sparse_w = 0.0
+        elif q.mode == "sparse":
+            dense_w = keyword_w = 0.0
+            sparse_w = 1.0
         per_query = []
         for text, c in zip(queries, cands, strict=True):
             # Language-aware: the dense list counts as far as the model reads the query's
@@ -183,6 +193,8 @@ class Retriever:
                     keyword_weight=keyword_w,
                     fusion=q.fusion or self.settings.fusion,
                     rrf_k=self.settings.rrf_k,
+                    sparse=c.sparse if sparse_w else None,
+                    sparse_weight=sparse_w,
                 )
             )
         if len(per_query) == 1:
@@ -240,6 +252,7 @@ class Retriever:
                     dense_score=h.dense_score,
                     keyword_score=h.keyword_score,
                     fused_score=h.fused_score,
+                    sparse_score=h.sparse_score,
                 )
             )
         return out

@@ -30,13 +30,14 @@ async def open_store(
     provider: Any,
     settings: KnowledgeSettings,
     root: Path = SETS,
+    tag: str = "minilm",
     **kw: Any,
 ) -> tuple[KnowledgeBase, str, dict[str, str]]:
     """(knowledge base, store id, file id -> document id), built on first use."""
     digest = hashlib.sha1(
         json.dumps(data["docs"], sort_keys=True).encode(), usedforsecurity=False
     ).hexdigest()[:12]
-    where = root / f"kb-{name}-{digest}"
+    where = root / (f"kb-{name}-{digest}" if tag == "minilm" else f"kb-{name}-{tag}-{digest}")
     done = where / "done.json"
     if done.exists():
         meta = json.loads(done.read_text())

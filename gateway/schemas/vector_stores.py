@@ -185,7 +185,7 @@ class SearchRequest(msgspec.Struct, kw_only=True):
     # Extra: the embedding model the caller expects the store to use (400 if it differs).
     model: str | None = None
     # Extra: which signals to use (the console's playground compares them).
-    mode: Literal["hybrid", "dense", "keyword"] = "hybrid"
+    mode: Literal["hybrid", "dense", "keyword", "sparse"] = "hybrid"
 
 
 class ContentPart(msgspec.Struct):

@@ -84,13 +84,23 @@ class _TokenLimiter:
                 )
 
 
+async def _embed_rows(
+    model: ServedModel, texts: list[str], limiter: _TokenLimiter, param: str
+) -> list[tuple[np.ndarray, int, dict[int, float] | None]]:
+    """(vector, token count, lexical weights or None) per text, through the batcher."""
+    await limiter.check(model, texts, param)
+    rows: list[tuple[np.ndarray, int, dict[int, float] | None]] = await _batcher(model).submit(
+        texts
+    )
+    return rows
+
+
 async def _embed(
     model: ServedModel, texts: list[str], limiter: _TokenLimiter, param: str
 ) -> tuple[np.ndarray, list[int]]:
     """Vectors and token counts of ``texts`` through the embedding model's batcher."""
-    await limiter.check(model, texts, param)
-    rows = await _batcher(model).submit(texts)
-    return np.stack([v for v, _ in rows]).astype(np.float32, copy=False), [n for _, n in rows]
+    rows = await _embed_rows(model, texts, limiter, param)
+    return np.stack([r[0] for r in rows]).astype(np.float32, copy=False), [r[1] for r in rows]
 
 
 def _batcher(model: ServedModel) -> DynamicBatcher[Any, Any]:
@@ -109,6 +119,17 @@ class EmbeddingService:
         """Vectors and token counts for ``texts`` (used by the KB too)."""
         model = self.registry.resolve(model_name, "embedding")
         return await _embed(model, texts, self._limiter, "input")
+
+    async def embed_texts_sparse(
+        self, model_name: str, texts: list[str]
+    ) -> tuple[np.ndarray, list[int], list[dict[int, float]] | None]:
+        """As ``embed_texts``, with BGE-M3's lexical weights (None for other models)."""
+        model = self.registry.resolve(model_name, "embedding")
+        rows = await _embed_rows(model, texts, self._limiter, "input")
+        vectors = np.stack([r[0] for r in rows]).astype(np.float32, copy=False)
+        sparse = [r[2] for r in rows]
+        lex = None if any(s is None for s in sparse) else [s for s in sparse if s is not None]
+        return vectors, [r[1] for r in rows], lex
 
     async def create(self, req: EmbeddingRequest) -> EmbeddingResponse:
         model = self.registry.resolve(req.model, "embedding")

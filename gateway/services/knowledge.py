@@ -41,6 +41,11 @@ class GatewayProvider:
     async def embed(self, model: str, texts: list[str]) -> tuple[np.ndarray, list[int]]:
         return await self.embeddings.embed_texts(model, texts)
 
+    async def embed_sparse(
+        self, model: str, texts: list[str]
+    ) -> tuple[np.ndarray, list[int], list[dict[int, float]] | None]:
+        return await self.embeddings.embed_texts_sparse(model, texts)
+
     def _engine(self, model: str) -> Embedder:
         served = self.registry.resolve(model, "embedding")
         if served.engine is None:

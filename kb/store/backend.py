@@ -87,6 +87,8 @@ class SqliteBackend(CollectionsMixin, FilesMixin, ChunksMixin, JobsMixin, Keywor
                 return None
             self.indexes.get(cid)  # load (and repair) before the write it must include
             added = self.insert_chunks(cid, records, vectors)
+            if added and sparse is not None:
+                self.insert_sparse(cid, [(c, sparse[i]) for i, c in added])
             if added:
                 ids = np.array([c for _, c in added], dtype=np.int64)
                 self.indexes.added(cid, ids, vectors[[i for i, _ in added]])
@@ -156,4 +158,7 @@ class SqliteBackend(CollectionsMixin, FilesMixin, ChunksMixin, JobsMixin, Keywor
         if keyword:
             for q, cand in zip(queries, out, strict=True):
                 cand.keyword = self.keyword_search(cid, q.text, k, allowed=allowed)
+        for q, cand in zip(queries, out, strict=True):
+            if q.sparse:
+                cand.sparse = self.sparse_search(cid, q.sparse, k, allowed=allowed)
         return out

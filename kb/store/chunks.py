@@ -8,6 +8,7 @@ leaves only with its last owner.
 from __future__ import annotations
 
 import hashlib
+import json
 
 import numpy as np
 
@@ -84,6 +85,32 @@ class ChunksMixin(Database):
                     (chunk_id, cid, rec.file_id),
                 )
         return added
+
+    def insert_sparse(self, cid: str, rows: list[tuple[int, dict[int, float]]]) -> None:
+        """Lexical weights of new chunks (BGE-M3's sparse head)."""
+        with self.transaction() as conn:
+            conn.executemany(
+                "INSERT OR REPLACE INTO chunk_sparse (collection_id, token, chunk_id, weight) "
+                "VALUES (?, ?, ?, ?)",
+                [(cid, int(t), c, float(w)) for c, lex in rows for t, w in lex.items()],
+            )
+
+    def sparse_search(
+        self, cid: str, query: dict[int, float], k: int, *, allowed: set[int] | None
+    ) -> list[tuple[int, float]]:
+        """Chunks by the dot product of their lexical weights with the query's."""
+        scope = "" if allowed is None else " AND s.chunk_id IN (SELECT value FROM json_each(?))"
+        params: list[object] = [json.dumps({str(t): w for t, w in query.items()}), cid]
+        if allowed is not None:
+            params.append(json_list(allowed))
+        rows = self.tuples(
+            "SELECT s.chunk_id, SUM(s.weight * q.value) AS score FROM chunk_sparse s "
+            "JOIN json_each(?) q ON s.token = CAST(q.key AS INTEGER) "
+            f"WHERE s.collection_id = ?{scope} GROUP BY s.chunk_id "
+            "ORDER BY score DESC, s.chunk_id LIMIT ?",
+            [*params, k],
+        )
+        return [(int(str(c)), float(str(s))) for c, s in rows]
 
     def remove_file_chunks(self, cid: str, file_id: str) -> list[int]:
         """Drop the file's ownership of its chunks; the ids of chunks no file owns any more
@@ -227,6 +254,8 @@ class ChunksMixin(Database):
                 "UPDATE collections SET embedding_model = ?, dimensions = ? WHERE id = ?",
                 (model, dimensions, cid),
             )
+            # The old model's lexical weights mean nothing to the new one.
+            conn.execute("DELETE FROM chunk_sparse WHERE collection_id = ?", (cid,))
             conn.execute("DELETE FROM reembed_staging WHERE job_id = ?", (job_id,))
 
     def drop_staging(self, job_id: str) -> None:

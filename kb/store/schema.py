@@ -127,4 +127,16 @@ MIGRATIONS: list[str] = [
     CREATE INDEX files_order ON files(created_at);
     CREATE INDEX collections_name ON collections(name);
     """,
+    # 4: BGE-M3's lexical (sparse) weights per chunk: token id -> weight, searched by the
+    # dot product with the query's weights.
+    """
+    CREATE TABLE chunk_sparse (
+        collection_id TEXT NOT NULL,
+        token INTEGER NOT NULL,
+        chunk_id INTEGER NOT NULL REFERENCES chunks(id) ON DELETE CASCADE,
+        weight REAL NOT NULL,
+        PRIMARY KEY (collection_id, token, chunk_id)
+    ) WITHOUT ROWID;
+    CREATE INDEX chunk_sparse_chunk ON chunk_sparse(chunk_id);
+    """,
 ]

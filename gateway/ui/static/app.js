@@ -484,7 +484,7 @@ async function searchPage(params) {
   const k = h("input", { id: "search-k", type: "number", min: 1, max: 50, value: 10 });
   const threshold = h("input", { id: "search-threshold", type: "number", min: 0, max: 1, step: 0.05, value: 0 });
   const rerank = h("input", { id: "search-rerank", type: "checkbox", checked: true });
-  const mode = h("select", { id: "search-mode" }, ["hybrid", "dense", "keyword"].map((m) => h("option", { value: m }, m)));
+  const mode = h("select", { id: "search-mode" }, ["hybrid", "dense", "keyword", "sparse"].map((m) => h("option", { value: m }, m)));
   const out = h("section", { id: "results", "aria-live": "polite" });
   const run = async (e) => {
     e.preventDefault();
