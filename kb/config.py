@@ -48,6 +48,35 @@ class WebSearchSettings(BaseModel):
     max_results: int = Field(20, ge=1, description="Most results one search may ingest.")
 
 
+class PostgresSettings(BaseModel):
+    """The shared PostgreSQL + pgvector backend (``knowledge.backend: postgres``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    dsn: str | None = Field(
+        None,
+        description="libpq connection string or URL (postgresql://user:pass@host/db); "
+        "never logged.",
+    )
+    pool_min_size: int = Field(1, ge=0, description="Connections kept open per process.")
+    pool_max_size: int = Field(10, ge=1, description="Most connections per process.")
+    connect_timeout_s: float = Field(
+        5.0, gt=0, description="Seconds to wait for a connection before answering 503."
+    )
+    statement_timeout_s: float = Field(
+        30.0, gt=0, description="Most seconds one statement may run."
+    )
+    hnsw_ef_search: int = Field(
+        100,
+        ge=10,
+        le=1000,
+        description="pgvector's HNSW search beam (hnsw.ef_search) for this backend.",
+    )
+    file_part_bytes: int = Field(
+        1 << 20, ge=4096, description="Uploaded bytes are stored in parts of this size."
+    )
+
+
 class KnowledgeSettings(BaseModel):
     """The knowledge base: uploads, loaders, ingestion, indexes, retrieval."""
 
@@ -160,6 +189,14 @@ class KnowledgeSettings(BaseModel):
     )
     max_chunks_per_file: int = Field(
         250_000, ge=1, description="Most chunks one file may make; past it the file fails."
+    )
+    backend: Literal["sqlite", "postgres"] = Field(
+        "sqlite",
+        description="Where the knowledge base lives: embedded SQLite + FAISS (one process) "
+        "or PostgreSQL + pgvector (shared by several gateway replicas).",
+    )
+    postgres: PostgresSettings = Field(
+        default_factory=lambda: PostgresSettings(), description="The postgres backend."
     )
     lease_s: float = Field(
         60.0,

@@ -32,6 +32,8 @@ __all__ = [
     "collection_from",
     "dump_json",
     "file_from",
+    "file_state_fields",
+    "job_fields",
     "job_from",
     "load_json",
     "options_json",
@@ -196,3 +198,52 @@ def chunk_from(row: Row) -> ChunkView:
         row=_opt_int(row.get("row")),
         heading=_opt_str(row.get("heading")),
     )
+
+
+def file_state_fields(
+    status: str,
+    last_error: LastError | None,
+    usage_bytes: int | None,
+    warnings: list[str] | None,
+) -> dict[str, object]:
+    """The columns ``set_file_state`` writes (both backends); the lease is released."""
+    import time
+
+    fields: dict[str, object] = {
+        "status": status,
+        "last_error": dump_json({"code": last_error.code, "message": last_error.message})
+        if last_error
+        else None,
+        "updated_at": int(time.time()),
+        "lease_owner": None,
+        "lease_until": None,
+    }
+    if usage_bytes is not None:
+        fields["usage_bytes"] = usage_bytes
+    if warnings is not None:
+        fields["warnings"] = dump_json(warnings)
+    return fields
+
+
+def job_fields(
+    status: str | None,
+    progress: int | None,
+    total: int | None,
+    error: str | None,
+    params: dict[str, object] | None,
+) -> dict[str, object]:
+    """The columns ``update_job`` writes (both backends): only those given."""
+    import time
+
+    fields: dict[str, object] = {"updated_at": int(time.time())}
+    for key, value in (
+        ("status", status),
+        ("progress", progress),
+        ("total", total),
+        ("error", error),
+    ):
+        if value is not None:
+            fields[key] = value
+    if params is not None:
+        fields["params"] = dump_json(params)
+    return fields

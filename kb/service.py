@@ -151,6 +151,18 @@ class KnowledgeBase:
 
         return cls(SqliteBackend(directory, settings), provider, settings, **kwargs)  # type: ignore[arg-type]
 
+    @classmethod
+    def open_backend(
+        cls,
+        directory: Path,
+        provider: EmbeddingProvider,
+        settings: KnowledgeSettings | None = None,
+        **kwargs: object,
+    ) -> KnowledgeBase:
+        """The backend ``settings.backend`` names: SQLite in ``directory``, or the
+        PostgreSQL database at ``settings.postgres.dsn``."""
+        return cls(open_backend(directory, settings), provider, settings, **kwargs)  # type: ignore[arg-type]
+
     # -- lifecycle ----------------------------------------------------------------------
 
     async def start(self) -> None:
@@ -622,3 +634,20 @@ class KnowledgeBase:
     async def index_kind(self, ref: str) -> str | None:
         col = await self.collection(ref)
         return self.backend.index_kind(col.id)
+
+
+def open_backend(directory: Path, settings: KnowledgeSettings | None = None) -> KnowledgeBackend:
+    """The storage backend the settings name (``knowledge.backend``)."""
+    s = settings or KnowledgeSettings()
+    if s.backend == "postgres":
+        from kb.pg import PostgresBackend
+
+        if not s.postgres.dsn:
+            raise ValueError(
+                "knowledge.backend is postgres but knowledge.postgres.dsn is not set "
+                "(RWKV_RAG_KNOWLEDGE__POSTGRES__DSN)"
+            )
+        return PostgresBackend(s.postgres.dsn, s)
+    from kb.store import SqliteBackend
+
+    return SqliteBackend(directory, s)

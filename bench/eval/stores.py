@@ -39,6 +39,14 @@ async def open_store(
     ).hexdigest()[:12]
     where = root / (f"kb-{name}-{digest}" if tag == "minilm" else f"kb-{name}-{tag}-{digest}")
     done = where / "done.json"
+    if settings.backend != "sqlite":
+        # A fresh database each run: nothing cached on disk.
+        kb = KnowledgeBase.open_backend(where, provider, settings, **kw)
+        cid = (await kb.create_store(name, "minilm")).id
+        files = {}
+        for doc_id, text in data["docs"].items():
+            files[(await kb.add_text(cid, text, title=f"{doc_id}.txt")).file_id] = doc_id
+        return kb, cid, files
     if done.exists():
         meta = json.loads(done.read_text())
         kb = KnowledgeBase.open_sqlite(where, provider, settings, **kw)

@@ -273,6 +273,44 @@ async def _web_search(args: argparse.Namespace) -> int:
         return 0 if job.status == "completed" else 1
 
 
+async def _migrate(args: argparse.Namespace) -> int:
+    """Copy the configured SQLite knowledge base into PostgreSQL (resumable)."""
+    from tqdm import tqdm
+
+    from gateway.settings import load_settings
+    from kb.pg import redact_dsn
+    from kb.pg.migrate import migrate_sqlite
+
+    settings = load_settings(args.config)
+    source = settings.data_dir / "kb"
+    if not (source / "kb.sqlite").exists():
+        print(f"rwkv-rag kb migrate: no SQLite knowledge base at {source}", file=sys.stderr)  # noqa: T201
+        return 2
+    bars: dict[str, Any] = {}
+
+    def progress(stage: str, done: int, total: int) -> None:
+        bar = bars.get(stage)
+        if bar is None:
+            bar = bars[stage] = tqdm(total=total, desc=stage, unit="row", disable=args.quiet)
+        bar.total = total
+        bar.n = done
+        bar.refresh()
+
+    report = await asyncio.to_thread(migrate_sqlite, source, args.dsn, settings.knowledge, progress)
+    for bar in bars.values():
+        bar.close()
+    for table, (a, b) in report.counts.items():
+        _out(f"{table:<20} sqlite {a:>9}  postgres {b:>9}{'' if a == b else '  MISMATCH'}")
+    if not report.ok:
+        print("rwkv-rag kb migrate: counts differ; run it again to resume", file=sys.stderr)  # noqa: T201
+        return 1
+    _out(
+        f"migrated to {redact_dsn(args.dsn)}; serve with knowledge.backend: postgres "
+        "and knowledge.postgres.dsn set to it"
+    )
+    return 0
+
+
 def _runner(fn: Callable[[argparse.Namespace], Any]) -> Callable[[argparse.Namespace], int]:
     def run(args: argparse.Namespace) -> int:
         from gateway.logging import configure_logging
@@ -329,7 +367,7 @@ def register(sub: Any, add_config: Callable[[argparse.ArgumentParser], None]) ->
     p.add_argument("store")
     p.add_argument("query")
     p.add_argument("-k", type=int, default=5)
-    p.add_argument("--mode", choices=["hybrid", "dense", "keyword"], default="hybrid")
+    p.add_argument("--mode", choices=["hybrid", "dense", "keyword", "sparse"], default="hybrid")
     p.add_argument("--no-rerank", action="store_true")
     p.add_argument("--json", action="store_true")
 
@@ -344,6 +382,11 @@ def register(sub: Any, add_config: Callable[[argparse.ArgumentParser], None]) ->
     p.add_argument("store")
     p.add_argument("model")
     p.add_argument("--quiet", action="store_true")
+
+    p = cmd("migrate", "copy this SQLite knowledge base into PostgreSQL (resumable)", _migrate)
+    p.add_argument("--to", choices=["postgres"], required=True, help="the target backend")
+    p.add_argument("dsn", help="postgresql://user:pass@host/db (pgvector installed)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
 
     p = cmd("rebuild", "rebuild the vector indexes from the stored vectors", _rebuild)
     p.add_argument("store", nargs="?")

@@ -89,12 +89,12 @@ def build_knowledge_base(
     embeddings: EmbeddingService,
     rerank: RerankService,
 ) -> KnowledgeBase:
-    from kb.store import SqliteBackend
+    from kb.service import open_backend
 
     default = settings.knowledge.embedding_model or next(
         (m.id for m in settings.models if m.kind == "embedding"), None
     )
-    backend = SqliteBackend(settings.data_dir / "kb", settings.knowledge)
+    backend = open_backend(settings.data_dir / "kb", settings.knowledge)
     return KnowledgeBase(
         backend,
         GatewayProvider(registry, embeddings),

@@ -12,7 +12,14 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from kb.rows import batch_from, dump_json, file_from, options_json, store_file_from, strategy_json
+from kb.rows import (
+    batch_from,
+    file_from,
+    file_state_fields,
+    options_json,
+    store_file_from,
+    strategy_json,
+)
 from kb.store.db import Database
 from kb.store.paging import paged
 from kb.types import Batch, FileRecord, FileStatus, LastError, Page, PageRequest, StoreFile
@@ -193,19 +200,7 @@ class FilesMixin(Database):
         warnings: list[str] | None = None,
         clear_secrets: bool = False,
     ) -> None:
-        fields: dict[str, object] = {
-            "status": status,
-            "last_error": dump_json({"code": last_error.code, "message": last_error.message})
-            if last_error
-            else None,
-            "updated_at": int(time.time()),
-            "lease_owner": None,
-            "lease_until": None,
-        }
-        if usage_bytes is not None:
-            fields["usage_bytes"] = usage_bytes
-        if warnings is not None:
-            fields["warnings"] = json.dumps(warnings)
+        fields = file_state_fields(status, last_error, usage_bytes, warnings)
         sets = ", ".join(f"{k} = ?" for k in fields)
         if clear_secrets:
             sets += ", options = json_remove(options, '$.password')"

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import json
-import time
 
-from kb.rows import job_from
+from kb.rows import job_fields, job_from
 from kb.store.db import Database
 from kb.types import Job, JobStatus
 
@@ -59,16 +58,6 @@ class JobsMixin(Database):
         error: str | None = None,
         params: dict[str, object] | None = None,
     ) -> None:
-        fields: dict[str, object] = {"updated_at": int(time.time())}
-        for key, value in (
-            ("status", status),
-            ("progress", progress),
-            ("total", total),
-            ("error", error),
-        ):
-            if value is not None:
-                fields[key] = value
-        if params is not None:
-            fields["params"] = json.dumps(params)
+        fields = job_fields(status, progress, total, error, params)
         sets = ", ".join(f"{k} = ?" for k in fields)
         self.execute(f"UPDATE jobs SET {sets} WHERE id = ?", [*fields.values(), job_id])

@@ -17,6 +17,8 @@ from gateway.settings import Settings
 from tests.chat.conftest import chat_models
 from tests.conftest import asgi_client
 
+pytestmark = pytest.mark.usefixtures("kb_backend")
+
 FACTS = {
     "pump.md": (
         "The water pump resets when you hold the red button for ten seconds.",

@@ -120,7 +120,7 @@ async def test_store_switches_to_ivf_past_the_threshold(tmp_path: Path) -> None:
         assert "Item 17 " in hits[0]["content"][0]["text"]
 
 
-async def test_reembed_job_moves_a_store_to_another_model(tmp_path: Path) -> None:
+async def test_reembed_job_moves_a_store_to_another_model(tmp_path: Path, kb_backend: str) -> None:
     models: list[dict[str, Any]] = [
         *FAKE_MODELS,
         {
@@ -167,4 +167,9 @@ async def test_reembed_job_moves_a_store_to_another_model(tmp_path: Path) -> Non
             )
         ).json()["data"]
         assert "t2" in hits[0]["content"][0]["text"]
-        assert app.state.ctx.kb.backend.indexes.get(vs["id"]).dimensions == 32
+        backend = app.state.ctx.kb.backend
+        assert backend.name == kb_backend
+        if kb_backend == "sqlite":
+            assert backend.indexes.get(vs["id"]).dimensions == 32
+        ids, vectors = backend.vectors(vs["id"])
+        assert len(ids) == 3 and vectors.shape == (3, 32)

@@ -15,6 +15,8 @@ from gateway.app import create_app
 from tests.conftest import asgi_client, fake_settings
 from tests.kb.fixtures import encrypt_pdf, make_pdf, make_xlsx, make_zip_bomb
 
+pytestmark = pytest.mark.usefixtures("kb_backend")
+
 DOCS = {
     "pump.md": "# Pump\n## Reset\nTo reset the water pump, hold the red button for ten seconds.",
     "billing.txt": "Invoices are sent on the first business day. Refunds take five days.",
@@ -67,7 +69,8 @@ async def test_upload_over_the_limit_is_413_and_keeps_nothing(tmp_path: Path) ->
         )
         assert r.status_code == 413
         assert r.json()["error"]["type"] == "invalid_request_error"
-        assert list((tmp_path / "kb" / "files").iterdir()) == []
+        spool = app.state.ctx.kb.backend.upload_path("probe").parent
+        assert list(spool.iterdir()) == []
         r = await http.get("/v1/files")
         assert r.json()["data"] == []
 
@@ -226,7 +229,9 @@ async def test_dedupe_and_delete_removes_chunks_everywhere(sdk: Any) -> None:
     info = (await http.get(f"/v1/vector_stores/{vs.id}")).json()
     assert info["chunk_count"] == 0 and info["file_counts"]["total"] == 0
     kb = http._transport.app.state.ctx.kb  # type: ignore[attr-defined]
-    assert len(kb.backend.indexes.get(vs.id)) == 0
+    assert kb.backend.count(vs.id) == 0
+    if kb.backend.name == "sqlite":
+        assert len(kb.backend.indexes.get(vs.id)) == 0
 
 
 async def test_file_batches_and_chunks_listing(sdk: Any) -> None:

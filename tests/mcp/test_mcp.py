@@ -3,6 +3,7 @@ subprocess, and over Streamable HTTP against a real uvicorn server."""
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -24,6 +25,8 @@ from mcp_server.server import build_server
 from rag.catalog import ProfileCatalog
 from rag.service import RagService
 from tests.conftest import FAKE_MODELS, ROOT, start_server, stop_server
+
+pytestmark = pytest.mark.usefixtures("kb_backend")
 
 READ_TOOLS = {"search", "list_vector_stores", "list_files", "read_chunk", "ask"}
 WRITE_TOOLS = {"add_text", "ingest_url", "web_search_ingest", "delete_file"}
@@ -173,6 +176,8 @@ async def test_stdio_subprocess(kb_env: Any) -> None:
         command=sys.executable,
         args=["-m", "gateway.cli", "mcp", "--config", str(cfg)],
         cwd=str(ROOT),
+        # The knowledge-base backend of this test run; the data dir is the config's.
+        env={k: v for k, v in os.environ.items() if k != "RWKV_RAG_DATA_DIR"},
     )
     async with Client(params) as client:
         names = {t.name for t in (await client.list_tools()).tools}
