@@ -491,6 +491,11 @@ def bench_backend_search(backend: str, n: int, n_queries: int, dsn: str | None) 
         qi = rng.choice(n, n_queries, replace=False)
         queries = [" ".join(texts[i].split()[:8]) for i in qi]
         qvecs = clustered(n_queries, seed=11)
+        first_id = (
+            min(store.chunks(list(range(1, 2))) or {1: None})
+            if backend == "sqlite"
+            else (store._int("SELECT min(id) FROM chunks WHERE collection_id = 'c'"))
+        )
         lat = []
         found = 0
         for q, qv in zip(queries, qvecs, strict=True):
@@ -501,8 +506,8 @@ def bench_backend_search(backend: str, n: int, n_queries: int, dsn: str | None) 
             hits = fuse(cands.dense, cands.keyword, 10)
             store.chunks([h.chunk_id for h in hits])
             lat.append(time.perf_counter() - t)
-            # Dense recall@10 against exact search (chunk ids are insertion order + 1).
-            exact = set((np.argsort(-(vecs @ qv))[:10] + 1).tolist())
+            # Dense recall@10 against exact search (chunk ids follow insertion order).
+            exact = set((np.argsort(-(vecs @ qv))[:10] + first_id).tolist())
             found += len(exact & {c for c, _ in cands.dense[:10]})
         store.close()
     _ = cid
