@@ -8,14 +8,12 @@ until the last batch, when the swap happens in one transaction and the index is 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import time
-import uuid
 
 from core.errors import InvalidRequestError
 from kb.backend import KnowledgeBackend
 from kb.config import KnowledgeSettings
+from kb.jobs import JobRunner
 from kb.ports import EmbeddingProvider
 from kb.types import Collection, Job
 
@@ -24,14 +22,15 @@ __all__ = ["Reembedder"]
 log = logging.getLogger(__name__)
 
 
-class Reembedder:
+class Reembedder(JobRunner):
+    kind = "reembed"
+
     def __init__(
         self, backend: KnowledgeBackend, provider: EmbeddingProvider, settings: KnowledgeSettings
     ) -> None:
-        self.backend = backend
+        super().__init__(backend)
         self.provider = provider
         self.settings = settings
-        self._tasks: set[asyncio.Task[None]] = set()
 
     async def start_job(self, col: Collection, model: str) -> Job:
         self.provider.dimensions(model)  # an unknown model is a 404 before the job starts
@@ -41,41 +40,8 @@ class Reembedder:
                 f"vector store {col.id!r} already has a running job {running[0].id}",
                 code="job_in_progress",
             )
-        now = int(time.time())
         total = await asyncio.to_thread(self.backend.count, col.id)
-        job = Job(
-            f"job_{uuid.uuid4().hex}",
-            "reembed",
-            col.id,
-            "in_progress",
-            {"model": model},
-            0,
-            total,
-            None,
-            now,
-            now,
-        )
-        await asyncio.to_thread(self.backend.add_job, job)
-        self.spawn(job.id)
-        return job
-
-    def spawn(self, job_id: str) -> None:
-        task = asyncio.get_running_loop().create_task(self.run(job_id), name=f"kb-job-{job_id}")
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    async def resume(self) -> None:
-        for job in await asyncio.to_thread(self.backend.jobs, "in_progress"):
-            if job.kind == "reembed":
-                self.spawn(job.id)
-
-    async def stop(self) -> None:
-        for task in list(self._tasks):
-            task.cancel()
-        for task in list(self._tasks):
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        self._tasks.clear()
+        return await self._launch(col.id, {"model": model}, total)
 
     async def run(self, job_id: str) -> None:
         job = await asyncio.to_thread(self.backend.job, job_id)

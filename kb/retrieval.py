@@ -98,6 +98,8 @@ class Retriever:
 
     async def probe(self, model: str) -> Probe:
         """How ``model`` reads Latin and CJK script (kb/probe.py), measured once."""
+        if model in self._probes:
+            return self._probes[model]
         async with self._probe_lock:
             if model not in self._probes:
                 vectors, _ = await self.provider.embed(model, probe_sentences())
@@ -261,43 +263,30 @@ class Retriever:
         self,
         col: Collection,
         queries: list[str],
-        vectors: np.ndarray | None,
+        vectors: np.ndarray,
         hits: list[SearchHit],
-        probe: Probe | None,
+        probe: Probe,
     ) -> list[SearchHit]:
         """Each hit's absolute score (kb/scoring.py), its best over the queries. The
         order stays the fusion's."""
         if not hits:
             return hits
-        cos: np.ndarray | None = None
-        if vectors is not None and probe is not None:
-            got, mat = await asyncio.to_thread(
-                self.backend.vectors, col.id, {h.chunk_id for h in hits}
-            )
-            row = {int(c): i for i, c in enumerate(got.tolist())}
-            cos = np.zeros((len(queries), len(hits)), dtype=np.float64)
-            if len(got):
-                sims = vectors @ mat.T  # (queries, stored)
-                for j, h in enumerate(hits):
-                    if h.chunk_id in row:
-                        cos[:, j] = sims[:, row[h.chunk_id]]
+        got, mat = await asyncio.to_thread(self.backend.vectors, col.id, {h.chunk_id for h in hits})
+        row = {int(c): i for i, c in enumerate(got.tolist())}
+        cos = np.zeros((len(queries), len(hits)), dtype=np.float64)
+        if len(got):
+            sims = vectors @ mat.T  # (queries, stored)
+            for j, h in enumerate(hits):
+                if h.chunk_id in row:
+                    cos[:, j] = sims[:, row[h.chunk_id]]
         best = np.zeros(len(hits))
         for i, text in enumerate(queries):
             terms = query_terms(text)
             cov = np.array([coverage(terms, h.text) for h in hits])
             script = script_of(text)
-            if cos is not None and probe is not None:
-                z = np.asarray(probe.z(cos[i], script), dtype=np.float64)
-                trust = probe.trust(script)
-            else:
-                z, trust = np.zeros(len(hits)), 0.0
-            best = np.maximum(
-                best, self.score_model.scores(np.clip(z, -1.0, 2.0), trust, cov, script)
-            )
-        return [
-            replace(h, score=round(float(s), 6), fused_score=h.fused_score)
-            for h, s in zip(hits, best, strict=True)
-        ]
+            z = np.clip(np.asarray(probe.z(cos[i], script), dtype=np.float64), -1.0, 2.0)
+            best = np.maximum(best, self.score_model.scores(z, probe.trust(script), cov, script))
+        return [replace(h, score=round(float(s), 6)) for h, s in zip(hits, best, strict=True)]
 
     async def _rerank(self, queries: list[str], hits: list[SearchHit]) -> list[SearchHit]:
         if self.reranker is None:

@@ -23,7 +23,6 @@ When a reranker runs, its sigmoid score is the score.
 
 from __future__ import annotations
 
-import math
 import re
 from dataclasses import dataclass, field
 
@@ -36,7 +35,6 @@ __all__ = [
     "ScoreModel",
     "Weights",
     "coverage",
-    "is_cjk",
     "query_terms",
     "script_of",
 ]
@@ -51,10 +49,6 @@ def script_of(text: str) -> str:
     cjk = len(_CJK.findall(text))
     letters = sum(1 for ch in text if ch.isalpha())
     return "cjk" if letters and cjk / letters >= 1 / 3 else "latin"
-
-
-def is_cjk(text: str) -> bool:
-    return script_of(text) == "cjk"
 
 
 def _stem(word: str) -> str:
@@ -103,11 +97,6 @@ class ScoreModel:
     module doc."""
 
     weights: dict[str, Weights] = field(default_factory=lambda: dict(FITTED))
-
-    def score(self, z: float, trust: float, cov: float, script: str = "latin") -> float:
-        w = self.weights[script]
-        x = w.bias + w.w_dense * trust * z + w.w_lex * cov
-        return 1.0 / (1.0 + math.exp(-x))
 
     def scores(self, z: np.ndarray, trust: float, cov: np.ndarray, script: str) -> np.ndarray:
         w = self.weights[script]

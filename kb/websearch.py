@@ -13,10 +13,7 @@ Providers: SearXNG's JSON API (self-hosted). Another search API is one small cla
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import time
-import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -26,6 +23,7 @@ import httpx
 from core.errors import InvalidRequestError
 from kb.backend import KnowledgeBackend
 from kb.config import WebSearchSettings
+from kb.jobs import JobRunner
 from kb.types import Attributes, Collection, Job, JobStatus
 
 __all__ = ["PROVIDERS", "SearxngProvider", "WebResult", "WebSearchJobs", "WebSearchProvider"]
@@ -78,14 +76,15 @@ PROVIDERS: dict[str, Callable[[WebSearchSettings], WebSearchProvider]] = {
 IngestUrl = Callable[[str, str, Attributes], Awaitable[Any]]
 
 
-class WebSearchJobs:
+class WebSearchJobs(JobRunner):
+    kind = "web_search"
+
     def __init__(
         self, backend: KnowledgeBackend, settings: WebSearchSettings, ingest: IngestUrl
     ) -> None:
-        self.backend = backend
+        super().__init__(backend)
         self.settings = settings
         self.ingest = ingest
-        self._tasks: set[asyncio.Task[None]] = set()
 
     def provider(self) -> WebSearchProvider:
         name = self.settings.provider
@@ -110,7 +109,6 @@ class WebSearchJobs:
                 "(knowledge.web_search.max_results)",
                 param="max_results",
             )
-        now = int(time.time())
         params: dict[str, object] = {
             "query": query,
             "max_results": n,
@@ -118,43 +116,7 @@ class WebSearchJobs:
             "files": [],
             "failed": [],
         }
-        job = Job(
-            f"job_{uuid.uuid4().hex}",
-            "web_search",
-            col.id,
-            "in_progress",
-            params,
-            0,
-            n,
-            None,
-            now,
-            now,
-        )
-        await asyncio.to_thread(self.backend.add_job, job)
-        self.spawn(job.id)
-        return job
-
-    def spawn(self, job_id: str) -> None:
-        task = asyncio.get_running_loop().create_task(self.run(job_id), name=f"kb-job-{job_id}")
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    async def resume(self) -> None:
-        for job in await asyncio.to_thread(self.backend.jobs, "in_progress"):
-            if job.kind == "web_search":
-                self.spawn(job.id)
-
-    async def stop(self) -> None:
-        for task in list(self._tasks):
-            task.cancel()
-        for task in list(self._tasks):
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        self._tasks.clear()
-
-    async def wait(self, timeout: float = 60.0) -> None:
-        if self._tasks:
-            await asyncio.wait(list(self._tasks), timeout=timeout)
+        return await self._launch(col.id, params, n)
 
     async def run(self, job_id: str) -> None:
         job = await asyncio.to_thread(self.backend.job, job_id)

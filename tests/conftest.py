@@ -123,6 +123,16 @@ def open_test_kb(directory: Path, provider: Any, **kwargs: Any) -> Any:
     return KnowledgeBase.open_backend(directory, provider, settings, **kwargs)
 
 
+# The real all-MiniLM-L6-v2 shipped as a package, as servers in tests configure it.
+MINILM: dict[str, Any] = {
+    "id": "minilm",
+    "kind": "embedding",
+    "engine": "bge",
+    "path": "builtin:all-minilm-l6-v2",
+    "options": {"pooling": "mean"},
+}
+
+
 def fake_settings(**overrides: Any) -> Settings:
     models = overrides.get("models", FAKE_MODELS)
     base: dict[str, Any] = {

@@ -39,24 +39,19 @@ async def open_store(
     ).hexdigest()[:12]
     where = root / (f"kb-{name}-{digest}" if tag == "minilm" else f"kb-{name}-{tag}-{digest}")
     done = where / "done.json"
-    if settings.backend != "sqlite":
-        # A fresh database each run: nothing cached on disk.
-        kb = KnowledgeBase.open_backend(where, provider, settings, **kw)
-        cid = (await kb.create_store(name, "minilm")).id
-        files = {}
-        for doc_id, text in data["docs"].items():
-            files[(await kb.add_text(cid, text, title=f"{doc_id}.txt")).file_id] = doc_id
-        return kb, cid, files
-    if done.exists():
+    cached = settings.backend == "sqlite"  # postgres: a fresh database each run
+    if cached and done.exists():
         meta = json.loads(done.read_text())
-        kb = KnowledgeBase.open_sqlite(where, provider, settings, **kw)
+        kb = KnowledgeBase.open_backend(where, provider, settings, **kw)
         return kb, meta["store"], meta["files"]
-    shutil.rmtree(where, ignore_errors=True)
-    kb = KnowledgeBase.open_sqlite(where, provider, settings, **kw)
+    if cached:
+        shutil.rmtree(where, ignore_errors=True)
+    kb = KnowledgeBase.open_backend(where, provider, settings, **kw)
     cid = (await kb.create_store(name, "minilm")).id
     files: dict[str, str] = {}
     for doc_id, text in data["docs"].items():
         row = await kb.add_text(cid, text, title=f"{doc_id}.txt")
         files[row.file_id] = doc_id
-    done.write_text(json.dumps({"store": cid, "files": files}))
+    if cached:
+        done.write_text(json.dumps({"store": cid, "files": files}))
     return kb, cid, files

@@ -816,10 +816,14 @@ class PostgresBackend:
         if allowed_files is not None and not allowed_files:
             return out
         files = sorted(allowed_files) if allowed_files is not None else None
-        dims = self._int("SELECT dimensions FROM collections WHERE id = %s", (cid,))
         with self._conn(transaction=True) as conn:
-            conn.execute(f"SET LOCAL hnsw.ef_search = {int(self.settings.postgres.hnsw_ef_search)}")
-            conn.execute("SET LOCAL hnsw.iterative_scan = strict_order")
+            row = conn.execute("SELECT dimensions FROM collections WHERE id = %s", (cid,))
+            found = row.fetchone()
+            dims = int(found["dimensions"]) if found else 0
+            if dense:
+                ef = int(self.settings.postgres.hnsw_ef_search)
+                conn.execute(f"SET LOCAL hnsw.ef_search = {ef}")
+                conn.execute("SET LOCAL hnsw.iterative_scan = strict_order")
             for q, cand in zip(queries, out, strict=True):
                 if dense and q.vector is not None and dims:
                     cand.dense = self._dense(conn, cid, dims, q.vector, k, files)
@@ -830,11 +834,13 @@ class PostgresBackend:
         return out
 
     @staticmethod
-    def _scope(files: list[str] | None, alias: str = "c") -> tuple[str, list[object]]:
+    def _scope(files: list[str] | None, chunk: str = "c.id") -> tuple[str, list[object]]:
+        """The condition keeping chunks (``chunk``: their id column) of the given files."""
         if files is None:
             return "", []
+        alias = chunk.split(".")[0]
         return (
-            f" AND {alias}.id IN (SELECT chunk_id FROM chunk_refs WHERE collection_id = "
+            f" AND {chunk} IN (SELECT chunk_id FROM chunk_refs WHERE collection_id = "
             f"{alias}.collection_id AND file_id = ANY(%s))",
             [files],
         )
@@ -844,7 +850,8 @@ class PostgresBackend:
     ) -> list[tuple[int, float]]:
         scope, extra = self._scope(files)
         q = _vec(vec)
-        if self._stats(conn, cid, "tsv")[0] <= _EXACT_UP_TO:
+        exact = self._stats(conn, cid, "tsv")[0] <= _EXACT_UP_TO
+        if exact:
             # Small store: an exact scan through the store's own rows beats the graph.
             sql = (
                 "SELECT c.id, -(c.embedding <#> %s::vector) AS score FROM chunks c "
@@ -858,7 +865,6 @@ class PostgresBackend:
                 f"FROM chunks c WHERE c.dims = {dims} AND (c.collection_id || '') = %s{scope} "
                 f"ORDER BY c.embedding::vector({dims}) <#> %s::vector({dims}) LIMIT %s"
             )
-        exact = self._stats(conn, cid, "tsv")[0] <= _EXACT_UP_TO
         if not exact:
             # The planner under-counts the store's share and would scan; the graph it is.
             conn.execute("SET LOCAL enable_seqscan = off")
@@ -989,8 +995,7 @@ class PostgresBackend:
     def _sparse(
         self, conn: Any, cid: str, query: SparseVector, k: int, files: list[str] | None
     ) -> list[tuple[int, float]]:
-        scope, extra = self._scope(files, "s")
-        scope = scope.replace("s.id IN", "s.chunk_id IN")
+        scope, extra = self._scope(files, "s.chunk_id")
         rows = conn.execute(
             "SELECT s.chunk_id AS id, sum(s.weight * q.w) AS score FROM chunk_sparse s "
             "JOIN unnest(%s::int[], %s::float8[]) AS q(token, w) ON s.token = q.token "

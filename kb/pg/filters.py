@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 
-from kb.filters import Compare, Compound, Filter
+from kb.filters import Compare, Filter
 
 __all__ = ["compile_filter"]
 
@@ -65,9 +65,3 @@ def compile_filter(f: Filter, col: str = "attributes") -> tuple[str, list[object
     args: list[object] = []
     sql = _compile(f, col, args)
     return None if sql is None else (sql, args)
-
-
-def uses_only_compiled(f: Filter) -> bool:
-    if isinstance(f, Compound):
-        return all(uses_only_compiled(s) for s in f.filters)
-    return f.op in ("eq", "ne", "in", "nin", *_ORDER)

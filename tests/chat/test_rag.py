@@ -15,7 +15,7 @@ import pytest
 from gateway.app import create_app
 from gateway.settings import Settings
 from tests.chat.conftest import chat_models
-from tests.conftest import asgi_client
+from tests.conftest import MINILM, asgi_client
 
 pytestmark = pytest.mark.usefixtures("kb_backend")
 
@@ -32,13 +32,6 @@ FACTS = {
         "The city museum is closed on Mondays and opens at nine on other days.",
         {"team": "visitors"},
     ),
-}
-MINILM = {
-    "id": "minilm",
-    "kind": "embedding",
-    "engine": "bge",
-    "path": "builtin:all-minilm-l6-v2",
-    "options": {"pooling": "mean"},
 }
 
 

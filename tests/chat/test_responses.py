@@ -19,9 +19,8 @@ from pydantic import BaseModel, Field
 from gateway.app import create_app
 from gateway.settings import Settings
 from tests.chat.conftest import chat_models
-from tests.chat.test_rag import MINILM
 from tests.chat.test_tools import CALL, THOUGHT, WEATHER
-from tests.conftest import asgi_client
+from tests.conftest import MINILM, asgi_client
 
 PUMP = "The water pump resets when you hold the red button for ten seconds."
 CITED = "Hold the red button for ten seconds [1]."

@@ -17,15 +17,8 @@ import httpx
 import psycopg
 import pytest
 
-from tests.conftest import RunningServer, new_database, start_server, stop_server
+from tests.conftest import MINILM, RunningServer, new_database, start_server, stop_server
 
-MINILM = {
-    "id": "minilm",
-    "kind": "embedding",
-    "engine": "bge",
-    "path": "builtin:all-minilm-l6-v2",
-    "options": {"pooling": "mean"},
-}
 WORDS = [
     "pump",
     "valve",

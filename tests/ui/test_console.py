@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import ROOT, RunningServer, start_server, stop_server
+from tests.conftest import MINILM, ROOT, RunningServer, start_server, stop_server
 from tests.kb.fixtures import make_pdf
 
 CHROMIUM = next(
@@ -42,13 +42,7 @@ ANSWER = "Hold the red button for ten seconds [1]."
 def _config(keys: list[str]) -> dict[str, Any]:
     return {
         "models": [
-            {
-                "id": "minilm",
-                "kind": "embedding",
-                "engine": "bge",
-                "path": "builtin:all-minilm-l6-v2",
-                "options": {"pooling": "mean"},
-            },
+            MINILM,
             {
                 "id": "scripted-chat",
                 "kind": "chat",
