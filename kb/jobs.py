@@ -21,6 +21,7 @@ class JobRunner:
     def __init__(self, backend: KnowledgeBackend) -> None:
         self.backend = backend
         self._tasks: set[asyncio.Task[None]] = set()
+        self._running: set[str] = set()
 
     async def _launch(self, cid: str, params: dict[str, object], total: int) -> Job:
         """Record a new in-progress job of this kind and start running it."""
@@ -42,9 +43,19 @@ class JobRunner:
         return job
 
     def spawn(self, job_id: str) -> None:
+        """Run the job, unless this process already runs it (a job started while the
+        knowledge base was still resuming would otherwise run twice)."""
+        if job_id in self._running:
+            return
         task = asyncio.get_running_loop().create_task(self.run(job_id), name=f"kb-job-{job_id}")
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._running.add(job_id)
+
+        def done(t: asyncio.Task[None]) -> None:
+            self._tasks.discard(t)
+            self._running.discard(job_id)
+
+        task.add_done_callback(done)
 
     async def resume(self) -> None:
         for job in await asyncio.to_thread(self.backend.jobs, "in_progress"):
@@ -58,6 +69,7 @@ class JobRunner:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._tasks.clear()
+        self._running.clear()
 
     async def wait(self, timeout: float = 60.0) -> None:
         if self._tasks:

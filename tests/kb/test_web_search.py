@@ -119,6 +119,11 @@ async def test_web_search_ingests_results_as_a_job(searx: str, tmp_path: Path) -
             f"/v1/vector_stores/{vs}/web_search", json={"query": "x", "max_results": 99}
         )
         assert bad.status_code == 400 and bad.json()["error"]["param"] == "max_results"
+        blank = await http.post(f"/v1/vector_stores/{vs}/web_search", json={"query": "   "})
+        assert blank.status_code == 400 and blank.json()["error"]["param"] == "query"
+        missing = await http.post("/v1/vector_stores/vs_nope/web_search", json={"query": "x"})
+        assert missing.status_code == 404
+        assert missing.json()["error"]["type"] == "invalid_request_error"
 
 
 async def test_without_a_provider_web_search_is_a_clear_400(tmp_path: Path) -> None:
