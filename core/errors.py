@@ -17,6 +17,10 @@ __all__ = [
     "NotFoundError",
     "PayloadTooLargeError",
     "QueueFullError",
+    "StorageUnavailableError",
+    "UpstreamStatusError",
+    "UpstreamTimeoutError",
+    "UpstreamUnavailableError",
 ]
 
 
@@ -31,6 +35,8 @@ class APIError(Exception):
         self.param = param
         if code is not None:
             self.code = code
+        # Extra response headers (Retry-After).
+        self.headers: dict[str, str] = {}
 
     def to_dict(self) -> dict[str, dict[str, str | None]]:
         return {
@@ -99,3 +105,32 @@ class EngineError(APIError):
     status_code = 500
     type = "server_error"
     code = "engine_error"
+
+
+class UpstreamUnavailableError(EngineUnavailableError):
+    """No upstream of a remote model can take the request now."""
+
+    code = "upstreams_unavailable"
+
+    def __init__(self, message: str, *, retry_after: int) -> None:
+        super().__init__(message)
+        self.headers = {"Retry-After": str(retry_after)}
+
+
+class UpstreamTimeoutError(APIError):
+    status_code = 504
+    type = "server_error"
+    code = "upstream_timeout"
+
+
+class UpstreamStatusError(APIError):
+    """An upstream's own error answer, passed on with its status and OpenAI-shaped body."""
+
+    def __init__(self, status: int, error: dict[str, object]) -> None:
+        super().__init__(str(error.get("message") or f"the upstream answered {status}"))
+        self.status_code = status
+        fallback = "server_error" if status >= 500 else "invalid_request_error"
+        self.type = str(error.get("type") or fallback)
+        code, param = error.get("code"), error.get("param")
+        self.code = None if code is None else str(code)
+        self.param = None if param is None else str(param)

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from core.errors import EngineUnavailableError, InvalidRequestError, ModelNotFoundError
+from core.errors import APIError, EngineUnavailableError, InvalidRequestError, ModelNotFoundError
 from engines.base import ModelInfo
 from engines.batching import BatchObserver, DynamicBatcher
 from engines.config import ModelConfig, RegistryConfig
@@ -33,9 +33,12 @@ _BACKENDS: dict[tuple[str, str], str] = {
     ("rerank", "fake"): "engines.fake:FakeReranker",
     ("chat", "rwkv"): "engines.rwkv.engine:RWKVChatEngine",
     ("chat", "fake"): "engines.fake:FakeChatEngine",
+    ("embedding", "remote"): "engines.remote.engine:RemoteEmbedder",
+    ("rerank", "remote"): "engines.remote.engine:RemoteReranker",
+    ("chat", "remote"): "engines.remote.engine:RemoteChat",
 }
 _AUTO = {"embedding": "bge", "rerank": "flag-reranker", "chat": "rwkv"}
-_PATHLESS = {"fake", "cosine"}
+_PATHLESS = {"fake", "cosine", "remote"}
 
 
 @dataclass
@@ -53,6 +56,11 @@ class ServedModel:
     @property
     def kind(self) -> str:
         return self.info.kind
+
+    @property
+    def remote(self) -> bool:
+        """Served by upstream servers (`engine: remote`), not in this process."""
+        return bool(getattr(self.engine, "remote", False))
 
     @property
     def healthy(self) -> bool:
@@ -151,7 +159,9 @@ class EngineRegistry:
             await asyncio.to_thread(_set_torch_threads, self.settings.torch_threads)
         for model in self.models.values():
             if model.engine is not None or (model.status == "ready" and model.via is not None):
-                if model.batcher is None:
+                if model.remote:
+                    await self._start_remote(model)
+                elif model.batcher is None:
                     self._start_batcher(model)
                 model.status = "ready"
                 continue
@@ -166,7 +176,10 @@ class EngineRegistry:
                     "model %s failed to load", model.info.id, extra={"model": model.info.id}
                 )
                 continue
-            self._start_batcher(model)
+            if model.remote:
+                await self._start_remote(model)
+            else:
+                self._start_batcher(model)
             model.status = "ready"
             log.info(
                 "model %s loaded (%s)",
@@ -200,6 +213,22 @@ class EngineRegistry:
         else:
             model.engine = cls(model.info, path, options)
         model.info = model.engine.info
+
+    async def _start_remote(self, model: ServedModel) -> None:
+        """Health-check the upstreams once, then keep checking in the background; the
+        model is ready even when none answers yet (it reports them unhealthy)."""
+        engine = model.engine
+        engine.set_observer(self.observer if hasattr(self.observer, "affinity") else None)
+        try:
+            await engine.start()
+        except APIError as exc:  # an upstream that fails its first answers is only down
+            log.warning(
+                "model %s: upstreams not usable yet: %s",
+                model.info.id,
+                exc,
+                extra={"model": model.info.id},
+            )
+        model.info = engine.info
 
     def _start_batcher(self, model: ServedModel) -> None:
         engine = model.engine
@@ -241,6 +270,8 @@ class EngineRegistry:
             if model.batcher is not None:
                 await model.batcher.stop()
                 model.batcher = None
+            if model.remote:
+                await model.engine.stop()
 
     async def close(self) -> None:
         """Stop batchers and release every engine."""

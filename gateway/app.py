@@ -54,6 +54,20 @@ log = logging.getLogger("gateway")
 def _context(settings: Settings, registry: EngineRegistry, metrics: Metrics) -> AppContext:
     embedding_service = EmbeddingService(registry, settings.limits)
     rerank_service = RerankService(registry, settings.limits)
+    if settings.role == "engine":  # the model APIs only: no knowledge base, no stores
+        catalog = ProfileCatalog.build([], settings.model_names("chat"))
+        return AppContext(
+            settings=settings,
+            registry=registry,
+            metrics=metrics,
+            embeddings=embedding_service,
+            rerank=rerank_service,
+            chat=ChatService(registry, settings.chat, catalog, None),
+            response_api=None,
+            knowledge=None,
+            rag=None,
+            catalog=catalog,
+        )
     kb = build_knowledge_base(settings, registry, embedding_service, rerank_service)
     metrics.attach_knowledge(kb)
     catalog = ProfileCatalog.build(settings.profiles, settings.model_names("chat"))
@@ -67,8 +81,8 @@ def _context(settings: Settings, registry: EngineRegistry, metrics: Metrics) -> 
         embeddings=embedding_service,
         rerank=rerank_service,
         chat=chat,
-        responses=ResponsesService(chat, store),
-        kb=kb,
+        response_api=ResponsesService(chat, store),
+        knowledge=kb,
         rag=rag,
         catalog=catalog,
     )
@@ -104,12 +118,15 @@ class _Lifespan:
         )
         loader = await self._load()
 
+        kb = ctx.knowledge
+
         async def start_kb() -> None:
             # Resumed ingestions need the embedding models: wait for them first.
             if loader is not None:
                 with contextlib.suppress(Exception):
                     await asyncio.shield(loader)
-            await ctx.kb.start()
+            if kb is not None:
+                await kb.start()
 
         kb_starter = asyncio.get_running_loop().create_task(start_kb(), name="start-kb")
         try:
@@ -120,14 +137,17 @@ class _Lifespan:
                 yield
         finally:
             await _cancel(kb_starter)
-            await ctx.kb.stop()
+            if kb is not None:
+                await kb.stop()
             await _cancel(loader)
             if self.owns_registry:
                 await ctx.registry.close()
             else:
                 await ctx.registry.stop()
-            ctx.kb.close()
-            ctx.responses.store.close()
+            if kb is not None:
+                kb.close()
+            if ctx.response_api is not None:
+                ctx.response_api.store.close()
 
 
 async def _cancel(task: asyncio.Task[None] | None) -> None:
@@ -177,13 +197,12 @@ def create_app(settings: Settings | None = None, engines: EngineRegistry | None 
         *embeddings.routes,
         *rerank.routes,
         *chat.routes,
-        *responses.routes,
-        *files.routes,
-        *vector_stores.routes,
-        *dify.routes,
         *health.routes,
     ]
-    if settings.mcp.enabled:
+    full = settings.role == "all"
+    if full:
+        route_handlers += [*responses.routes, *files.routes, *vector_stores.routes, *dify.routes]
+    if full and settings.mcp.enabled:
         from mcp_server.http import mount
         from mcp_server.server import build_server
 
@@ -191,7 +210,7 @@ def create_app(settings: Settings | None = None, engines: EngineRegistry | None 
             build_server(ctx.kb, settings.mcp, ctx.chat), settings.mcp
         )
         route_handlers.append(handler)
-    if settings.ui.enabled:
+    if full and settings.ui.enabled:
         from gateway.routes import ui
 
         route_handlers.extend(ui.routes(settings.ui.cache_max_age_s))

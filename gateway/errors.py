@@ -44,7 +44,9 @@ def render_error(
 def _api_error(_: Request[Any, Any, Any], exc: APIError) -> Response[Any]:
     if exc.status_code >= 500:
         log.warning("request failed: %s", exc.message, extra={"code": exc.code})
-    return render_error(exc.status_code, exc.message, exc.type, exc.param, exc.code)
+    response = render_error(exc.status_code, exc.message, exc.type, exc.param, exc.code)
+    response.headers.update(exc.headers)
+    return response
 
 
 def _param(key: object) -> str | None:

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.registry import Collector
 
 from core.errors import APIError
@@ -66,6 +72,13 @@ class Metrics:
             ["model"],
             registry=self.registry,
         )
+        self.affinity_routes = Counter(
+            "rwkv_rag_remote_affinity",
+            "Affinity-routed chat requests of remote models: `hit` went to the conversation's "
+            "worker, `spill` elsewhere (bounded load).",
+            ["model", "result"],
+            registry=self.registry,
+        )
 
     # BatchObserver
     def batch_done(self, name: str, size: int, seconds: float, ok: bool) -> None:
@@ -79,6 +92,10 @@ class Metrics:
     def queue_depth(self, name: str, depth: int) -> None:
         self.queue.labels(name).set(depth)
 
+    # UpstreamObserver (remote models)
+    def affinity(self, model: str, result: str) -> None:
+        self.affinity_routes.labels(model, result).inc()
+
     def observe_request(self, route: str, method: str, status: int, seconds: float) -> None:
         self.requests.labels(route, method, str(status)).inc()
         self.latency.labels(route, method).observe(seconds)
@@ -86,6 +103,7 @@ class Metrics:
     def attach_engines(self, registry: Any) -> None:
         """Expose chat engines' live numbers (read at scrape time)."""
         self.registry.register(_ChatEngineCollector(registry))
+        self.registry.register(_UpstreamCollector(registry))
 
     def attach_knowledge(self, kb: KnowledgeBase) -> None:
         self.registry.register(_KnowledgeCollector(kb))
@@ -161,6 +179,61 @@ class _ChatEngineCollector(Collector):
             stalled,
             deferred,
         )
+
+
+class _UpstreamCollector(Collector):
+    """Per-upstream numbers of remote models, read from their pools at scrape time."""
+
+    def __init__(self, engines: Any) -> None:
+        self.engines = engines
+
+    def collect(self) -> Iterator[Metric]:
+        from engines.remote.pool import BUCKETS
+
+        labels = ["model", "upstream"]
+        requests = CounterMetricFamily(
+            "rwkv_rag_upstream_requests", "Requests sent to an upstream.", labels=labels
+        )
+        errors = CounterMetricFamily(
+            "rwkv_rag_upstream_errors",
+            "Upstream requests that failed (connection, timeout, 5xx).",
+            labels=labels,
+        )
+        in_flight = GaugeMetricFamily(
+            "rwkv_rag_upstream_in_flight", "Requests in flight at an upstream.", labels=labels
+        )
+        healthy = GaugeMetricFamily(
+            "rwkv_rag_upstream_healthy", "1 when the upstream takes requests.", labels=labels
+        )
+        latency = HistogramMetricFamily(
+            "rwkv_rag_upstream_latency_seconds",
+            "Time until an upstream's answer (a stream: until its end).",
+            labels=labels,
+        )
+        rate = GaugeMetricFamily(
+            "rwkv_rag_remote_affinity_hit_rate",
+            "Share of affinity-routed chat requests that went to their conversation's worker.",
+            labels=["model"],
+        )
+        for m in self.engines.models.values():
+            pool = getattr(m.engine, "pool", None) if m.remote else None
+            if pool is None:
+                continue
+            for up in pool.upstreams:
+                key = [m.info.id, up.label]
+                requests.add_metric(key, up.requests)
+                errors.add_metric(key, up.errors)
+                in_flight.add_metric(key, up.in_flight)
+                healthy.add_metric(key, 1 if up.routable(time.monotonic()) else 0)
+                buckets, running = [], 0
+                for bound, n in zip((*BUCKETS, float("inf")), up.latency_counts, strict=True):
+                    running += n
+                    buckets.append((str(bound) if bound != float("inf") else "+Inf", running))
+                latency.add_metric(key, buckets, up.latency_sum)
+            routed = pool.affinity_hits + pool.affinity_spills
+            if routed:
+                rate.add_metric([m.info.id], pool.affinity_hits / routed)
+        yield from (requests, errors, in_flight, healthy, latency, rate)
 
 
 class _KnowledgeCollector(Collector):

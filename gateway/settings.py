@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic_settings import (
@@ -131,6 +131,14 @@ class Settings(BaseSettings):
         yaml_file=None,
     )
 
+    role: Literal["all", "engine"] = Field(
+        "all",
+        description=(
+            "`all`: the whole gateway. `engine`: the model APIs only (chat, completions, "
+            "embeddings, rerank, models, health, metrics), no knowledge base, MCP or console: "
+            "a worker behind a gateway whose models are `engine: remote`."
+        ),
+    )
     host: str = Field("127.0.0.1", description="Interface to bind.")
     port: int = Field(8000, ge=0, le=65535, description="TCP port to bind.")
     data_dir: Path = Field(

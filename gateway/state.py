@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from litestar.datastructures import State
 
+from core.errors import NotFoundError
 from engines.registry import EngineRegistry
 from gateway.metrics import Metrics
 from gateway.services.chat import ChatService
@@ -27,10 +28,22 @@ class AppContext:
     embeddings: EmbeddingService
     rerank: RerankService
     chat: ChatService
-    responses: ResponsesService
-    kb: KnowledgeBase
-    rag: RagService
+    response_api: ResponsesService | None  # None in the engine role
+    knowledge: KnowledgeBase | None  # None in the engine role
+    rag: RagService | None
     catalog: ProfileCatalog
+
+    @property
+    def responses(self) -> ResponsesService:
+        if self.response_api is None:
+            raise NotFoundError("this server runs the engine role: it has no Responses API")
+        return self.response_api
+
+    @property
+    def kb(self) -> KnowledgeBase:
+        if self.knowledge is None:
+            raise NotFoundError("this server runs the engine role: it has no knowledge base")
+        return self.knowledge
 
 
 def ctx_of(state: State) -> AppContext:

@@ -20,15 +20,21 @@ def _serve(args: argparse.Namespace) -> int:
     from gateway.logging import configure_logging
     from gateway.settings import load_settings
 
-    settings = load_settings(args.config, host=args.host, port=args.port)
+    settings = load_settings(args.config, host=args.host, port=args.port, role=args.role)
     configure_logging(settings.log_level, settings.log_json)
     app = create_app(settings)
     log.info(
-        "serving on %s:%s, data in %s",
+        "serving (%s role) on %s:%s, data in %s",
+        settings.role,
         settings.host,
         settings.port,
         settings.data_dir,
-        extra={"host": settings.host, "port": settings.port, "data_dir": str(settings.data_dir)},
+        extra={
+            "role": settings.role,
+            "host": settings.host,
+            "port": settings.port,
+            "data_dir": str(settings.data_dir),
+        },
     )
     uvicorn.run(
         app,
@@ -56,6 +62,11 @@ def register(sub: Any, add_config: Callable[[argparse.ArgumentParser], None]) ->
     add_config(serve)
     serve.add_argument("--host", help="interface to bind (default 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port to bind (default 8000)")
+    serve.add_argument(
+        "--role",
+        choices=["all", "engine"],
+        help="all: the whole gateway (default); engine: the model APIs only (a worker)",
+    )
     serve.set_defaults(func=_serve)
 
     tiny = sub.add_parser(

@@ -15,6 +15,10 @@ from rag.catalog import Profile
 
 def _wire(m: ServedModel, aliases: list[str]) -> Model:
     info = m.info
+    details = dict(info.extra)
+    if m.remote:
+        details["upstreams"] = m.engine.upstreams()
+        details["healthy"] = m.healthy
     return Model(
         id=info.id,
         created=info.created,
@@ -30,7 +34,7 @@ def _wire(m: ServedModel, aliases: list[str]) -> Model:
         ),
         status=m.status,
         aliases=aliases or None,
-        details=dict(info.extra) or None,
+        details=details or None,
     )
 
 
@@ -65,7 +69,7 @@ def list_models(state: State) -> ModelList:
     data = [_wire(m, _aliases(state, m.info.id)) for m in reg.models.values()]
     created = min((m.created for m in data), default=0)
     data.extend(_profile(p, created) for p in ctx.catalog)
-    return ModelList(data=data)
+    return ModelList(data=data, role=ctx.settings.role)
 
 
 @get("/v1/models/{model_id:path}", sync_to_thread=False)

@@ -30,3 +30,7 @@ class Model(msgspec.Struct, omit_defaults=True):
 class ModelList(msgspec.Struct):
     data: list[Model]
     object: Literal["list"] = "list"
+    # This project's servers say who they are: a gateway in front of them sends its
+    # extras (`state`, `top_k`) only to upstreams that do.
+    served_by: str = "rwkv-rag-gateway"
+    role: str = "all"

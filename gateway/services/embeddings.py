@@ -70,7 +70,7 @@ class _TokenLimiter:
         self.limits = limits
 
     async def check(self, model: ServedModel, texts: list[str], param: str) -> None:
-        if self.limits.truncate_inputs:
+        if self.limits.truncate_inputs or model.remote:  # an upstream enforces its own
             return
         engine = model.engine if model.engine is not None else model.via.engine  # type: ignore[union-attr]
         limit = min(self.limits.max_tokens_per_input, int(engine.max_input_tokens))
@@ -88,6 +88,9 @@ async def _embed_rows(
     model: ServedModel, texts: list[str], limiter: _TokenLimiter, param: str
 ) -> list[tuple[np.ndarray, int, dict[int, float] | None]]:
     """(vector, token count, lexical weights or None) per text, through the batcher."""
+    if model.remote:
+        vectors, counts = await model.engine.encode_async(texts)
+        return [(v, n, None) for v, n in zip(vectors, counts, strict=True)]
     await limiter.check(model, texts, param)
     rows: list[tuple[np.ndarray, int, dict[int, float] | None]] = await _batcher(model).submit(
         texts
@@ -131,10 +134,12 @@ class EmbeddingService:
         lex = None if any(s is None for s in sparse) else [s for s in sparse if s is not None]
         return vectors, [r[1] for r in rows], lex
 
-    async def create(self, req: EmbeddingRequest) -> EmbeddingResponse:
+    async def create(self, req: EmbeddingRequest) -> EmbeddingResponse | dict[str, Any]:
         model = self.registry.resolve(req.model, "embedding")
         texts = _texts_from_input(req.input, self.limits.max_inputs_per_request)
-        dims = model.info.dimensions or 0
+        dims = model.info.dimensions or int(getattr(model.engine, "dimensions", 0) or 0)
+        if model.remote:
+            return await _forward_embeddings(model, req, texts, dims)
         if req.dimensions is not None and not 1 <= req.dimensions <= dims:
             raise InvalidRequestError(
                 f"'dimensions' must be between 1 and {dims} for model {req.model!r}",
@@ -165,6 +170,43 @@ class EmbeddingService:
         )
 
 
+async def _forward_embeddings(
+    model: ServedModel, req: EmbeddingRequest, texts: list[str], dims: int
+) -> dict[str, Any]:
+    """/v1/embeddings passed through to the model's upstreams, in the encoding asked. An
+    upstream that ignores ``dimensions`` gets its vectors cut and renormalised here."""
+    if req.dimensions is not None and dims and not 1 <= req.dimensions <= dims:
+        raise InvalidRequestError(
+            f"'dimensions' must be between 1 and {dims} for model {req.model!r}",
+            param="dimensions",
+        )
+    body: dict[str, Any] = {"input": texts, "encoding_format": req.encoding_format or "float"}
+    if req.dimensions is not None:
+        body["dimensions"] = req.dimensions
+    if req.user is not None:
+        body["user"] = req.user
+    answer: dict[str, Any] = await model.engine.forward(body)
+    answer["model"] = req.model
+    if req.dimensions is not None:
+        for row in answer["data"]:
+            row["embedding"] = _cut(row.get("embedding"), req.dimensions, req.encoding_format)
+    return answer
+
+
+def _cut(raw: Any, size: int, encoding: str | None) -> Any:
+    as_b64 = isinstance(raw, str)
+    vec = (
+        np.frombuffer(base64.b64decode(raw), dtype="<f4")
+        if as_b64
+        else np.asarray(raw, dtype=np.float32)
+    )
+    if vec.shape[0] <= size:
+        return raw
+    vec = vec[:size] / max(float(np.linalg.norm(vec[:size])), 1e-12)
+    vec = np.ascontiguousarray(vec, dtype="<f4")
+    return base64.b64encode(vec.tobytes()).decode("ascii") if as_b64 else vec.tolist()
+
+
 class RerankService:
     def __init__(self, registry: EngineRegistry, limits: LimitSettings) -> None:
         self.registry = registry
@@ -176,6 +218,9 @@ class RerankService:
     ) -> tuple[ServedModel, list[float], int]:
         """Relevance of each doc to ``query`` in [0, 1], and the tokens it took."""
         model = self.registry.resolve(model_name, "rerank")
+        if model.remote and model.kind == "rerank":
+            scores, tokens = await model.engine.scores(query, docs)
+            return model, scores, tokens
         if model.kind == "embedding" or model.via is not None:
             embedder = model if model.kind == "embedding" or model.via is None else model.via
             mat, counts = await _embed(embedder, [query, *docs], self._limiter, "documents")

@@ -19,6 +19,7 @@ from engines.chat_template import ChatTemplate, RenderedPrompt, Turn
 from engines.constraint import Constraint
 from engines.generation import ChatEngine, GenerationRequest, TokenEvent
 from engines.registry import EngineRegistry, ServedModel
+from engines.remote.engine import RemoteChat
 from gateway.schemas.chat import (
     ChatCompletion,
     ChatCompletionChoice,
@@ -32,6 +33,18 @@ from gateway.schemas.chat import (
 )
 from gateway.schemas.knowledge import KnowledgeField
 from gateway.services.chat.params import check_chat, check_completion, sampling
+from gateway.services.chat.remote import (
+    Forwarded,
+    affinity_key,
+    augment_messages,
+    augment_prompt,
+    check_remote,
+    finish,
+    forward_body,
+    prompt_key,
+    rag_prompt_text,
+    relay,
+)
 from gateway.services.chat.reply import collect_chat, usage_of
 from gateway.services.chat.stream import (
     ChatEnvelope,
@@ -51,8 +64,9 @@ from rag.service import Augmentation, Knowledge, KnowledgeRequest, RagService
 
 __all__ = ["Answer", "Begun", "ChatService", "knowledge_request"]
 
-ChatResult = ChatCompletion | AsyncIterator[bytes]
-CompletionResult = Completion | AsyncIterator[bytes]
+# A dict: a remote model's answer, passed on from its upstream.
+ChatResult = ChatCompletion | dict[str, Any] | AsyncIterator[bytes]
+CompletionResult = Completion | dict[str, Any] | AsyncIterator[bytes]
 
 
 @dataclass(frozen=True, slots=True)
@@ -225,6 +239,14 @@ class ChatService:
         spec: OutputSpec | None = None,
     ) -> Begun:
         """Check ``req``, build its prompt and submit it (chat and the Responses API)."""
+        model, _ = self._resolve(req.model)
+        if model.remote:
+            raise InvalidRequestError(
+                f"the model {req.model!r} is served by remote upstreams, and the Responses "
+                "API runs on local models; use /v1/chat/completions",
+                param="model",
+                code="model_not_supported",
+            )
         messages = check_chat(req, self.settings)
         if spec is None:
             spec = chat_output_spec(
@@ -274,7 +296,19 @@ class ChatService:
             rag_prompt=debug,
         )
 
-    async def chat(self, req: ChatCompletionRequest, owner: str | None = None) -> ChatResult:
+    async def chat(
+        self,
+        req: ChatCompletionRequest,
+        owner: str | None = None,
+        *,
+        raw: bytes | None = None,
+        session: str | None = None,
+    ) -> ChatResult:
+        """``raw``: the client's JSON body (a remote model forwards it); ``session``: its
+        X-Session-Id (a remote model routes the conversation by it)."""
+        model, profile_state = self._resolve(req.model)
+        if model.remote:
+            return await self._remote_chat(req, model, profile_state, raw, session)
         run = await self.begin(req, owner)
         rid, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
         env = ChatEnvelope(
@@ -306,6 +340,41 @@ class ChatService:
         if run.rag_prompt is not None:
             out.rag_prompt = run.rag_prompt
         return out
+
+    async def _remote_chat(
+        self,
+        req: ChatCompletionRequest,
+        model: ServedModel,
+        profile_state: str | None,
+        raw: bytes | None,
+        session: str | None,
+    ) -> ChatResult:
+        check_remote(req, self.settings)
+        engine = cast(RemoteChat, model.engine)
+        body = forward_body(req, raw)
+        state = req.state or profile_state
+        if state is not None:
+            body["state"] = state
+        extra = Forwarded(req.model)
+        knowledge = self._knowledge(req)
+        if knowledge is not None and self.rag is not None:
+            wanted = req.max_completion_tokens or req.max_tokens
+            aug, messages = await augment_messages(self.rag, knowledge, engine, body, wanted)
+            extra.citations = [c.to_dict() for c in aug.citations]
+            if aug.no_answer is not None:
+                rid, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
+                fp = self._fingerprint(model)
+                env = ChatEnvelope(rid, created, req.model, fp, _include_usage(req), 0)
+                return self._canned(req, env, aug.no_answer, extra.citations)
+            body["messages"] = messages
+            if aug.debug:
+                extra.rag_prompt = rag_prompt_text(messages)
+        key = affinity_key(engine.options, session, req.user, body.get("messages") or [])
+        needs = state is not None
+        if req.stream:
+            named, chunks = await engine.stream("chat/completions", body, key=key, extras=needs)
+            return relay(chunks, named, extra)
+        return finish(await engine.post("chat/completions", body, key=key, extras=needs), extra)
 
     def _canned(
         self,
@@ -344,6 +413,10 @@ class ChatService:
             model=chosen.id, messages=[ChatMessage(role="user", content=question)]
         )
         result = await self.chat(req)
+        if isinstance(result, dict):  # a remote model's answer
+            found = result.get("citations")
+            text = ((result.get("choices") or [{}])[0].get("message") or {}).get("content")
+            return Answer(text or "", chosen.id, found if isinstance(found, list) else [])
         if not isinstance(result, ChatCompletion):  # a non-streamed request never streams
             raise EngineError("the answer came back as a stream")
         cites = result.citations if isinstance(result.citations, list) else []
@@ -351,9 +424,18 @@ class ChatService:
 
     # -- completions ---------------------------------------------------------------------
 
-    async def complete(self, req: CompletionRequest, owner: str | None = None) -> CompletionResult:
-        check_completion(req, self.settings)
+    async def complete(
+        self,
+        req: CompletionRequest,
+        owner: str | None = None,
+        *,
+        raw: bytes | None = None,
+        session: str | None = None,
+    ) -> CompletionResult:
         model, _ = self._resolve(req.model)
+        if model.remote:
+            return await self._remote_complete(req, model, raw, session)
+        check_completion(req, self.settings)
         engine = cast(ChatEngine, model.engine)
         prompt, citations = await self._augment_prompt(req, engine)
         prompts = await asyncio.to_thread(_prompt_tokens, prompt, engine.encode)
@@ -402,6 +484,25 @@ class ChatService:
         if citations is not None:
             out.citations = citations
         return out
+
+    async def _remote_complete(
+        self, req: CompletionRequest, model: ServedModel, raw: bytes | None, session: str | None
+    ) -> CompletionResult:
+        check_remote(req, self.settings)
+        engine = cast(RemoteChat, model.engine)
+        body = forward_body(req, raw)
+        extra = Forwarded(req.model)
+        knowledge = self._knowledge(req)
+        if knowledge is not None and self.rag is not None:
+            wanted = 16 if req.max_tokens is None else req.max_tokens
+            body["prompt"], extra.citations = await augment_prompt(
+                self.rag, knowledge, engine, req.prompt, wanted
+            )
+        key = prompt_key(engine.options, session, body.get("prompt"))
+        if req.stream:
+            named, chunks = await engine.stream("completions", body, key=key, extras=False)
+            return relay(chunks, named, extra)
+        return finish(await engine.post("completions", body, key=key, extras=False), extra)
 
     async def _augment_prompt(
         self, req: CompletionRequest, engine: ChatEngine

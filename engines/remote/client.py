@@ -1,0 +1,406 @@
+"""HTTP to the upstreams: one pooled client per remote model, attempts with retries before
+the first byte, timeouts, health checks in the background."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import msgspec
+
+from core.errors import (
+    APIError,
+    UpstreamStatusError,
+    UpstreamTimeoutError,
+    UpstreamUnavailableError,
+)
+from engines.remote.config import RemoteOptions
+from engines.remote.pool import Upstream, UpstreamPool
+
+__all__ = ["SERVED_BY", "Opened", "RemoteClient", "tei_root"]
+
+log = logging.getLogger(__name__)
+
+# What this project's servers put in their /v1/models answer: an upstream that says it
+# takes the extras (`state`, `top_k`) without being configured to.
+SERVED_BY = "rwkv-rag-gateway"
+
+Prepare = Callable[[Upstream], bytes]
+_decoder = msgspec.json.Decoder()
+
+
+def tei_root(url: str) -> str:
+    """TEI's own routes live at the server root, not under the OpenAI base path."""
+    return url[: -len("/v1")] if url.endswith("/v1") else url
+
+
+def _error_of(status: int, body: bytes) -> dict[str, Any]:
+    """The upstream's error as an OpenAI error object, whatever shape it came in."""
+    try:
+        parsed = _decoder.decode(body)
+    except msgspec.DecodeError:
+        text = body.decode("utf-8", "replace").strip()[:500]
+        return {"message": text or f"the upstream answered {status}"}
+    if isinstance(parsed, dict):
+        err = parsed.get("error")
+        if isinstance(err, dict):
+            return err
+        if isinstance(err, str):  # TEI, llama.cpp: {"error": "...", "error_type": "..."}
+            return {"message": err, "type": parsed.get("error_type")}
+        if isinstance(parsed.get("detail"), str):  # FastAPI-style servers
+            return {"message": parsed["detail"]}
+        if isinstance(parsed.get("message"), str):
+            return {"message": parsed["message"], "type": parsed.get("type")}
+    return {"message": f"the upstream answered {status}"}
+
+
+@dataclass
+class Opened:
+    """An upstream answer that has started: its status was < 400."""
+
+    upstream: Upstream
+    response: httpx.Response
+    started: float
+    first: bytes = b""  # a stream's first chunk, already read
+    rest: AsyncIterator[bytes] | None = None  # and the iterator it came from
+
+
+class RemoteClient:
+    def __init__(self, pool: UpstreamPool, options: RemoteOptions, kind: str) -> None:
+        self.pool = pool
+        self.options = options
+        self.kind = kind
+        self.http: httpx.AsyncClient | None = None
+        self._health: asyncio.Task[None] | None = None
+        self.on_check: Callable[[Upstream, Any], None] | None = None
+
+    # -- lifecycle ----------------------------------------------------------------------
+
+    async def start(self) -> None:
+        o = self.options
+        if self.http is None:
+            self.http = httpx.AsyncClient(
+                timeout=httpx.Timeout(
+                    connect=o.connect_timeout_s, read=None, write=o.connect_timeout_s, pool=None
+                ),
+                limits=httpx.Limits(
+                    max_connections=o.max_connections, max_keepalive_connections=o.max_connections
+                ),
+                trust_env=False,
+            )
+        await self.check_all()
+        if self._health is None or self._health.done():
+            self._health = asyncio.get_running_loop().create_task(
+                self._health_loop(), name=f"health-{self.pool.model_id}"
+            )
+
+    async def stop(self) -> None:
+        if self._health is not None:
+            self._health.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._health
+            self._health = None
+        if self.http is not None:
+            await self.http.aclose()
+            self.http = None
+
+    def _client(self) -> httpx.AsyncClient:
+        if self.http is None:
+            raise UpstreamUnavailableError(
+                f"the model {self.pool.model_id!r} is not running", retry_after=1
+            )
+        return self.http
+
+    # -- health -------------------------------------------------------------------------
+
+    async def _health_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.options.health_interval_s)
+            try:
+                await self.check_all()
+            except Exception:  # a check never ends the loop
+                log.exception("health checks failed", extra={"model": self.pool.model_id})
+
+    async def check_all(self) -> None:
+        due = [u for u in self.pool.upstreams if self.pool.due_for_check(u)]
+        await asyncio.gather(*(self.check(u) for u in due))
+
+    async def check(self, up: Upstream) -> None:
+        was = up.routable(time.monotonic())
+        ok, reason = await self._probe(up)
+        self.pool.checked(up, ok, reason)
+        now_ok = up.routable(time.monotonic())
+        if was != now_ok or not up.checked:
+            log.log(
+                logging.INFO if now_ok else logging.WARNING,
+                "upstream %s of %s is %s",
+                up.label,
+                self.pool.model_id,
+                "healthy" if now_ok else f"down: {reason}",
+                extra={"model": self.pool.model_id, "upstream": up.label, "healthy": now_ok},
+            )
+
+    async def _probe(self, up: Upstream) -> tuple[bool, str | None]:
+        tei = up.config.api == "tei"
+        url = f"{tei_root(up.url)}/health" if tei else f"{up.url}/models"
+        try:
+            resp = await self._client().get(
+                url, headers=self._headers(up), timeout=self.options.health_timeout_s
+            )
+        except httpx.HTTPError as exc:
+            return False, f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        if resp.status_code != 200:
+            return False, f"health check answered {resp.status_code}"
+        if tei:
+            return True, None
+        try:
+            body = _decoder.decode(resp.content)
+        except msgspec.DecodeError:
+            return False, "health check answered something that is not JSON"
+        ours = isinstance(body, dict) and body.get("served_by") == SERVED_BY
+        if up.config.extras is None:
+            up.extras = ours
+        data = body.get("data") if isinstance(body, dict) else None
+        entry = next(
+            (m for m in data or [] if isinstance(m, dict) and m.get("id") == up.model), None
+        )
+        if entry is None and ours:
+            return False, f"the worker does not serve {up.model!r}"
+        if entry is not None:
+            up.info = entry
+            if self.on_check is not None:
+                self.on_check(up, entry)
+        if ours and entry is not None and entry.get("status") not in (None, "ready"):
+            return False, f"the worker's model is {entry.get('status')}"
+        return True, None
+
+    # -- requests -----------------------------------------------------------------------
+
+    def _headers(self, up: Upstream) -> dict[str, str]:
+        headers = {"content-type": "application/json"}
+        if up.config.api_key is not None:
+            headers["authorization"] = f"Bearer {up.config.api_key.get_secret_value()}"
+        return headers
+
+    async def open(
+        self,
+        path: str,
+        prepare: Prepare,
+        *,
+        key: str | None = None,
+        extras: bool = False,
+        stream: bool = False,
+        root: bool = False,
+    ) -> Opened:
+        """Send to the best upstream; on a connection failure or a 5xx before the first
+        byte, to the next one (``retries`` more at most). Raises the upstream's 4xx as it
+        is, a 504 on a timeout, a 503 with Retry-After when no upstream is left."""
+        o = self.options
+        tried: list[Upstream] = []
+        failure: APIError | None = None
+        deadline = time.monotonic() + o.total_timeout_s
+        for attempt in range(o.retries + 1):
+            pick = self.pool.pick(key if attempt == 0 else None, tried, extras=extras)
+            if pick is None:
+                break
+            up = pick.upstream
+            tried.append(up)
+            try:
+                return await self._attempt(up, path, prepare, stream, root, deadline)
+            except _Retry as exc:
+                failure = exc.error
+                log.warning(
+                    "upstream %s failed before its first byte: %s",
+                    up.label,
+                    exc.error.message,
+                    extra={"model": self.pool.model_id, "upstream": up.label},
+                )
+        if failure is None or isinstance(failure, UpstreamUnavailableError):
+            what = "no upstream of" if not tried else "every upstream tried for"
+            raise UpstreamUnavailableError(
+                f"{what} the model {self.pool.model_id!r} is reachable now"
+                + (f" (last: {failure.message})" if failure is not None else ""),
+                retry_after=self.pool.retry_after(),
+            )
+        raise failure
+
+    async def _attempt(
+        self, up: Upstream, path: str, prepare: Prepare, stream: bool, root: bool, deadline: float
+    ) -> Opened:
+        started = time.monotonic()
+        base = tei_root(up.url) if root else up.url
+        client = self._client()
+        request = client.build_request(
+            "POST", f"{base}/{path}", content=prepare(up), headers=self._headers(up)
+        )
+        up.in_flight += 1
+        handed_over = False
+        response: httpx.Response | None = None
+        try:
+            response, first, rest = await self._first_byte(up, client, request, stream, deadline)
+            status = response.status_code
+            if status >= 500:
+                self._failed(up, started, f"answered {status}")
+                raise _Retry(UpstreamStatusError(status, _error_of(status, response.content)))
+            if status in (401, 403):
+                # The gateway's key for the upstream, not the client's, was refused.
+                self._failed(up, started, f"refused the gateway's credentials ({status})")
+                raise _Retry(
+                    UpstreamStatusError(
+                        502,
+                        {
+                            "message": f"the upstream {up.label} refused this gateway's "
+                            f"credentials ({status}); check its api_key",
+                            "type": "server_error",
+                            "code": "upstream_auth_failed",
+                        },
+                    )
+                )
+            if status >= 400:
+                # The upstream is fine; the request is not: its answer goes back as it is.
+                self._done(up, started)
+                raise UpstreamStatusError(status, _error_of(status, response.content))
+            if not stream:
+                await self._body(up, response, deadline)
+                self._done(up, started)
+            handed_over = stream
+            return Opened(up, response, started, first, rest)
+        finally:
+            if not handed_over:
+                up.in_flight -= 1
+                if response is not None:
+                    await response.aclose()
+
+    async def _first_byte(
+        self,
+        up: Upstream,
+        client: httpx.AsyncClient,
+        request: httpx.Request,
+        stream: bool,
+        deadline: float,
+    ) -> tuple[httpx.Response, bytes, AsyncIterator[bytes] | None]:
+        """The response once it starts: headers (an error's whole body), and a stream's
+        first chunk. A timeout is final; a connection failure may go elsewhere."""
+        started = time.monotonic()
+        budget = min(self.options.first_byte_timeout_s, deadline - started)
+        try:
+            async with asyncio.timeout(budget):
+                response = await client.send(request, stream=True)
+                first, rest = b"", None
+                if response.status_code >= 400:
+                    await response.aread()
+                elif stream:
+                    rest = response.aiter_raw()
+                    first = await anext(rest, b"")
+                    if not first:
+                        await response.aclose()
+                        raise httpx.RemoteProtocolError("the stream ended at once")
+                return response, first, rest
+        except TimeoutError:
+            self._failed(up, started, "timeout")
+            raise UpstreamTimeoutError(
+                f"the upstream {up.label} did not answer within {budget:g} s (first_byte_timeout_s)"
+            ) from None
+        except httpx.TransportError as exc:
+            reason = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+            self._failed(up, started, reason)
+            raise _Retry(UpstreamUnavailableError(reason, retry_after=1)) from exc
+
+    async def _body(self, up: Upstream, response: httpx.Response, deadline: float) -> None:
+        """A non-streamed answer's whole body (nothing reached the client yet, so a
+        failure here may still go elsewhere)."""
+        started = time.monotonic()
+        try:
+            async with asyncio.timeout(max(0.001, deadline - started)):
+                await response.aread()
+        except TimeoutError:
+            self._failed(up, started, "timeout")
+            raise UpstreamTimeoutError(
+                f"the upstream {up.label} did not finish within "
+                f"{self.options.total_timeout_s:g} s (total_timeout_s)"
+            ) from None
+        except httpx.TransportError as exc:
+            self._failed(up, started, type(exc).__name__)
+            raise _Retry(UpstreamUnavailableError(str(exc), retry_after=1)) from exc
+
+    def _failed(self, up: Upstream, started: float, reason: str) -> None:
+        up.observe(time.monotonic() - started, ok=False)
+        self.pool.failed(up, reason)
+
+    def _done(self, up: Upstream, started: float) -> None:
+        up.observe(time.monotonic() - started, ok=True)
+        self.pool.succeeded(up)
+
+    async def post_json(
+        self,
+        path: str,
+        prepare: Prepare,
+        *,
+        key: str | None = None,
+        extras: bool = False,
+        root: bool = False,
+    ) -> tuple[Upstream, Any]:
+        """A non-streamed request's decoded JSON answer, and who gave it."""
+        opened = await self.open(path, prepare, key=key, extras=extras, root=root)
+        try:
+            return opened.upstream, _decoder.decode(opened.response.content)
+        except msgspec.DecodeError:
+            raise UpstreamStatusError(
+                502, {"message": f"the upstream {opened.upstream.label} answered with bad JSON"}
+            ) from None
+
+    async def chunks(self, opened: Opened) -> AsyncIterator[bytes]:
+        """A started stream's bytes; a failure mid-stream raises (never a replay), and
+        closing this iterator (the client went away) closes the upstream request."""
+        up, response = opened.upstream, opened.response
+        o = self.options
+        deadline = opened.started + o.total_timeout_s
+        ok = False
+        try:
+            yield opened.first
+            raw = opened.rest or response.aiter_raw()
+            while True:
+                try:
+                    async with asyncio.timeout(max(0.001, deadline - time.monotonic())):
+                        chunk = await anext(raw, None)
+                except TimeoutError:
+                    self.pool.failed(up, "timeout")
+                    raise UpstreamTimeoutError(
+                        f"the upstream {up.label} did not finish within "
+                        f"{o.total_timeout_s:g} s (total_timeout_s)"
+                    ) from None
+                except httpx.TransportError as exc:
+                    self.pool.failed(up, type(exc).__name__)
+                    raise UpstreamStatusError(
+                        502,
+                        {
+                            "message": f"the upstream {up.label} failed mid-stream "
+                            f"({type(exc).__name__}); the stream cannot be resumed",
+                            "type": "server_error",
+                            "code": "upstream_stream_failed",
+                        },
+                    ) from exc
+                if chunk is None:
+                    break
+                yield chunk
+            ok = True
+        finally:
+            up.in_flight -= 1
+            up.observe(time.monotonic() - opened.started, ok=ok)
+            if ok:
+                self.pool.succeeded(up)
+            await response.aclose()
+
+
+class _Retry(Exception):
+    """An attempt that failed before its first byte: the next upstream may take it."""
+
+    def __init__(self, error: APIError) -> None:
+        super().__init__(error.message)
+        self.error = error
