@@ -222,9 +222,16 @@ class RunningServer:
         self.log = log
 
 
-def start_server(config: dict[str, Any], tmp: Path, timeout: float = 120.0) -> RunningServer:
+def start_server(
+    config: dict[str, Any],
+    tmp: Path,
+    timeout: float = 120.0,
+    *,
+    args: tuple[str, ...] = (),
+    port: int | None = None,
+) -> RunningServer:
     """Start `rwkv-rag serve` as a real subprocess and wait (bounded) until /health is 200."""
-    port = free_port()
+    port = port or free_port()
     cfg = tmp / "config.yaml"
     # Its own data directory unless the config names one (never the checkout's default).
     config = {"data_dir": str(tmp / "data"), **config}
@@ -235,7 +242,7 @@ def start_server(config: dict[str, Any], tmp: Path, timeout: float = 120.0) -> R
     env.pop("RWKV_RAG_DATA_DIR", None)
     with log.open("wb") as sink:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "gateway.cli", "serve", "--config", str(cfg)],
+            [sys.executable, "-m", "gateway.cli", "serve", "--config", str(cfg), *args],
             stdout=sink,
             stderr=subprocess.STDOUT,
             env=env,
