@@ -6,9 +6,11 @@ ENV PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 RWKV_RAG_DATA_DIR=/data RWKV_RAG_HOST=
 WORKDIR /app
 RUN pip install "torch==${TORCH_VERSION}" --index-url "${TORCH_INDEX}"
 COPY pyproject.toml README.md ./
+COPY core core
 COPY gateway gateway
 COPY engines engines
 COPY kb kb
+COPY rag rag
 COPY mcp_server mcp_server
 RUN pip install .
 VOLUME /data
