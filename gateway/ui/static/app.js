@@ -673,6 +673,16 @@ function metricLines(text, names) {
   return out;
 }
 
+function servedOn(m) {
+  const d = m.details || {};
+  if (d.upstreams) {  // a remote model: its upstreams and their health
+    const up = d.upstreams.filter((u) => u.healthy).length;
+    const each = d.upstreams.map((u) => `${u.url} ${u.healthy ? "up" : "down"}, ${u.in_flight} in flight`);
+    return `${up}/${d.upstreams.length} upstreams up: ${each.join("; ")}`;
+  }
+  return d.device || d.strategy || (m.engine === "rag-profile" ? `profile of ${d.model}` : "");
+}
+
 async function modelsPage() {
   const [list, health, metrics, stores] = await Promise.all([
     models(),
@@ -684,16 +694,16 @@ async function modelsPage() {
   const rows = list.map((m) => {
     const hm = (health.models || {})[m.id] || {};
     return h("tr", {}, h("td", {}, m.id), h("td", {}, m.kind || ""), h("td", {}, m.engine || ""),
-      h("td", {}, (m.details && (m.details.device || m.details.strategy || (m.engine === "rag-profile" && `profile of ${m.details.model}`))) || ""),
+      h("td", {}, servedOn(m)),
       h("td", {}, m.engine === "rag-profile" ? "" : hm.healthy ? "healthy" : hm.status || m.status || ""));
   });
-  const figures = metricLines(metrics, ["rwkv_rag_prefix_cache_", "rwkv_rag_batch_size_sum", "rwkv_rag_batch_size_count", "rwkv_rag_queue_depth", "rwkv_rag_kb_"]);
+  const figures = metricLines(metrics, ["rwkv_rag_prefix_cache_", "rwkv_rag_batch_size_sum", "rwkv_rag_batch_size_count", "rwkv_rag_queue_depth", "rwkv_rag_kb_", "rwkv_rag_upstream_requests", "rwkv_rag_upstream_errors", "rwkv_rag_upstream_in_flight", "rwkv_rag_remote_affinity"]);
   show(h("h1", {}, "Models and health"),
     h("p", {}, `Gateway: ${health.status}`),
     h("div", { class: "table-wrap" }, h("table", {},
-      h("thead", {}, h("tr", {}, ["Model", "Kind", "Engine", "Device", "Health"].map((t) => h("th", { scope: "col" }, t)))),
+      h("thead", {}, h("tr", {}, ["Model", "Kind", "Engine", "Served on", "Health"].map((t) => h("th", { scope: "col" }, t)))),
       h("tbody", {}, rows))),
-    h("h2", {}, "Prefix cache, batching and queues (/metrics)"),
+    h("h2", {}, "Prefix cache, batching, queues and upstreams (/metrics)"),
     figures.length ? h("pre", { id: "metrics" }, figures.join("\n")) : h("p", {}, "No figures yet."),
     jobs.length ? jobsTable(jobs) : h("p", {}, "No re-embed or web-search jobs."));
 }
