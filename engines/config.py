@@ -41,7 +41,9 @@ class ModelConfig(BaseModel):
         "auto",
         description=(
             "Backend: `bge` (embedding), `flag-reranker` (rerank), `cosine` (rerank through "
-            "an embedding model), `rwkv` (chat), `fake` (tests). `auto` picks by kind."
+            "an embedding model), `rwkv` (chat), `remote` (any kind, served by upstream "
+            "servers listed in `options.upstreams`; see docs/scaling.md), `fake` (tests). "
+            "`auto` picks by kind."
         ),
     )
     path: str | None = Field(

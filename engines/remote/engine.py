@@ -164,10 +164,17 @@ def _share(total: Any, estimates: list[int]) -> list[int]:
 class RemoteReranker(RemoteModel):
     kind = "rerank"
 
+    def __init__(self, info: ModelInfo, options: dict[str, Any]) -> None:
+        super().__init__(info, options)
+        if len({u.config.api for u in self.pool.upstreams}) > 1:
+            raise ValueError(
+                f"rerank model {info.id!r}: its upstreams must all speak one API "
+                "(all `api: tei` or none)"
+            )
+
     async def scores(self, query: str, docs: list[str]) -> tuple[list[float], int]:
         """Relevance in [0, 1] of each doc, and the tokens the upstream counted."""
-        tei = [u for u in self.pool.upstreams if u.config.api == "tei"]
-        if tei and len(tei) == len(self.pool.upstreams):
+        if self.pool.upstreams[0].config.api == "tei":
             return await self._tei(query, docs)
         body = {"query": query, "documents": docs, "return_documents": False}
         _, answer = await self.client.post_json("rerank", lambda up: self.body_for(body, up))

@@ -89,6 +89,9 @@ async def test_chat_and_completions_pass_through_with_extras_left_out(
             extra_body={"state": "s"},
         )
     assert err.value.code == "unsupported_parameter"
+    responses = await gw.post("/v1/responses", json={"model": "vllm-chat", "input": "hi"})
+    assert responses.status_code == 400  # the Responses API runs on local models
+    assert "/v1/chat/completions" in responses.json()["error"]["message"]
     listed = (await gw.get("/v1/models/vllm-chat")).json()
     assert listed["max_input_tokens"] == 2048  # the upstream's max_model_len
     assert listed["details"]["upstreams"][0]["extras"] is False

@@ -15,6 +15,7 @@ import pytest
 
 from tests.conftest import MINILM, ROOT, RunningServer, start_server, stop_server
 from tests.kb.fixtures import make_pdf
+from tests.remote.openai_shaped import OpenAIShaped, Running
 
 CHROMIUM = next(
     (p for p in (os.environ.get("CHROMIUM"), shutil.which("chromium")) if p and Path(p).exists()),
@@ -39,10 +40,18 @@ KEY = "sk-console-test"
 ANSWER = "Hold the red button for ten seconds [1]."
 
 
-def _config(keys: list[str]) -> dict[str, Any]:
+def _config(keys: list[str], upstream: str) -> dict[str, Any]:
     return {
         "models": [
             MINILM,
+            # A model served by an upstream server (a small OpenAI-shaped one, in this
+            # process): the models page shows its upstreams.
+            {
+                "id": "remote-chat",
+                "kind": "chat",
+                "engine": "remote",
+                "options": {"upstreams": [upstream], "upstream_model": "echo"},
+            },
             {
                 "id": "scripted-chat",
                 "kind": "chat",
@@ -65,9 +74,10 @@ def _config(keys: list[str]) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
-    srv = start_server(_config([KEY]), tmp_path_factory.mktemp("console"))
-    yield srv
-    stop_server(srv)
+    with Running(OpenAIShaped()) as upstream:
+        srv = start_server(_config([KEY], upstream.url), tmp_path_factory.mktemp("console"))
+        yield srv
+        stop_server(srv)
 
 
 @pytest.fixture(scope="module")
@@ -228,3 +238,14 @@ def test_the_console_fits_a_phone_screen(browser: Browser, server: RunningServer
         expect(page.locator("main h1")).to_have_text("Models and health")
     finally:
         context.close()
+
+
+def test_the_models_page_shows_a_remote_models_upstreams(page: Page, server: RunningServer) -> None:
+    _sign_in(page, server)
+    page.goto(server.base_url + "/ui/#/models")
+    remote = page.get_by_role("row").filter(has_text="remote-chat")
+    expect(remote).to_contain_text("remote")
+    expect(remote).to_contain_text("1/1 upstreams up")
+    expect(remote).to_contain_text("/v1 up, 0 in flight")
+    expect(remote).to_contain_text("healthy")
+    _no_console_errors(page)

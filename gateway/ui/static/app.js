@@ -694,7 +694,7 @@ async function modelsPage() {
   const rows = list.map((m) => {
     const hm = (health.models || {})[m.id] || {};
     return h("tr", {}, h("td", {}, m.id), h("td", {}, m.kind || ""), h("td", {}, m.engine || ""),
-      h("td", {}, servedOn(m)),
+      h("td", { class: "long" }, servedOn(m)),
       h("td", {}, m.engine === "rag-profile" ? "" : hm.healthy ? "healthy" : hm.status || m.status || ""));
   });
   const figures = metricLines(metrics, ["rwkv_rag_prefix_cache_", "rwkv_rag_batch_size_sum", "rwkv_rag_batch_size_count", "rwkv_rag_queue_depth", "rwkv_rag_kb_", "rwkv_rag_upstream_requests", "rwkv_rag_upstream_errors", "rwkv_rag_upstream_in_flight", "rwkv_rag_remote_affinity"]);
