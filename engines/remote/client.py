@@ -328,9 +328,31 @@ class RemoteClient:
         """A non-streamed answer's whole body (nothing reached the client yet, so a
         failure here may still go elsewhere)."""
         started = time.monotonic()
+        limit = self.options.max_response_bytes
+        declared = response.content_length
         try:
+            if declared is not None and declared > limit:
+                raise _TooLarge(declared)
             async with asyncio.timeout(max(0.001, deadline - started)):
-                return await response.read()
+                parts, size = [], 0
+                while chunk := await response.content.readany():
+                    size += len(chunk)
+                    if size > limit:
+                        raise _TooLarge(size)
+                    parts.append(chunk)
+                return b"".join(parts)
+        except _TooLarge as exc:
+            response.close()
+            self._done(up, started)
+            raise UpstreamStatusError(
+                502,
+                {
+                    "message": f"the upstream {up.label} answered with more than {limit} "
+                    f"bytes ({exc.size}; max_response_bytes)",
+                    "type": "server_error",
+                    "code": "upstream_response_too_large",
+                },
+            ) from None
         except TimeoutError:
             response.close()
             self._failed(up, started, "timeout")
@@ -411,6 +433,12 @@ class RemoteClient:
                 response.release()
             else:
                 response.close()  # the upstream sees the request closed and stops
+
+
+class _TooLarge(Exception):
+    def __init__(self, size: int) -> None:
+        super().__init__(size)
+        self.size = size
 
 
 class _Retry(Exception):

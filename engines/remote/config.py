@@ -119,6 +119,16 @@ class RemoteOptions(BaseModel):
         ),
     )
     max_connections: int = Field(256, ge=1, description="Pooled connections per model.")
+    max_response_bytes: int = Field(
+        128 * 1024 * 1024,
+        ge=1024,
+        description="A non-streamed answer larger than this is refused (502), while it arrives.",
+    )
+    max_event_bytes: int = Field(
+        1024 * 1024,
+        ge=1024,
+        description="A streamed event (SSE) larger than this ends the stream with an error.",
+    )
     context_length: int | None = Field(
         None,
         ge=16,

@@ -74,6 +74,7 @@ class OpenAIShaped:
                 {"id": "slow", "object": "model", "owned_by": "vllm", "max_model_len": 2048},
                 {"id": "bad", "object": "model", "owned_by": "vllm", "max_model_len": 2048},
                 {"id": "embed", "object": "model", "owned_by": "tei"},
+                {"id": "huge", "object": "model", "owned_by": "vllm"},
             ]
             return await _json(send, 200, {"object": "list", "data": models})
         if method == "GET" and path == "/health":
@@ -100,6 +101,8 @@ class OpenAIShaped:
                 self.seen.disconnected += 1
                 return None
             waiter.cancel()
+        if model == "huge":  # an answer far larger than it should be
+            return await self._huge(bool(data.get("stream")), send)
         if path == "/v1/chat/completions":
             return await self._chat(data, send)
         if path == "/v1/completions":
@@ -147,6 +150,30 @@ class OpenAIShaped:
                 }
             )
         await send({"type": "http.response.body", "body": b"data: [DONE]\r\n\r\n"})
+        return None
+
+    async def _huge(self, stream: bool, send: Any) -> None:
+        if not stream:
+            text = "x" * 100_000
+            return await _json(send, 200, _completion("huge", text, "chat.completion"))
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [(b"content-type", b"text/event-stream")],
+            }
+        )
+        first = {"id": "c", "object": "chat.completion.chunk", "model": "huge", "choices": []}
+        await send(
+            {
+                "type": "http.response.body",
+                "body": f"data: {json.dumps(first)}\n\n".encode(),
+                "more_body": True,
+            }
+        )
+        for _ in range(50):  # one event that never ends
+            await send({"type": "http.response.body", "body": b"x" * 4096, "more_body": True})
+        await send({"type": "http.response.body", "body": b"\n\n"})
         return None
 
     async def _embeddings(self, data: dict[str, Any], send: Any) -> None:

@@ -47,6 +47,14 @@ async def gw(upstream: Running, tmp_path: Path) -> AsyncIterator[httpx.AsyncClie
             "slow-chat", "chat", [upstream.url], upstream_model="slow", first_byte_timeout_s=0.5
         ),
         _remote("bad-chat", "chat", [upstream.url], upstream_model="bad"),
+        _remote(
+            "huge-chat",
+            "chat",
+            [upstream.url],
+            upstream_model="huge",
+            max_response_bytes=16384,
+            max_event_bytes=8192,
+        ),
         _remote("tei-embed", "embedding", [upstream.url], upstream_model="embed"),
         _remote("tei-rerank", "rerank", [tei]),
         *FAKE_MODELS,
@@ -146,6 +154,20 @@ async def test_upstream_4xx_passes_through_and_first_byte_timeout_is_clear(
     assert slow.status_code == 504
     err = slow.json()["error"]
     assert err["code"] == "upstream_timeout" and "first_byte_timeout_s" in err["message"]
+
+
+async def test_an_oversized_answer_or_stream_event_is_refused_while_it_arrives(
+    gw: httpx.AsyncClient,
+) -> None:
+    ask = {"model": "huge-chat", "messages": [{"role": "user", "content": "x"}]}
+    big = await gw.post("/v1/chat/completions", json=ask)
+    assert big.status_code == 502
+    err = big.json()["error"]
+    assert err["code"] == "upstream_response_too_large" and "max_response_bytes" in err["message"]
+    async with gw.stream("POST", "/v1/chat/completions", json={**ask, "stream": True}) as r:
+        lines = [line async for line in r.aiter_lines() if line]
+    assert "upstream_event_too_large" in lines[-1] and "max_event_bytes" in lines[-1]
+    assert sum(len(line) for line in lines) < 8192  # the oversized event never reached us
 
 
 async def test_every_upstream_down_is_a_503_with_retry_after(tmp_path: Path) -> None:

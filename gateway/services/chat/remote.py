@@ -13,7 +13,7 @@ from typing import Any
 
 import msgspec
 
-from core.errors import InvalidRequestError
+from core.errors import InvalidRequestError, UpstreamStatusError
 from engines.remote.config import RemoteOptions
 from engines.remote.engine import RemoteChat
 from gateway.schemas.chat import ChatCompletionRequest, CompletionRequest
@@ -189,23 +189,29 @@ def finish(answer: Json, extra: Forwarded) -> Json:
 
 
 def relay(
-    chunks: AsyncIterator[bytes], upstream_model: str, extra: Forwarded
+    chunks: AsyncIterator[bytes], upstream_model: str, extra: Forwarded, max_event_bytes: int
 ) -> AsyncIterator[bytes]:
     """The upstream's SSE events, whole (a failure mid-stream never leaves half an event),
     renamed and with citations added when needed; a failure becomes one error event."""
     rewrite = extra.citations is not None or upstream_model != extra.model
-    return guard(_events(chunks, extra if rewrite else None))
+    return guard(_events(chunks, extra if rewrite else None, max_event_bytes))
 
 
-async def _events(chunks: AsyncIterator[bytes], extra: Forwarded | None) -> AsyncIterator[bytes]:
+async def _events(
+    chunks: AsyncIterator[bytes], extra: Forwarded | None, max_event_bytes: int
+) -> AsyncIterator[bytes]:
     buf = b""
     state = _Rewriter(extra) if extra is not None else None
     try:
         async for chunk in chunks:
             buf += chunk.replace(b"\r\n", b"\n") if b"\r" in chunk else chunk
             if b"\n\n" not in buf:
+                _check_event(buf, max_event_bytes)
                 continue
             *events, buf = buf.split(b"\n\n")
+            for e in events:
+                _check_event(e, max_event_bytes)
+            _check_event(buf, max_event_bytes)
             if state is None:
                 yield b"".join(e + b"\n\n" for e in events if e)
             else:
@@ -218,6 +224,18 @@ async def _events(chunks: AsyncIterator[bytes], extra: Forwarded | None) -> Asyn
         aclose = getattr(chunks, "aclose", None)
         if aclose is not None:
             await aclose()
+
+
+def _check_event(event: bytes, limit: int) -> None:
+    if len(event) > limit:
+        raise UpstreamStatusError(
+            502,
+            {
+                "message": f"the upstream sent a stream event over {limit} bytes (max_event_bytes)",
+                "type": "server_error",
+                "code": "upstream_event_too_large",
+            },
+        )
 
 
 class _Rewriter:

@@ -373,7 +373,7 @@ class ChatService:
         needs = state is not None
         if req.stream:
             named, chunks = await engine.stream("chat/completions", body, key=key, extras=needs)
-            return relay(chunks, named, extra)
+            return relay(chunks, named, extra, engine.options.max_event_bytes)
         return finish(await engine.post("chat/completions", body, key=key, extras=needs), extra)
 
     def _canned(
@@ -501,7 +501,7 @@ class ChatService:
         key = prompt_key(engine.options, session, body.get("prompt"))
         if req.stream:
             named, chunks = await engine.stream("completions", body, key=key, extras=False)
-            return relay(chunks, named, extra)
+            return relay(chunks, named, extra, engine.options.max_event_bytes)
         return finish(await engine.post("completions", body, key=key, extras=False), extra)
 
     async def _augment_prompt(
