@@ -3,13 +3,14 @@ through Litestar's logging config so the app and the CLI log alike."""
 
 from __future__ import annotations
 
-import contextvars
 import json
 import logging
 import logging.config
 from typing import Any
 
 from litestar.logging.config import LoggingConfig
+
+from core.context import request_id
 
 __all__ = [
     "JsonFormatter",
@@ -18,9 +19,6 @@ __all__ = [
     "logging_config",
     "request_id",
 ]
-
-# The id of the request being served (in every record logged while serving it).
-request_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("request_id", default=None)
 
 _STD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName"}
 

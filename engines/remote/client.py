@@ -18,6 +18,7 @@ from typing import Any
 import aiohttp
 import msgspec
 
+from core.context import request_id
 from core.errors import (
     APIError,
     UpstreamStatusError,
@@ -193,6 +194,9 @@ class RemoteClient:
 
     def _headers(self, up: Upstream) -> dict[str, str]:
         headers = {"content-type": "application/json"}
+        rid = request_id.get()
+        if rid is not None:  # the upstream's logs name the same request
+            headers["x-request-id"] = rid
         if up.config.api_key is not None:
             headers["authorization"] = f"Bearer {up.config.api_key.get_secret_value()}"
         return headers

@@ -26,6 +26,7 @@ DIMS = 8
 @dataclass
 class Seen:
     requests: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    headers: list[dict[str, str]] = field(default_factory=list)
     disconnected: int = 0
     cancelled: int = 0
 
@@ -56,6 +57,7 @@ class OpenAIShaped:
         data = json.loads(body) if body else {}
         if method == "POST":
             self.seen.requests.append((path, data))
+            self.seen.headers.append({k.decode(): v.decode() for k, v in scope["headers"]})
         auth = dict(scope["headers"]).get(b"authorization", b"").decode()
         if self.key is not None and auth != f"Bearer {self.key}":
             return await _json(send, 401, {"error": {"message": "bad key", "type": "auth"}})

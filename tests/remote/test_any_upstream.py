@@ -88,6 +88,13 @@ async def test_chat_and_completions_pass_through_with_extras_left_out(
     assert all(c.model == "vllm-chat" for c in chunks)
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     assert text == "echo: one two three" and chunks[-1].usage is not None
+    traced = await gw.post(
+        "/v1/chat/completions",
+        json={"model": "vllm-chat", "messages": [{"role": "user", "content": "t"}]},
+        headers={"X-Request-Id": "trace-0042"},
+    )
+    assert traced.headers["x-request-id"] == "trace-0042"
+    assert upstream.app.seen.headers[-1]["x-request-id"] == "trace-0042"  # one id, both logs
     done = await sdk.completions.create(model="vllm-chat", prompt="abc")
     assert done.choices[0].text == "echo: abc" and done.model == "vllm-chat"
     with pytest.raises(openai.BadRequestError) as err:  # a State needs this project's worker

@@ -105,3 +105,30 @@ def test_urls_are_shown_without_credentials_and_refused_with_them() -> None:
         RemoteOptions.model_validate({"upstreams": ["ftp://10.0.0.1/v1"]})
     opts = RemoteOptions.model_validate({"upstreams": [{"url": URLS[0], "api_key": "sk-1"}]})
     assert "sk-1" not in repr(opts)
+
+
+def test_the_affinity_key_follows_the_conversation() -> None:
+    from gateway.services.chat.remote import affinity_key
+
+    opts = RemoteOptions.model_validate({"upstreams": URLS, "affinity_system_chars": 40})
+    short = {"role": "system", "content": "Be brief."}
+    long_ = {"role": "system", "content": "You answer questions about the pump manual. " * 2}
+    turn1 = [short, {"role": "user", "content": "How do I reset it?"}]
+    turn3 = [
+        *turn1,
+        {"role": "assistant", "content": "Hold it."},
+        {"role": "user", "content": "And then?"},
+    ]
+    other = [short, {"role": "user", "content": "Something else"}]
+    key = affinity_key(opts, None, None, turn1)
+    assert key == affinity_key(opts, None, None, turn3)  # later turns repeat the first one
+    assert key != affinity_key(opts, None, None, other)
+    # A long system prompt is shared state by itself: its conversations go together.
+    a = affinity_key(opts, None, None, [long_, {"role": "user", "content": "one"}])
+    assert a == affinity_key(opts, None, None, [long_, {"role": "user", "content": "two"}])
+    # X-Session-Id wins; `user` mode uses the user; `off` routes by load alone.
+    assert affinity_key(opts, "s-1", "u", turn1) == "session:s-1"
+    by_user = opts.model_copy(update={"affinity": "user"})
+    assert affinity_key(by_user, None, "alice", turn1) == "user:alice"
+    assert affinity_key(by_user, None, None, turn1) is None
+    assert affinity_key(opts.model_copy(update={"affinity": "off"}), "s-1", "u", turn1) is None
