@@ -7,6 +7,10 @@ the offline MiniLM) and `rwkv-rag serve` gateways whose models are `engine: remo
    time to first token (streamed), gateway -> worker vs the worker directly.
 2. Aggregate chat throughput at 16 concurrent streams: a gateway over one worker vs over
    two (completion tokens per second of wall time).
+3. What state-cache affinity buys: 8 six-turn conversations (4 at a time), each turn
+   pasting a page of text, through a gateway over four workers (two more, chat only)
+   with `affinity: prefix` vs `off`: the share of prompt tokens the workers read from
+   their prefix-state cache on turns 2-6, and the time per turn.
 
 Prints a table and writes bench/results/remote.json.
 
@@ -116,6 +120,48 @@ async def _throughput(base: str, streams: int, rounds: int, max_tokens: int) -> 
         return tokens / (time.perf_counter() - t)
 
 
+_MANUAL = (
+    "You are the support assistant of a water utility. Answer from the manual: pumps are "
+    "reset by holding the red button for ten seconds, filters are changed every three "
+    "months, and leaks are reported to the night desk. "
+)
+
+
+async def _conversations(base: str, convs: int, turns: int, parallel: int) -> dict[str, float]:
+    """Cached share of prompt tokens on turns 2+, and the median seconds per turn."""
+    gate = asyncio.Semaphore(parallel)
+    cached = prompt = 0
+    times: list[float] = []
+    async with httpx.AsyncClient(base_url=base, timeout=300) as c:
+
+        async def one(k: int) -> None:
+            nonlocal cached, prompt
+            async with gate:
+                messages = [{"role": "system", "content": f"You are support desk {k}."}]
+                for t in range(turns):
+                    page = f"Page {t} of case {k}: " + _MANUAL * 3
+                    messages.append({"role": "user", "content": page + "What should I do?"})
+                    started = time.perf_counter()
+                    r = await c.post(
+                        "/v1/chat/completions",
+                        json={"model": "rwkv7-tiny", "messages": messages, "max_tokens": 8},
+                    )
+                    r.raise_for_status()
+                    body = r.json()
+                    messages.append(
+                        {"role": "assistant", "content": body["choices"][0]["message"]["content"]}
+                    )
+                    if t == 0:
+                        continue
+                    times.append(time.perf_counter() - started)
+                    usage = body["usage"]
+                    prompt += usage["prompt_tokens"]
+                    cached += (usage.get("prompt_tokens_details") or {}).get("cached_tokens", 0)
+
+        await asyncio.gather(*(one(k) for k in range(convs)))
+    return {"cached_share": cached / max(1, prompt), "turn_p50_ms": statistics.median(times) * 1000}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--requests", type=int, default=300, help="sequential requests per latency row")
@@ -152,11 +198,23 @@ def main() -> None:
             (tmp / f"w{i}").mkdir()
             workers.append(start_server(worker_cfg, tmp / f"w{i}", args=("--role", "engine")))
         w_urls = [f"{w.base_url}/v1" for w in workers]
-        for name, ups in (("one", w_urls[:1]), ("two", w_urls)):
+        chat_only = {**worker_cfg, "models": worker_cfg["models"][:1]}
+        for i in range(2, 4):
+            (tmp / f"w{i}").mkdir()
+            workers.append(start_server(chat_only, tmp / f"w{i}", args=("--role", "engine")))
+        all_urls = [f"{w.base_url}/v1" for w in workers]
+        for name, ups, affinity in (
+            ("one", w_urls[:1], "prefix"),
+            ("two", w_urls, "prefix"),
+            ("four", all_urls, "prefix"),
+            ("four-off", all_urls, "off"),
+        ):
             (tmp / f"g-{name}").mkdir()
+            options = {"upstreams": ups, "affinity": affinity}
+            kinds = [("rwkv7-tiny", "chat"), ("minilm", "embedding")]
             models = [
-                {"id": mid, "kind": kind, "engine": "remote", "options": {"upstreams": ups}}
-                for mid, kind in (("rwkv7-tiny", "chat"), ("minilm", "embedding"))
+                {"id": mid, "kind": kind, "engine": "remote", "options": options}
+                for mid, kind in (kinds if len(ups) <= 2 else kinds[:1])
             ]
             cfg = {"models": models, "load_in_background": False, "log_level": "WARNING"}
             gateways.append(start_server(cfg, tmp / f"g-{name}"))
@@ -178,6 +236,10 @@ def main() -> None:
             name: asyncio.run(_throughput(gw.base_url, args.streams, args.rounds, args.max_tokens))
             for name, gw in (("one worker", gateways[0]), ("two workers", gateways[1]))
         }
+        affinity = {
+            name: asyncio.run(_conversations(gw.base_url, 8, 6, 4))
+            for name, gw in (("prefix", gateways[2]), ("off", gateways[3]))
+        }
     finally:
         for s in [*gateways, *workers]:
             stop_server(s)
@@ -194,11 +256,18 @@ def main() -> None:
     print(f"\nchat throughput, {args.streams} concurrent requests x {args.max_tokens} tokens")
     for name, v in tps.items():
         print(f"  gateway over {name:<12} {v:8.1f} tok/s")
+    print("\nconversations over four workers (8 x 6 turns), turns 2-6")
+    for name, a in affinity.items():
+        print(
+            f"  affinity {name:<7} cached prompt tokens {a['cached_share']:6.1%}"
+            f"   per turn p50 {a['turn_p50_ms']:7.1f} ms"
+        )
     result = {
         "machine": f"{platform.node()} {platform.machine()} {platform.processor() or ''}".strip(),
         "cpus": __import__("os").cpu_count(),
         "latency": rows,
         "throughput_tok_s": tps,
+        "affinity": affinity,
         "streams": args.streams,
         "max_tokens": args.max_tokens,
     }
