@@ -104,9 +104,12 @@ async def test_chat_and_completions_pass_through_with_extras_left_out(
             extra_body={"state": "s"},
         )
     assert err.value.code == "unsupported_parameter"
-    responses = await gw.post("/v1/responses", json={"model": "vllm-chat", "input": "hi"})
-    assert responses.status_code == 400  # the Responses API runs on local models
-    assert "/v1/chat/completions" in responses.json()["error"]["message"]
+    # The Responses API too: it goes upstream as a streamed chat completion.
+    answered = await sdk.responses.create(model="vllm-chat", input="hi there")
+    assert answered.output_text == "echo: hi there" and answered.status == "completed"
+    assert answered.usage is not None and answered.usage.total_tokens > 0
+    _, sent = upstream.app.seen.requests[-1]
+    assert sent["stream"] is True and sent["messages"][-1]["content"] == "hi there"
     listed = (await gw.get("/v1/models/vllm-chat")).json()
     assert listed["max_input_tokens"] == 2048  # the upstream's max_model_len
     assert listed["details"]["upstreams"][0]["extras"] is False
@@ -290,6 +293,17 @@ async def test_knowledge_profiles_and_rag_work_on_a_remote_model(
         assert by_profile.model == "handbook-bot"
         assert by_profile.model_extra and by_profile.model_extra["citations"]
         assert upstream.app.seen.requests[-1][1]["model"] == "echo"
+        # file_search in the Responses API: the gateway searches, the upstream answers.
+        searched = await sdk_over(gw).responses.create(
+            model="vllm-chat",
+            input="Who takes vacation requests?",
+            tools=[{"type": "file_search", "vector_store_ids": [store["id"]]}],
+            include=["file_search_call.results"],
+        )
+        kinds = [item.type for item in searched.output]
+        assert kinds == ["file_search_call", "message"]
+        assert "Ines Varga" in searched.output[0].results[0].text  # type: ignore[union-attr]
+        assert "Ines Varga" in str(upstream.app.seen.requests[-1][1]["messages"])
         ctx = app.state.ctx
         async with Client(build_server(ctx.kb, ctx.settings.mcp, ctx.chat)) as mcp:
             res = await mcp.call_tool("ask", {"question": "Who takes vacation requests?"})

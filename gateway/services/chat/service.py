@@ -157,6 +157,10 @@ class ChatService:
             return self.registry.resolve(profile.model, "chat"), profile.state
         return self.registry.resolve(name, "chat"), None
 
+    def serves_remotely(self, name: str) -> bool:
+        """Whether ``name`` (a model, alias or profile) is served by remote upstreams."""
+        return self._resolve(name)[0].remote
+
     def _knowledge(self, req: ChatCompletionRequest | CompletionRequest) -> Knowledge | None:
         wanted = knowledge_request(req.knowledge)
         if self.rag is None:
@@ -241,9 +245,10 @@ class ChatService:
         """Check ``req``, build its prompt and submit it (chat and the Responses API)."""
         model, _ = self._resolve(req.model)
         if model.remote:
+            # Remote models take whole requests (chat(), or the Responses API's own path).
             raise InvalidRequestError(
-                f"the model {req.model!r} is served by remote upstreams, and the Responses "
-                "API runs on local models; use /v1/chat/completions",
+                f"the model {req.model!r} is served by remote upstreams: it takes whole "
+                "requests, not prompts built here",
                 param="model",
                 code="model_not_supported",
             )

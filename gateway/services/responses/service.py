@@ -19,9 +19,10 @@ import msgspec
 from core.errors import APIError, EngineError, InvalidRequestError, NotFoundError
 from engines.generation import TokenEvent
 from gateway.schemas.responses import DeletedResponse, ResponseRequest
-from gateway.services.chat.output import Content, OutputParser
+from gateway.services.chat.output import Content, Event, OutputParser
 from gateway.services.chat.service import Begun, ChatService
 from gateway.services.responses.inputs import Prepared, item_id, prepare
+from gateway.services.responses.remote import ChunkReader, chat_request
 from gateway.services.responses.store import ResponseStore, StoredResponse
 from gateway.services.responses.writer import ResponseWriter
 
@@ -57,9 +58,22 @@ class ResponsesService:
                 await self._stored(req.previous_response_id, "previous_response_id")
             ).conversation
         prep = prepare(req, history, self.chat.settings)
-        run = await self.chat.begin(prep.chat, owner, spec=prep.spec)
-        writer = ResponseWriter(self._skeleton(req, prep), run.citations)
-        events = self._events(req, prep, run, writer)
+        outcome: list[Any] = []
+        if self.chat.serves_remotely(prep.chat.model):
+            stream = await self.chat.chat(chat_request(prep.chat, prep.spec), owner)
+            if not isinstance(stream, AsyncIterator):  # a streamed request always streams
+                raise EngineError("the remote answer did not stream")
+            reader = ChunkReader(stream)
+            chunks = reader.chunks()
+            first = await anext(chunks, None)  # carries the citations
+            head = reader.parts(first) if first is not None else []
+            writer = ResponseWriter(self._skeleton(req, prep), reader.citations)
+            generated = self._relayed(reader, chunks, head, writer, outcome)
+        else:
+            run = await self.chat.begin(prep.chat, owner, spec=prep.spec)
+            writer = ResponseWriter(self._skeleton(req, prep), run.citations)
+            generated = self._generated(run, writer, outcome)
+        events = self._events(req, prep, writer, generated, outcome)
         if req.stream:
             return self._sse(events, writer)
         async for _ in events:
@@ -85,7 +99,12 @@ class ResponsesService:
                 yield _sse(ev)
 
     async def _events(
-        self, req: ResponseRequest, prep: Prepared, run: Begun, writer: ResponseWriter
+        self,
+        req: ResponseRequest,
+        prep: Prepared,
+        writer: ResponseWriter,
+        generated: AsyncIterator[Json],
+        outcome: list[Any],
     ) -> AsyncIterator[Json]:
         for ev in writer.start():
             yield ev
@@ -93,8 +112,7 @@ class ResponsesService:
             asked = [m["content"] for m in prep.conversation if m["role"] == "user"]
             for ev in writer.searched(asked[-1:], prep.include_results):
                 yield ev
-        outcome: list[Any] = []
-        async for ev in self._generated(run, writer, outcome):
+        async for ev in generated:
             yield ev
         reason, usage = outcome
         incomplete = reason == "length"
@@ -130,6 +148,22 @@ class ResponsesService:
                 yield ev
             reason, completion, cached = out.reason, out.completion_tokens, out.cached_tokens
         outcome.extend([reason, _usage(run.prompt_tokens, completion, reasoning, cached)])
+
+    @staticmethod
+    async def _relayed(
+        reader: ChunkReader,
+        chunks: AsyncIterator[Json],
+        head: list[Event],
+        writer: ResponseWriter,
+        outcome: list[Any],
+    ) -> AsyncIterator[Json]:
+        """A remote model's output events (its chat chunks read back as output parts)."""
+        for ev in writer.feed(head):
+            yield ev
+        async for chunk in chunks:
+            for ev in writer.feed(reader.parts(chunk)):
+                yield ev
+        outcome.extend([reader.reason, reader.responses_usage()])
 
     def _skeleton(self, req: ResponseRequest, prep: Prepared) -> Json:
         s = self.chat.settings
