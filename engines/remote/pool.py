@@ -174,7 +174,9 @@ class UpstreamPool:
     # -- breaker ------------------------------------------------------------------------
 
     def succeeded(self, up: Upstream) -> None:
+        """A request went through: the failure count and the backoff start again."""
         up.failures = 0
+        up.backoff_s = 0.0
 
     def failed(self, up: Upstream, reason: str) -> None:
         """A request failed on ``up`` (connection, 5xx, timeout): several in a row eject it."""
@@ -194,17 +196,18 @@ class UpstreamPool:
         up.last_error = reason
 
     def checked(self, up: Upstream, ok: bool, reason: str | None = None) -> None:
-        """A health check's outcome: a pass closes the breaker (once the ejection period is
-        over), a failure (re)opens it."""
+        """A health check's outcome: a pass lets an ejected upstream back in once its
+        period is over (the backoff is kept until a request succeeds, so an upstream that
+        passes checks but fails requests stays out longer each time); a failure ejects.
+        A pass does not clear the failures of requests: only a request's success does."""
         up.checked = True
-        if ok:
-            if time.monotonic() >= up.ejected_until:
-                up.healthy = True
-                up.failures = 0
-                up.backoff_s = 0.0
-                up.last_error = None
+        if not ok:
+            self.eject(up, reason or "health check failed")
             return
-        self.eject(up, reason or "health check failed")
+        if not up.healthy and time.monotonic() >= up.ejected_until:
+            up.healthy = True
+            up.failures = 0
+            up.last_error = None
 
     def due_for_check(self, up: Upstream) -> bool:
         """Ejected upstreams are probed only once their period is over."""

@@ -85,7 +85,19 @@ def test_failures_eject_with_backoff_and_a_passing_check_rejoins(
     assert up.backoff_s == 5  # capped at eject_max_s
     clock += 6
     pool.checked(up, ok=True)
-    assert up.routable(clock) and up.backoff_s == 0 and up.failures == 0
+    assert up.routable(clock) and up.failures == 0
+    assert up.backoff_s == 5  # kept: it has yet to answer a request
+    pool.succeeded(up)
+    assert up.backoff_s == 0
+
+
+def test_a_passing_health_check_does_not_forgive_failed_requests() -> None:
+    pool = _pool(eject_after=2)
+    up = pool.upstreams[0]
+    pool.failed(up, "answered 500")
+    pool.checked(up, ok=True)  # /v1/models answers; the requests do not
+    pool.failed(up, "answered 500")
+    assert not up.routable(time.monotonic())
 
 
 def test_extras_route_only_to_upstreams_that_take_them() -> None:
