@@ -270,7 +270,7 @@ async def test_session_header_routes_and_spreads_conversations(
         ]
         return [a - b for a, b in zip(after, before, strict=True)].index(1)
 
-    homes = {s: await home(s) for s in [f"session-{i}" for i in range(8)]}
+    homes = {s: await home(s) for s in [f"session-{i}" for i in range(16)]}
     for s, h in homes.items():
         assert await home(s) == h  # the same session, the same worker
     assert len(set(homes.values())) == 2  # different sessions spread over both
