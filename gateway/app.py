@@ -43,6 +43,7 @@ from gateway.services.knowledge import build_knowledge_base, filter_limits
 from gateway.services.responses import ResponsesService, ResponseStore
 from gateway.settings import Settings
 from gateway.state import AppContext
+from kb.service import KnowledgeBase
 from rag.catalog import ProfileCatalog
 from rag.service import RagService
 
@@ -54,26 +55,21 @@ log = logging.getLogger("gateway")
 def _context(settings: Settings, registry: EngineRegistry, metrics: Metrics) -> AppContext:
     embedding_service = EmbeddingService(registry, settings.limits)
     rerank_service = RerankService(registry, settings.limits)
-    if settings.role == "engine":  # the model APIs only: no knowledge base, no stores
-        catalog = ProfileCatalog.build([], settings.model_names("chat"))
-        return AppContext(
-            settings=settings,
-            registry=registry,
-            metrics=metrics,
-            embeddings=embedding_service,
-            rerank=rerank_service,
-            chat=ChatService(registry, settings.chat, catalog, None),
-            response_api=None,
-            knowledge=None,
-            rag=None,
-            catalog=catalog,
-        )
-    kb = build_knowledge_base(settings, registry, embedding_service, rerank_service)
-    metrics.attach_knowledge(kb)
-    catalog = ProfileCatalog.build(settings.profiles, settings.model_names("chat"))
-    rag = RagService(kb, catalog, settings.rag, filter_limits(settings.limits))
+    kb: KnowledgeBase | None = None
+    rag: RagService | None = None
+    profiles = settings.profiles
+    if settings.role == "engine":  # the model APIs only: no knowledge base, no profiles
+        profiles = []
+    else:
+        kb = build_knowledge_base(settings, registry, embedding_service, rerank_service)
+        metrics.attach_knowledge(kb)
+    catalog = ProfileCatalog.build(profiles, settings.model_names("chat"))
+    if kb is not None:
+        rag = RagService(kb, catalog, settings.rag, filter_limits(settings.limits))
     chat = ChatService(registry, settings.chat, catalog, rag)
-    store = ResponseStore(settings.data_dir / "responses.sqlite3")
+    responses = None
+    if kb is not None:
+        responses = ResponsesService(chat, ResponseStore(settings.data_dir / "responses.sqlite3"))
     return AppContext(
         settings=settings,
         registry=registry,
@@ -81,7 +77,7 @@ def _context(settings: Settings, registry: EngineRegistry, metrics: Metrics) -> 
         embeddings=embedding_service,
         rerank=rerank_service,
         chat=chat,
-        response_api=ResponsesService(chat, store),
+        response_api=responses,
         knowledge=kb,
         rag=rag,
         catalog=catalog,

@@ -28,7 +28,7 @@ from core.errors import (
 from engines.remote.config import RemoteOptions
 from engines.remote.pool import Upstream, UpstreamPool
 
-__all__ = ["SERVED_BY", "Opened", "RemoteClient", "tei_root"]
+__all__ = ["SERVED_BY", "Opened", "RemoteClient", "bad_gateway", "tei_root"]
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +43,11 @@ _decoder = msgspec.json.Decoder()
 def tei_root(url: str) -> str:
     """TEI's own routes live at the server root, not under the OpenAI base path."""
     return url[: -len("/v1")] if url.endswith("/v1") else url
+
+
+def bad_gateway(message: str, code: str) -> UpstreamStatusError:
+    """A 502 in the OpenAI shape: the upstream, not the request, is at fault."""
+    return UpstreamStatusError(502, {"message": message, "type": "server_error", "code": code})
 
 
 def _error_of(status: int, body: bytes) -> dict[str, Any]:
@@ -85,10 +90,9 @@ def _reason(exc: BaseException) -> str:
 
 
 class RemoteClient:
-    def __init__(self, pool: UpstreamPool, options: RemoteOptions, kind: str) -> None:
+    def __init__(self, pool: UpstreamPool, options: RemoteOptions) -> None:
         self.pool = pool
         self.options = options
-        self.kind = kind
         self.http: aiohttp.ClientSession | None = None
         self._health: asyncio.Task[None] | None = None
         self.on_check: Callable[[Upstream, Any], None] | None = None
@@ -182,10 +186,8 @@ class RemoteClient:
         )
         if entry is None and ours:
             return False, f"the worker does not serve {up.model!r}"
-        if entry is not None:
-            up.info = entry
-            if self.on_check is not None:
-                self.on_check(up, entry)
+        if entry is not None and self.on_check is not None:
+            self.on_check(up, entry)
         if ours and entry is not None and entry.get("status") not in (None, "ready"):
             return False, f"the worker's model is {entry.get('status')}"
         return True, None
@@ -282,14 +284,10 @@ class RemoteClient:
         if status in (401, 403):
             self._failed(up, started, f"refused the gateway's credentials ({status})")
             raise _Retry(
-                UpstreamStatusError(
-                    502,
-                    {
-                        "message": f"the upstream {up.label} refused this gateway's "
-                        f"credentials ({status}); check its api_key",
-                        "type": "server_error",
-                        "code": "upstream_auth_failed",
-                    },
+                bad_gateway(
+                    f"the upstream {up.label} refused this gateway's credentials ({status}); "
+                    "check its api_key",
+                    "upstream_auth_failed",
                 )
             )
         self._done(up, started)  # the upstream is fine; the request is not
@@ -348,26 +346,25 @@ class RemoteClient:
         except _TooLarge as exc:
             response.close()
             self._done(up, started)
-            raise UpstreamStatusError(
-                502,
-                {
-                    "message": f"the upstream {up.label} answered with more than {limit} "
-                    f"bytes ({exc.size}; max_response_bytes)",
-                    "type": "server_error",
-                    "code": "upstream_response_too_large",
-                },
+            raise bad_gateway(
+                f"the upstream {up.label} answered with more than {limit} bytes "
+                f"({exc.size}; max_response_bytes)",
+                "upstream_response_too_large",
             ) from None
         except TimeoutError:
             response.close()
             self._failed(up, started, "timeout")
-            raise UpstreamTimeoutError(
-                f"the upstream {up.label} did not finish within "
-                f"{self.options.total_timeout_s:g} s (total_timeout_s)"
-            ) from None
+            raise self._over_total(up) from None
         except _CONNECTION_ERRORS as exc:
             response.close()
             self._failed(up, started, _reason(exc))
             raise _Retry(UpstreamUnavailableError(_reason(exc), retry_after=1)) from exc
+
+    def _over_total(self, up: Upstream) -> UpstreamTimeoutError:
+        return UpstreamTimeoutError(
+            f"the upstream {up.label} did not finish within "
+            f"{self.options.total_timeout_s:g} s (total_timeout_s)"
+        )
 
     def _failed(self, up: Upstream, started: float, reason: str) -> None:
         up.observe(time.monotonic() - started, ok=False)
@@ -410,20 +407,13 @@ class RemoteClient:
                         chunk = await response.content.readany()
                 except TimeoutError:
                     self.pool.failed(up, "timeout")
-                    raise UpstreamTimeoutError(
-                        f"the upstream {up.label} did not finish within "
-                        f"{o.total_timeout_s:g} s (total_timeout_s)"
-                    ) from None
+                    raise self._over_total(up) from None
                 except _CONNECTION_ERRORS as exc:
                     self.pool.failed(up, type(exc).__name__)
-                    raise UpstreamStatusError(
-                        502,
-                        {
-                            "message": f"the upstream {up.label} failed mid-stream "
-                            f"({type(exc).__name__}); the stream cannot be resumed",
-                            "type": "server_error",
-                            "code": "upstream_stream_failed",
-                        },
+                    raise bad_gateway(
+                        f"the upstream {up.label} failed mid-stream ({type(exc).__name__}); "
+                        "the stream cannot be resumed",
+                        "upstream_stream_failed",
                     ) from exc
                 if not chunk:
                     break

@@ -56,7 +56,7 @@ class RemoteModel:
         opts = {k: v for k, v in options.items() if not k.startswith("_")}
         self.options = RemoteOptions.model_validate(opts)
         self.pool = UpstreamPool(info.id, self.options)
-        self.client = RemoteClient(self.pool, self.options, self.kind)
+        self.client = RemoteClient(self.pool, self.options)
         self.client.on_check = self._learn
         self.tokenizer = ApproxTokenizer()
         self.max_input_tokens = self.options.max_input_tokens

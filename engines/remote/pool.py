@@ -38,7 +38,6 @@ class Upstream:
     ejected_until: float = 0.0
     backoff_s: float = 0.0
     last_error: str | None = None
-    info: dict[str, Any] = field(default_factory=dict)  # its /v1/models entry
     # Counters for /metrics.
     requests: int = 0
     errors: int = 0

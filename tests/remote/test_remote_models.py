@@ -36,6 +36,20 @@ async def sdk(
     yield sdk_over(remote_http), remote_http
 
 
+@pytest.fixture
+async def local(tiny_dir: Path, tmp_path: Path) -> AsyncIterator[openai.AsyncOpenAI]:
+    """The same chat models served in process: what the remote path must equal."""
+    settings = Settings(
+        models=chat_models(tiny_dir), load_in_background=False, data_dir=tmp_path / "local"
+    )
+    registry = EngineRegistry(settings.registry_config())
+    try:
+        async with asgi_client(create_app(settings, engines=registry)) as http:
+            yield sdk_over(http)
+    finally:
+        await registry.close()
+
+
 async def test_embeddings_pass_through_float_base64_and_dimensions(
     remote_http: httpx.AsyncClient, workers: list[RunningServer]
 ) -> None:
@@ -107,42 +121,33 @@ def test_engine_role_serves_the_model_apis_only(workers: list[RunningServer]) ->
 
 
 async def test_greedy_outputs_equal_the_local_path(
-    remote_http: httpx.AsyncClient, tiny_dir: Path, tmp_path: Path
+    remote_http: httpx.AsyncClient, local: openai.AsyncOpenAI
 ) -> None:
-    local_settings = Settings(
-        models=chat_models(tiny_dir), load_in_background=False, data_dir=tmp_path / "local"
-    )
-    registry = EngineRegistry(local_settings.registry_config())
     remote = sdk_over(remote_http)
     asks: list[dict[str, Any]] = [
         {"messages": HELLO, "max_tokens": 24},
         {"messages": [{"role": "system", "content": "Be brief."}, *HELLO], "max_tokens": 16},
         {"messages": HELLO, "max_tokens": 12, "extra_body": {"state": "tuned"}},
     ]
-    try:
-        async with asgi_client(create_app(local_settings, engines=registry)) as local_http:
-            local = sdk_over(local_http)
-            for model in ("rwkv6-tiny", "rwkv7-tiny"):
-                for ask in asks:
-                    kw = {"model": model, "temperature": 0, **ask}
-                    a = await local.chat.completions.create(**kw)
-                    b = await remote.chat.completions.create(**kw)
-                    assert b.choices[0].message.content == a.choices[0].message.content
-                    assert a.usage is not None and b.usage is not None
-                    # (cached_tokens differ: each side's prefix cache has its own history)
-                    assert (b.usage.prompt_tokens, b.usage.completion_tokens) == (
-                        a.usage.prompt_tokens,
-                        a.usage.completion_tokens,
-                    )
-                c = await local.completions.create(
-                    model=model, prompt="One two", max_tokens=9, temperature=0
-                )
-                d = await remote.completions.create(
-                    model=model, prompt="One two", max_tokens=9, temperature=0
-                )
-                assert c.choices[0].text == d.choices[0].text
-    finally:
-        await registry.close()
+    for model in ("rwkv6-tiny", "rwkv7-tiny"):
+        for ask in asks:
+            kw = {"model": model, "temperature": 0, **ask}
+            a = await local.chat.completions.create(**kw)
+            b = await remote.chat.completions.create(**kw)
+            assert b.choices[0].message.content == a.choices[0].message.content
+            assert a.usage is not None and b.usage is not None
+            # (cached_tokens differ: each side's prefix cache has its own history)
+            assert (b.usage.prompt_tokens, b.usage.completion_tokens) == (
+                a.usage.prompt_tokens,
+                a.usage.completion_tokens,
+            )
+        c = await local.completions.create(
+            model=model, prompt="One two", max_tokens=9, temperature=0
+        )
+        d = await remote.completions.create(
+            model=model, prompt="One two", max_tokens=9, temperature=0
+        )
+        assert c.choices[0].text == d.choices[0].text
 
 
 WEATHER_TOOL = {
@@ -159,47 +164,38 @@ WEATHER_TOOL = {
 
 
 async def test_the_responses_api_on_a_remote_model_equals_the_local_one(
-    remote_http: httpx.AsyncClient, tiny_dir: Path, tmp_path: Path
+    remote_http: httpx.AsyncClient, local: openai.AsyncOpenAI
 ) -> None:
-    local_settings = Settings(
-        models=chat_models(tiny_dir), load_in_background=False, data_dir=tmp_path / "local"
-    )
-    registry = EngineRegistry(local_settings.registry_config())
     remote = sdk_over(remote_http)
-    try:
-        async with asgi_client(create_app(local_settings, engines=registry)) as local_http:
-            local = sdk_over(local_http)
-            plain: dict[str, Any] = {
-                "model": "rwkv7-tiny",
-                "input": "Hello there",
-                "max_output_tokens": 10,
-                "temperature": 0,
-            }
-            a, b = await local.responses.create(**plain), await remote.responses.create(**plain)
-            assert b.output_text == a.output_text and b.status == a.status
-            assert b.usage is not None and a.usage is not None
-            assert b.usage.output_tokens == a.usage.output_tokens
-            # Tools: the worker decodes the call under its grammar; it comes back as an item.
-            called: dict[str, Any] = {
-                **plain,
-                "max_output_tokens": 60,
-                "tools": [WEATHER_TOOL],
-                "tool_choice": "required",
-            }
-            a, b = await local.responses.create(**called), await remote.responses.create(**called)
-            calls = [
-                [(i.name, json.loads(i.arguments)) for i in r.output if i.type == "function_call"]
-                for r in (a, b)
-            ]
-            assert calls[0] and calls[1] == calls[0]
-            # A stream follows the same lifecycle.
-            kinds = [ev.type async for ev in await remote.responses.create(**plain, stream=True)]
-            # (10 tokens run out before the text ends: incomplete, as the local one is)
-            plain_status = (await local.responses.create(**plain)).status
-            assert kinds[0] == "response.created" and kinds[-1] == f"response.{plain_status}"
-            assert "response.output_text.delta" in kinds
-    finally:
-        await registry.close()
+    plain: dict[str, Any] = {
+        "model": "rwkv7-tiny",
+        "input": "Hello there",
+        "max_output_tokens": 10,
+        "temperature": 0,
+    }
+    a, b = await local.responses.create(**plain), await remote.responses.create(**plain)
+    assert b.output_text == a.output_text and b.status == a.status
+    assert b.usage is not None and a.usage is not None
+    assert b.usage.output_tokens == a.usage.output_tokens
+    # Tools: the worker decodes the call under its grammar; it comes back as an item.
+    called: dict[str, Any] = {
+        **plain,
+        "max_output_tokens": 60,
+        "tools": [WEATHER_TOOL],
+        "tool_choice": "required",
+    }
+    a, b = await local.responses.create(**called), await remote.responses.create(**called)
+    calls = [
+        [(i.name, json.loads(i.arguments)) for i in r.output if i.type == "function_call"]
+        for r in (a, b)
+    ]
+    assert calls[0] and calls[1] == calls[0]
+    # A stream follows the same lifecycle.
+    kinds = [ev.type async for ev in await remote.responses.create(**plain, stream=True)]
+    # (10 tokens run out before the text ends: incomplete, as the local one is)
+    plain_status = (await local.responses.create(**plain)).status
+    assert kinds[0] == "response.created" and kinds[-1] == f"response.{plain_status}"
+    assert "response.output_text.delta" in kinds
 
 
 async def test_a_conversation_stays_on_one_worker_and_hits_its_prefix_cache(

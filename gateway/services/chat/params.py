@@ -17,6 +17,7 @@ __all__ = [
     "check_chat",
     "check_common",
     "check_completion",
+    "check_limits",
     "sampling",
     "stops",
     "text_content",
@@ -36,7 +37,15 @@ def stops(req: ChatCompletionRequest | CompletionRequest) -> list[str]:
 
 
 def check_common(req: ChatCompletionRequest | CompletionRequest, s: ChatSettings) -> None:
-    """The settings-bound limits both endpoints share."""
+    """What both endpoints refuse for a local model: this server's limits, and
+    ``logit_bias`` (the RWKV engine does not take it)."""
+    check_limits(req, s)
+    if req.logit_bias:
+        raise _unsupported("logit_bias")
+
+
+def check_limits(req: ChatCompletionRequest | CompletionRequest, s: ChatSettings) -> None:
+    """The settings-bound limits every chat or completion request keeps, remote or not."""
     if req.n > s.max_n:
         raise InvalidRequestError(f"'n' must be between 1 and {s.max_n}", param="n")
     found = stops(req)
@@ -44,8 +53,6 @@ def check_common(req: ChatCompletionRequest | CompletionRequest, s: ChatSettings
         raise InvalidRequestError(
             f"'stop' takes up to {s.max_stop_sequences} non-empty strings", param="stop"
         )
-    if req.logit_bias:
-        raise _unsupported("logit_bias")
 
 
 def check_chat(req: ChatCompletionRequest, s: ChatSettings) -> list[Message]:

@@ -13,14 +13,12 @@ from typing import Any
 
 import msgspec
 
-from core.errors import InvalidRequestError, UpstreamStatusError
+from core.errors import InvalidRequestError
+from engines.remote.client import bad_gateway
 from engines.remote.config import RemoteOptions
 from engines.remote.engine import RemoteChat
-from gateway.schemas.chat import ChatCompletionRequest, CompletionRequest
 from gateway.services.chat.output import url_annotations
-from gateway.services.chat.params import check_common
 from gateway.services.chat.stream import guard, sse
-from gateway.settings import ChatSettings
 from rag.config import NoAnswer
 from rag.service import Augmentation, Knowledge, RagService
 
@@ -29,7 +27,6 @@ __all__ = [
     "affinity_key",
     "augment_messages",
     "augment_prompt",
-    "check_remote",
     "finish",
     "forward_body",
     "prompt_key",
@@ -166,13 +163,6 @@ def _counter(engine: RemoteChat) -> Callable[[str], int]:
     return lambda text: tok.count([text])[0]
 
 
-def check_remote(req: ChatCompletionRequest | CompletionRequest, s: ChatSettings) -> None:
-    """This server's own limits (n, stop); the rest is the upstream's to judge."""
-    if req.logit_bias:  # check_common refuses it for local models; upstreams may take it
-        req = msgspec.structs.replace(req, logit_bias=None)
-    check_common(req, s)
-
-
 def finish(answer: Json, extra: Forwarded) -> Json:
     """A non-streamed answer with the client's model name and the gateway's citations."""
     answer["model"] = extra.model
@@ -228,13 +218,9 @@ async def _events(
 
 def _check_event(event: bytes, limit: int) -> None:
     if len(event) > limit:
-        raise UpstreamStatusError(
-            502,
-            {
-                "message": f"the upstream sent a stream event over {limit} bytes (max_event_bytes)",
-                "type": "server_error",
-                "code": "upstream_event_too_large",
-            },
+        raise bad_gateway(
+            f"the upstream sent a stream event over {limit} bytes (max_event_bytes)",
+            "upstream_event_too_large",
         )
 
 

@@ -32,13 +32,12 @@ from gateway.schemas.chat import (
     CompletionUsage,
 )
 from gateway.schemas.knowledge import KnowledgeField
-from gateway.services.chat.params import check_chat, check_completion, sampling
+from gateway.services.chat.params import check_chat, check_completion, check_limits, sampling
 from gateway.services.chat.remote import (
     Forwarded,
     affinity_key,
     augment_messages,
     augment_prompt,
-    check_remote,
     finish,
     forward_body,
     prompt_key,
@@ -242,16 +241,8 @@ class ChatService:
         *,
         spec: OutputSpec | None = None,
     ) -> Begun:
-        """Check ``req``, build its prompt and submit it (chat and the Responses API)."""
-        model, _ = self._resolve(req.model)
-        if model.remote:
-            # Remote models take whole requests (chat(), or the Responses API's own path).
-            raise InvalidRequestError(
-                f"the model {req.model!r} is served by remote upstreams: it takes whole "
-                "requests, not prompts built here",
-                param="model",
-                code="model_not_supported",
-            )
+        """Check ``req``, build its prompt and submit it to a local model (chat and the
+        Responses API)."""
         messages = check_chat(req, self.settings)
         if spec is None:
             spec = chat_output_spec(
@@ -354,7 +345,7 @@ class ChatService:
         raw: bytes | None,
         session: str | None,
     ) -> ChatResult:
-        check_remote(req, self.settings)
+        check_limits(req, self.settings)  # the rest is the upstream's to judge
         engine = cast(RemoteChat, model.engine)
         body = forward_body(req, raw)
         state = req.state or profile_state
@@ -493,7 +484,7 @@ class ChatService:
     async def _remote_complete(
         self, req: CompletionRequest, model: ServedModel, raw: bytes | None, session: str | None
     ) -> CompletionResult:
-        check_remote(req, self.settings)
+        check_limits(req, self.settings)  # the rest is the upstream's to judge
         engine = cast(RemoteChat, model.engine)
         body = forward_body(req, raw)
         extra = Forwarded(req.model)
