@@ -144,3 +144,12 @@ def test_the_affinity_key_follows_the_conversation() -> None:
     assert affinity_key(by_user, None, "alice", turn1) == "user:alice"
     assert affinity_key(by_user, None, None, turn1) is None
     assert affinity_key(opts.model_copy(update={"affinity": "off"}), "s-1", "u", turn1) is None
+
+
+def test_a_rerank_model_whose_upstreams_speak_two_apis_is_refused() -> None:
+    from engines.base import ModelInfo
+    from engines.remote.engine import RemoteReranker
+
+    mixed = {"upstreams": [URLS[0], {"url": URLS[1], "api": "tei"}]}
+    with pytest.raises(ValueError, match="one API"):
+        RemoteReranker(ModelInfo(id="r", kind="rerank", engine="remote"), mixed)
