@@ -11,6 +11,7 @@ COPY gateway gateway
 COPY engines engines
 COPY kb kb
 COPY rag rag
+COPY chat chat
 COPY mcp_server mcp_server
 RUN pip install .
 VOLUME /data

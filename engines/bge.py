@@ -8,6 +8,7 @@ the loaded modules directly: one forward per batch (bench/embeddings.py measures
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,7 @@ import numpy as np
 
 from engines.base import EmbeddingBatch, ModelInfo
 from engines.hf import HFTokenizer, max_input_tokens, offline_env, pick_device, place
+from engines.options import BGEOptions
 
 __all__ = ["BGEEmbedder"]
 
@@ -22,16 +24,19 @@ log = logging.getLogger(__name__)
 
 
 class BGEEmbedder:
-    def __init__(self, info: ModelInfo, path: Path, options: dict[str, Any]) -> None:
+    def __init__(
+        self, info: ModelInfo, path: Path, options: Mapping[str, Any] | BGEOptions
+    ) -> None:
+        opts = BGEOptions.of(options)
         offline_env()
         import torch
         from FlagEmbedding import BGEM3FlagModel, FlagModel
 
         self._torch = torch
-        self.device = pick_device(options.get("device"))
-        use_fp16 = bool(options.get("fp16", self.device.startswith("cuda")))
-        self.is_m3 = bool(options.get("m3", (path / "colbert_linear.pt").exists()))
-        self.pooling = str(options.get("pooling", "cls"))
+        self.device = pick_device(opts.device)
+        use_fp16 = self.device.startswith("cuda") if opts.fp16 is None else opts.fp16
+        self.is_m3 = (path / "colbert_linear.pt").exists() if opts.m3 is None else opts.m3
+        self.pooling: str = opts.pooling
         if self.is_m3:
             flag: Any = BGEM3FlagModel(
                 str(path), use_fp16=use_fp16, devices=self.device, pooling_method="cls"
@@ -49,7 +54,7 @@ class BGEEmbedder:
         self._model = place(flag.model, self.device)
         self._hf_tokenizer = flag.tokenizer
         config = self._model.model.config if self.is_m3 else self._model.config
-        self.max_input_tokens = max_input_tokens(config, options)
+        self.max_input_tokens = max_input_tokens(config, opts.max_length)
         self.dimensions = int(config.hidden_size)
         self.tokenizer = HFTokenizer(self._hf_tokenizer, self.max_input_tokens)
         self.info = ModelInfo(

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 __all__ = ["BatchingSettings", "ModelConfig", "ModelKind", "RegistryConfig"]
 
@@ -60,6 +60,17 @@ class ModelConfig(BaseModel):
     batching: BatchingSettings | None = Field(
         None, description="Per-model batching; falls back to the global `batching`."
     )
+
+    @model_validator(mode="after")
+    def _options(self) -> ModelConfig:
+        """The engine's options checked by its own settings class (a misspelt option is a
+        startup error naming the field, never ignored)."""
+        from engines.options import options_class
+
+        cls = options_class(self.kind, self.engine)
+        if cls is not None:
+            cls.model_validate({k: v for k, v in self.options.items() if not k.startswith("_")})
+        return self
 
 
 @dataclass(frozen=True)

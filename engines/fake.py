@@ -10,11 +10,13 @@ from __future__ import annotations
 import hashlib
 import re
 import time
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 
 from engines.base import EmbeddingBatch, ModelInfo, RerankScores
+from engines.options import FakeChatOptions, FakeEmbeddingOptions, FakeOptions
 
 __all__ = ["FakeChatEngine", "FakeEmbedder", "FakeReranker", "FakeTokenizer"]
 
@@ -52,11 +54,12 @@ class FakeTokenizer:
 
 
 class _FakeBase:
-    def __init__(self, info: ModelInfo, options: dict[str, Any]) -> None:
-        self.max_input_tokens = int(options.get("max_length", 512))
+    def __init__(self, info: ModelInfo, options: Mapping[str, Any] | FakeOptions) -> None:
+        opts = FakeOptions.of(options)
+        self.max_input_tokens = opts.max_length
         self.tokenizer = FakeTokenizer(self.max_input_tokens)
-        self._delay = float(options.get("delay_ms", 0.0)) / 1000.0
-        self._fail_marker = options.get("fail_marker")
+        self._delay = opts.delay_ms / 1000.0
+        self._fail_marker = opts.fail_marker
 
     def _work(self, texts: list[str]) -> None:
         if self._fail_marker and any(self._fail_marker in t for t in texts):
@@ -69,9 +72,10 @@ class _FakeBase:
 
 
 class FakeEmbedder(_FakeBase):
-    def __init__(self, info: ModelInfo, options: dict[str, Any]) -> None:
-        super().__init__(info, options)
-        self.dimensions = int(options.get("dimensions", 64))
+    def __init__(self, info: ModelInfo, options: Mapping[str, Any] | FakeEmbeddingOptions) -> None:
+        opts = FakeEmbeddingOptions.of(options)
+        super().__init__(info, opts)
+        self.dimensions = opts.dimensions
         self.info = ModelInfo(
             id=info.id,
             kind="embedding",
@@ -105,7 +109,7 @@ class FakeEmbedder(_FakeBase):
 
 
 class FakeReranker(_FakeBase):
-    def __init__(self, info: ModelInfo, options: dict[str, Any]) -> None:
+    def __init__(self, info: ModelInfo, options: Mapping[str, Any] | FakeOptions) -> None:
         super().__init__(info, options)
         self.info = ModelInfo(
             id=info.id,
@@ -147,9 +151,12 @@ class FakeChatEngine:
     an answer may be text, it keeps to its script). Characters are tokens:
     ``encode`` is the text's code points."""
 
-    def __init__(self, info: ModelInfo, options: dict[str, Any]) -> None:
-        self.script = [str(s) for s in options.get("script", ["Hello from the fake model."])]
-        self.context_length = int(options.get("context_length", 65536))
+    def __init__(self, info: ModelInfo, options: Mapping[str, Any] | FakeChatOptions) -> None:
+        opts = FakeChatOptions.of(options)
+        self.options = opts
+        self.script = list(opts.script)
+        self.context_length = opts.context_length
+        self.chat_template = opts.chat_template
         self.state_names: list[str] = []
         self.healthy = True
         self._next = 0

@@ -83,6 +83,7 @@ class ChatEngine(Protocol):
     info: ModelInfo
     context_length: int
     state_names: list[str]
+    chat_template: dict[str, Any] | None  # the template's settings (None: the default)
 
     def encode(self, text: str) -> list[int]: ...
 

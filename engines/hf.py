@@ -38,12 +38,12 @@ def place(model: Any, device: str) -> Any:
     return model
 
 
-def max_input_tokens(config: Any, options: dict[str, Any]) -> int:
+def max_input_tokens(config: Any, max_length: int | None) -> int:
     """The model's usable positions (RoBERTa reserves two), capped by ``max_length``."""
     positions = int(getattr(config, "max_position_embeddings", 512))
     if getattr(config, "model_type", "") in ("xlm-roberta", "roberta"):
         positions -= 2  # position ids start after the padding index
-    return min(int(options.get("max_length", positions)), positions)
+    return min(max_length or positions, positions)
 
 
 class HFTokenizer:

@@ -13,13 +13,17 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 from core.errors import APIError, EngineUnavailableError, InvalidRequestError, ModelNotFoundError
-from engines.base import ModelInfo
+from engines.base import Embedder, ModelInfo, Reranker
 from engines.batching import BatchObserver, DynamicBatcher
 from engines.config import ModelConfig, RegistryConfig
+from engines.generation import ChatEngine
+from engines.options import CosineOptions
 from engines.paths import resolve_model_path
+from engines.remote.engine import RemoteEmbedder, RemoteModel, RemoteReranker
+from engines.remote.pool import UpstreamObserver, UpstreamPool
 
 __all__ = ["EngineRegistry", "ServedModel"]
 
@@ -41,12 +45,21 @@ _AUTO = {"embedding": "bge", "rerank": "flag-reranker", "chat": "rwkv"}
 _PATHLESS = {"fake", "cosine", "remote"}
 
 
+# What a served model runs: a local engine of its kind, or remote upstreams.
+Engine = ChatEngine | Embedder | Reranker | RemoteModel
+
+
+@runtime_checkable
+class _Health(Protocol):
+    healthy: bool
+
+
 @dataclass
 class ServedModel:
     config: ModelConfig
     info: ModelInfo
     status: str = "pending"  # pending | loading | ready | failed
-    engine: Any = None
+    engine: Engine | None = None
     batcher: DynamicBatcher[Any, Any] | None = None
     error: str | None = None
     # For `cosine` rerank: the embedding model whose vectors score the pairs.
@@ -58,9 +71,22 @@ class ServedModel:
         return self.info.kind
 
     @property
-    def remote(self) -> bool:
-        """Served by upstream servers (`engine: remote`), not in this process."""
-        return bool(getattr(self.engine, "remote", False))
+    def pool(self) -> UpstreamPool | None:
+        """The upstreams serving the model (`engine: remote`); None for a local engine."""
+        return self.engine.pool if isinstance(self.engine, RemoteModel) else None
+
+    def remote_embedder(self) -> RemoteEmbedder | None:
+        return self.engine if isinstance(self.engine, RemoteEmbedder) else None
+
+    def remote_reranker(self) -> RemoteReranker | None:
+        return self.engine if isinstance(self.engine, RemoteReranker) else None
+
+    def local_embedder(self) -> Embedder:
+        """The in-process embedding engine (a `cosine` reranker's is its model's)."""
+        engine = self.engine if self.engine is not None or self.via is None else self.via.engine
+        if not isinstance(engine, Embedder):
+            raise EngineUnavailableError(f"the model {self.info.id!r} has no embedding engine")
+        return engine
 
     @property
     def healthy(self) -> bool:
@@ -68,7 +94,7 @@ class ServedModel:
             return False
         if self.batcher is not None and not self.batcher.healthy:
             return False
-        if self.engine is not None and getattr(self.engine, "healthy", True) is False:
+        if isinstance(self.engine, _Health) and not self.engine.healthy:
             return False
         return self.via.healthy if self.via is not None else True
 
@@ -94,8 +120,8 @@ class EngineRegistry:
         rerankers = [m for m in self.models.values() if m.kind == "rerank"]
         for m in rerankers:
             if m.info.engine == "cosine":
-                target = m.config.options.get("embedding_model")
-                m.via = self._embedding_target(target, f"rerank model {m.info.id!r}")
+                name = CosineOptions.of(m.config.options).embedding_model
+                m.via = self._embedding_target(name, f"rerank model {m.info.id!r}")
         if rerankers:
             self.default_reranker = rerankers[0].info.id
             return
@@ -159,10 +185,7 @@ class EngineRegistry:
             await asyncio.to_thread(_set_torch_threads, self.settings.torch_threads)
         for model in self.models.values():
             if model.engine is not None or (model.status == "ready" and model.via is not None):
-                if model.remote:
-                    await self._start_remote(model)
-                elif model.batcher is None:
-                    self._start_batcher(model)
+                await self._start(model)
                 model.status = "ready"
                 continue
             model.status = "loading"
@@ -176,10 +199,7 @@ class EngineRegistry:
                     "model %s failed to load", model.info.id, extra={"model": model.info.id}
                 )
                 continue
-            if model.remote:
-                await self._start_remote(model)
-            else:
-                self._start_batcher(model)
+            await self._start(model)
             model.status = "ready"
             log.info(
                 "model %s loaded (%s)",
@@ -214,11 +234,17 @@ class EngineRegistry:
             model.engine = cls(model.info, path, options)
         model.info = model.engine.info
 
-    async def _start_remote(self, model: ServedModel) -> None:
+    async def _start(self, model: ServedModel) -> None:
+        if isinstance(model.engine, RemoteModel):
+            await self._start_remote(model, model.engine)
+        elif model.batcher is None:
+            self._start_batcher(model)
+
+    async def _start_remote(self, model: ServedModel, engine: RemoteModel) -> None:
         """Health-check the upstreams once, then keep checking in the background; the
         model is ready even when none answers yet (it reports them unhealthy)."""
-        engine = model.engine
-        engine.set_observer(self.observer if hasattr(self.observer, "affinity") else None)
+        observer = self.observer
+        engine.set_observer(observer if isinstance(observer, UpstreamObserver) else None)
         try:
             await engine.start()
         except APIError as exc:  # an upstream that fails its first answers is only down
@@ -231,28 +257,32 @@ class EngineRegistry:
         model.info = engine.info
 
     def _start_batcher(self, model: ServedModel) -> None:
+        """Embedding and rerank engines get a dynamic batcher (chat engines schedule
+        their own batches)."""
         engine = model.engine
-        if engine is None:
-            return
-        if model.kind not in ("embedding", "rerank"):
-            return  # chat engines schedule their own batches
         batching = model.config.batching or self.settings.batching
-        limit = min(self.settings.max_tokens_per_input, int(engine.max_input_tokens))
         fn: Callable[[list[Any]], Any]
         # Each item comes back as (result, its token count): usage is counted by the same
         # tokenization the forward used, at no extra cost.
-        if model.kind == "embedding":
+        if isinstance(engine, Embedder):
+            embedder = engine
+            limit = min(self.settings.max_tokens_per_input, int(embedder.max_input_tokens))
 
             def fn(texts: list[str]) -> list[tuple[Any, int, Any]]:
-                out = engine.encode(texts, limit)
-                sparse = out.sparse or [None] * len(texts)
+                out = embedder.encode(texts, limit)
+                sparse: list[Any] = list(out.sparse) if out.sparse else [None] * len(texts)
                 return list(zip(out.vectors, out.token_counts, sparse, strict=True))
 
-        else:
+        elif isinstance(engine, Reranker):
+            reranker = engine
+            limit = min(self.settings.max_tokens_per_input, int(reranker.max_input_tokens))
 
             def fn(pairs: list[tuple[str, str]]) -> list[tuple[float, int]]:
-                out = engine.score_pairs(pairs, limit)
+                out = reranker.score_pairs(pairs, limit)
                 return list(zip(out.scores, out.token_counts, strict=True))
+
+        else:
+            return
 
         model.batcher = DynamicBatcher(
             model.info.id,
@@ -270,7 +300,7 @@ class EngineRegistry:
             if model.batcher is not None:
                 await model.batcher.stop()
                 model.batcher = None
-            if model.remote:
+            if isinstance(model.engine, RemoteModel):
                 await model.engine.stop()
 
     async def close(self) -> None:

@@ -7,30 +7,35 @@ the model's logit through a sigmoid, so every ``relevance_score`` is in [0, 1].
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from engines.base import ModelInfo, RerankScores
 from engines.hf import HFTokenizer, max_input_tokens, offline_env, pick_device, place
+from engines.options import RerankerOptions
 
 __all__ = ["FlagCrossEncoder"]
 
 
 class FlagCrossEncoder:
-    def __init__(self, info: ModelInfo, path: Path, options: dict[str, Any]) -> None:
+    def __init__(
+        self, info: ModelInfo, path: Path, options: Mapping[str, Any] | RerankerOptions
+    ) -> None:
+        opts = RerankerOptions.of(options)
         offline_env()
         import torch
         from FlagEmbedding import FlagReranker
 
         self._torch = torch
-        self.device = pick_device(options.get("device"))
-        use_fp16 = bool(options.get("fp16", self.device.startswith("cuda")))
+        self.device = pick_device(opts.device)
+        use_fp16 = self.device.startswith("cuda") if opts.fp16 is None else opts.fp16
         flag: Any = FlagReranker(str(path), use_fp16=use_fp16, devices=self.device)
         self._flag = flag
         self._model = place(flag.model, self.device)
         self._hf_tokenizer = flag.tokenizer
-        self.max_input_tokens = max_input_tokens(self._model.config, options)
-        self.normalize = bool(options.get("normalize", True))
+        self.max_input_tokens = max_input_tokens(self._model.config, opts.max_length)
+        self.normalize = opts.normalize
         self.tokenizer = HFTokenizer(self._hf_tokenizer, self.max_input_tokens)
         self.info = ModelInfo(
             id=info.id,

@@ -17,9 +17,9 @@ from litestar.openapi.plugins import SwaggerRenderPlugin
 from litestar.static_files import create_static_files_router
 
 from engines.registry import EngineRegistry
+from gateway.compose import compose, mcp_server
 from gateway.errors import exception_handlers
 from gateway.logging import logging_config
-from gateway.metrics import Metrics
 from gateway.middleware import (
     AuthMiddleware,
     JsonGuardMiddleware,
@@ -37,51 +37,12 @@ from gateway.routes import (
     responses,
     vector_stores,
 )
-from gateway.services.chat import ChatService
-from gateway.services.embeddings import EmbeddingService, RerankService
-from gateway.services.knowledge import build_knowledge_base, filter_limits
-from gateway.services.responses import ResponsesService, ResponseStore
 from gateway.settings import Settings
 from gateway.state import AppContext
-from kb.service import KnowledgeBase
-from rag.catalog import ProfileCatalog
-from rag.service import RagService
 
 __all__ = ["create_app"]
 
 log = logging.getLogger("gateway")
-
-
-def _context(settings: Settings, registry: EngineRegistry, metrics: Metrics) -> AppContext:
-    embedding_service = EmbeddingService(registry, settings.limits)
-    rerank_service = RerankService(registry, settings.limits)
-    kb: KnowledgeBase | None = None
-    rag: RagService | None = None
-    profiles = settings.profiles
-    if settings.role == "engine":  # the model APIs only: no knowledge base, no profiles
-        profiles = []
-    else:
-        kb = build_knowledge_base(settings, registry, embedding_service, rerank_service)
-        metrics.attach_knowledge(kb)
-    catalog = ProfileCatalog.build(profiles, settings.model_names("chat"))
-    if kb is not None:
-        rag = RagService(kb, catalog, settings.rag, filter_limits(settings.limits))
-    chat = ChatService(registry, settings.chat, catalog, rag)
-    responses = None
-    if kb is not None:
-        responses = ResponsesService(chat, ResponseStore(settings.data_dir / "responses.sqlite3"))
-    return AppContext(
-        settings=settings,
-        registry=registry,
-        metrics=metrics,
-        embeddings=embedding_service,
-        rerank=rerank_service,
-        chat=chat,
-        response_api=responses,
-        knowledge=kb,
-        rag=rag,
-        catalog=catalog,
-    )
 
 
 @dataclass
@@ -181,12 +142,8 @@ def _openapi() -> tuple[OpenAPIConfig, list[Any]]:
 def create_app(settings: Settings | None = None, engines: EngineRegistry | None = None) -> Litestar:
     """Build the gateway. ``engines`` may be a registry the caller owns (it is not closed)."""
     settings = settings or Settings()
-    metrics = Metrics()
-    registry = engines or EngineRegistry(settings.registry_config(), observer=metrics)
-    if registry.observer is None:
-        registry.observer = metrics
-    metrics.attach_engines(registry)
-    ctx = _context(settings, registry, metrics)
+    ctx = compose(settings, engines)
+    metrics = ctx.metrics
     lifespan = _Lifespan(ctx, owns_registry=engines is None)
     route_handlers: list[Any] = [
         *models.routes,
@@ -200,11 +157,8 @@ def create_app(settings: Settings | None = None, engines: EngineRegistry | None 
         route_handlers += [*responses.routes, *files.routes, *vector_stores.routes, *dify.routes]
     if full and settings.mcp.enabled:
         from mcp_server.http import mount
-        from mcp_server.server import build_server
 
-        handler, lifespan.mcp_manager = mount(
-            build_server(ctx.kb, settings.mcp, ctx.chat), settings.mcp
-        )
+        handler, lifespan.mcp_manager = mount(mcp_server(ctx), settings.mcp)
         route_handlers.append(handler)
     if full and settings.ui.enabled:
         from gateway.routes import ui

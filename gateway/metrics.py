@@ -216,7 +216,7 @@ class _UpstreamCollector(Collector):
             labels=["model"],
         )
         for m in self.engines.models.values():
-            pool = getattr(m.engine, "pool", None) if m.remote else None
+            pool = m.pool
             if pool is None:
                 continue
             for up in pool.upstreams:

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from litestar.datastructures import State
 
+from chat.core import ChatCore
 from core.errors import NotFoundError
 from engines.registry import EngineRegistry
 from gateway.metrics import Metrics
@@ -27,6 +28,7 @@ class AppContext:
     metrics: Metrics
     embeddings: EmbeddingService
     rerank: RerankService
+    core: ChatCore
     chat: ChatService
     response_api: ResponsesService | None  # None in the engine role
     knowledge: KnowledgeBase | None  # None in the engine role

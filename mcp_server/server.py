@@ -5,13 +5,14 @@ list_vector_stores, list_files, read_chunk, ask. Write tools (add_text, ingest_u
 delete_file) exist only when ``mcp.allow_writes`` is on, limited to ``mcp.writable_stores``
 when that is set. Failures a model should read (an unknown store, a bad filter, a refused
 URL) are ``ToolError``s, never protocol errors. ``asker`` answers ``ask`` (the gateway
-passes its chat service); the server imports nothing of the gateway.
+passes its chat core); the server imports nothing of the gateway.
 """
 
 from __future__ import annotations
 
 from mcp.server import MCPServer
 
+from kb.filters import FilterLimits
 from kb.service import KnowledgeBase
 from mcp_server.config import McpSettings
 from mcp_server.tools import ask, read, write
@@ -27,12 +28,15 @@ INSTRUCTIONS = (
 
 
 def build_server(
-    kb: KnowledgeBase, cfg: McpSettings | None = None, asker: Asker | None = None
+    kb: KnowledgeBase,
+    cfg: McpSettings | None = None,
+    asker: Asker | None = None,
+    filter_limits: FilterLimits | None = None,
 ) -> MCPServer:
     cfg = cfg or McpSettings()
     server = MCPServer(name="rwkv-rag-gateway", instructions=INSTRUCTIONS, version="0.1.0")
-    read.register(server, kb, cfg)
-    ask.register(server, asker)
+    read.register(server, kb, cfg, filter_limits or FilterLimits())
+    ask.register(server, kb, cfg, asker)
     if cfg.allow_writes:
         write.register(server, kb, cfg)
     return server

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from core.errors import InvalidRequestError, NotFoundError
 from kb.filters import Filter, FilterLimits, parse_filter
@@ -24,7 +24,15 @@ from kb.types import SearchHit
 from rag.catalog import Profile, ProfileCatalog
 from rag.config import DEFAULT_RAG_PROMPT, NoAnswer, RagSettings
 
-__all__ = ["Augmentation", "Citation", "Knowledge", "KnowledgeRequest", "RagService", "Source"]
+__all__ = [
+    "Augmentation",
+    "Citation",
+    "Knowledge",
+    "KnowledgeRequest",
+    "RagService",
+    "Room",
+    "Source",
+]
 
 # Words that point back at the conversation: a question holding one is a follow-up.
 _FOLLOW_UP = re.compile(
@@ -115,6 +123,22 @@ class Augmentation:
         if not self.sources:
             return None
         return self.head + "\n\n".join(s.block for s in self.sources)
+
+
+@dataclass(frozen=True, slots=True)
+class Room:
+    """What sources must fit in, counted the way the model counts: its context, the
+    tokens the prompt takes without them, those kept for the answer, and what the
+    instruction turn costs around a given head (its framing included)."""
+
+    context_length: int
+    used: int
+    reserve: int
+    head_cost: Callable[[str], int]
+    count: Callable[[str], int]
+
+    def budget(self, head: str) -> int:
+        return self.context_length - self.reserve - self.used - self.head_cost(head)
 
 
 def _where(h: SearchHit) -> str:
@@ -267,3 +291,26 @@ class RagService:
         if not sources and k.no_answer is NoAnswer.SAY_SO:
             no_answer = k.no_answer_message
         return Augmentation(queries, sources, head, no_answer, k.debug)
+
+    # -- augmentation (the one place sources enter a prompt) ------------------------------
+
+    def reserve(self, wanted: int | None, context_length: int) -> int:
+        """Tokens kept for the answer: what the request asks (or the default), at most
+        half the context."""
+        return min(wanted or self.settings.reserve_tokens, context_length // 2)
+
+    async def for_conversation(
+        self, k: Knowledge, user_turns: list[str], room: Room
+    ) -> Augmentation:
+        """Sources for a conversation; the caller puts ``instruction`` in a system turn
+        right before the last user turn (RWKV reads in order: next to the question)."""
+        return await self.augment(k, self.search_queries(user_turns), room.budget, room.count)
+
+    async def for_prompt(self, k: Knowledge, prompt: str, room: Room) -> tuple[str, Augmentation]:
+        """A text prompt with its sources before it (completions never get the no-answer
+        reply: the prompt is completed either way)."""
+        quiet = replace(k, no_answer=NoAnswer.ANSWER_ANYWAY)
+        aug = await self.augment(quiet, [prompt], room.budget, room.count)
+        if aug.instruction is None:
+            return prompt, aug
+        return f"{aug.instruction}\n\n{prompt}", aug

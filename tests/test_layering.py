@@ -12,8 +12,8 @@ import pytest
 
 from tests.conftest import ROOT
 
-LOWER = ["core", "engines", "kb", "rag", "mcp_server"]
-OURS = {"core", "engines", "kb", "rag", "mcp_server", "gateway"}
+LOWER = ["core", "engines", "kb", "rag", "chat", "mcp_server"]
+OURS = {"core", "engines", "kb", "rag", "chat", "mcp_server", "gateway"}
 HEAVY = {"gateway", "torch", "rwkv", "FlagEmbedding", "transformers"}
 
 
@@ -51,6 +51,7 @@ def test_core_imports_no_other_package_of_ours() -> None:
         "kb.store",
         "rag.service",
         "rag.catalog",
+        "chat.core",
         "mcp_server.server",
     ],
 )

@@ -9,7 +9,7 @@ import random
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from engines.remote.config import RemoteOptions, UpstreamConfig, safe_url
 
@@ -19,6 +19,7 @@ __all__ = ["Pick", "Upstream", "UpstreamObserver", "UpstreamPool"]
 BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 
 
+@runtime_checkable
 class UpstreamObserver(Protocol):
     def affinity(self, model: str, result: str) -> None:
         """One affinity-routed request: ``hit`` (its preferred worker) or ``spill``."""

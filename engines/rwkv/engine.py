@@ -107,6 +107,7 @@ class RWKVChatEngine:
             path, self.strategy, jit=opts.jit, cuda_kernels=opts.cuda_kernels
         )
         self.tokenizer = world_tokenizer()
+        self.chat_template = opts.chat_template
         self.context_length = opts.context_length
         self.max_batch_size = opts.max_batch_size
         self.max_queued = opts.max_queued

@@ -31,15 +31,19 @@ def _out(line: str) -> None:
 
 @contextlib.asynccontextmanager
 async def open_kb(config: str | None, *, need_models: bool = True) -> AsyncIterator[KnowledgeBase]:
-    from gateway.services.knowledge import local_knowledge_base
+    from gateway.compose import local_context
     from gateway.settings import load_settings
 
     settings = load_settings(config)
     # Only what the KB needs: embedding and rerank models, never the chat engines.
     settings = settings.model_copy(
-        update={"models": [m for m in settings.models if m.kind in ("embedding", "rerank")]}
+        update={
+            "models": [m for m in settings.models if m.kind in ("embedding", "rerank")],
+            "profiles": [],
+        }
     )
-    async with local_knowledge_base(settings, load_models=need_models) as (kb, _):
+    async with local_context(settings, load_models=need_models) as ctx:
+        kb = ctx.kb
         yield kb
 
 

@@ -15,25 +15,22 @@ __all__ = ["register"]
 
 
 async def _serve_stdio(config: str | None) -> None:
-    from gateway.services.chat import ChatService
-    from gateway.services.knowledge import filter_limits, local_knowledge_base
+    from gateway.compose import local_context, mcp_server
     from gateway.settings import load_settings
-    from mcp_server.server import build_server
-    from rag.catalog import ProfileCatalog
-    from rag.service import RagService
 
     settings = load_settings(config)
-    # Chat models are loaded only when a profile needs one (for `ask`).
+    # Chat models are loaded only when a profile needs one (for `ask`), or, with no
+    # profile, the first chat model (`ask` then searches the stores with it).
     needed = {p.model for p in settings.profiles}
     needed |= {settings.aliases.get(n, n) for n in needed}
+    chat_models = [m.id for m in settings.models if m.kind == "chat"]
+    if not settings.profiles and chat_models:
+        needed.add(chat_models[0])
     models = [m for m in settings.models if m.kind != "chat" or m.id in needed]
     settings = settings.model_copy(update={"models": models})
-    catalog = ProfileCatalog.build(settings.profiles, settings.model_names("chat"))
-    async with local_knowledge_base(settings) as (kb, registry):
-        await kb.start()
-        rag = RagService(kb, catalog, settings.rag, filter_limits(settings.limits))
-        chat = ChatService(registry, settings.chat, catalog, rag)
-        await build_server(kb, settings.mcp, chat).run_stdio_async()
+    async with local_context(settings) as ctx:
+        await ctx.kb.start()
+        await mcp_server(ctx).run_stdio_async()
 
 
 def _cmd(args: argparse.Namespace) -> int:

@@ -16,8 +16,8 @@ from rag.catalog import Profile
 def _wire(m: ServedModel, aliases: list[str]) -> Model:
     info = m.info
     details = dict(info.extra)
-    if m.remote:
-        details["upstreams"] = m.engine.upstreams()
+    if m.pool is not None:
+        details["upstreams"] = m.pool.describe()
         details["healthy"] = m.healthy
     return Model(
         id=info.id,

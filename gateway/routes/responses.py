@@ -11,6 +11,7 @@ from litestar.openapi import ResponseSpec
 from litestar.params import FromPath, FromQuery, JSONBody, Parameter
 from litestar.response import Stream
 
+from core.errors import NotFoundError
 from gateway.routes.chat import key_id
 from gateway.schemas.common import ErrorResponse
 from gateway.schemas.responses import DeletedResponse, ResponseRequest
@@ -31,6 +32,15 @@ async def create_response(
     if isinstance(result, dict):
         return Response(result, status_code=200)
     return Stream(result, media_type="text/event-stream", headers=_SSE_HEADERS)
+
+
+@post("/v1/responses/compact", status_code=200, include_in_schema=False)
+async def compact_response() -> None:
+    """Compaction is not offered: a 404 in the API's error shape (not a 405 from the
+    ``/v1/responses/{id}`` route), so clients fall back to sending the whole input."""
+    raise NotFoundError(
+        "POST /v1/responses/compact is not supported by this server", code="unknown_url"
+    )
 
 
 @get("/v1/responses/{response_id:str}")
@@ -54,4 +64,4 @@ async def list_input_items(
     return await ctx_of(state).responses.input_items(response_id, limit, order, after)
 
 
-routes = [create_response, get_response, delete_response, list_input_items]
+routes = [create_response, compact_response, get_response, delete_response, list_input_items]

@@ -5,13 +5,15 @@ from __future__ import annotations
 import asyncio
 import base64
 import uuid
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
 from core.errors import EngineUnavailableError, InvalidRequestError
+from engines.base import Embedder, Reranker
 from engines.batching import DynamicBatcher
 from engines.registry import EngineRegistry, ServedModel
+from engines.remote.engine import RemoteEmbedder
 from gateway.schemas.embeddings import (
     EmbeddingObject,
     EmbeddingRequest,
@@ -59,6 +61,9 @@ def _texts_from_input(raw: str | list[Any], max_inputs: int) -> list[str]:
     return texts
 
 
+Row = tuple[np.ndarray, int, dict[int, float] | None]
+
+
 class _TokenLimiter:
     """Refuses over-long inputs when ``truncate_inputs`` is off.
 
@@ -69,10 +74,9 @@ class _TokenLimiter:
     def __init__(self, limits: LimitSettings) -> None:
         self.limits = limits
 
-    async def check(self, model: ServedModel, texts: list[str], param: str) -> None:
-        if self.limits.truncate_inputs or model.remote:  # an upstream enforces its own
+    async def check(self, engine: Embedder | Reranker, texts: list[str], param: str) -> None:
+        if self.limits.truncate_inputs:
             return
-        engine = model.engine if model.engine is not None else model.via.engine  # type: ignore[union-attr]
         limit = min(self.limits.max_tokens_per_input, int(engine.max_input_tokens))
         counts: list[int] = await asyncio.to_thread(engine.tokenizer.count, texts)
         for i, n in enumerate(counts):
@@ -84,68 +88,39 @@ class _TokenLimiter:
                 )
 
 
-async def _embed_rows(
-    model: ServedModel, texts: list[str], limiter: _TokenLimiter, param: str
-) -> list[tuple[np.ndarray, int, dict[int, float] | None]]:
-    """(vector, token count, lexical weights or None) per text, through the batcher."""
-    if model.remote:
-        vectors, counts = await model.engine.encode_async(texts)
-        return [(v, n, None) for v, n in zip(vectors, counts, strict=True)]
-    await limiter.check(model, texts, param)
-    rows: list[tuple[np.ndarray, int, dict[int, float] | None]] = await _batcher(model).submit(
-        texts
-    )
-    return rows
+class _Embedding(Protocol):
+    """One embedding model as the services use it, local or remote."""
+
+    async def rows(self, texts: list[str], param: str) -> list[Row]:
+        """(vector, token count, lexical weights or None) per text."""
+        ...
+
+    async def create(
+        self, req: EmbeddingRequest, texts: list[str], dims: int
+    ) -> EmbeddingResponse | dict[str, Any]: ...
 
 
-async def _embed(
-    model: ServedModel, texts: list[str], limiter: _TokenLimiter, param: str
-) -> tuple[np.ndarray, list[int]]:
-    """Vectors and token counts of ``texts`` through the embedding model's batcher."""
-    rows = await _embed_rows(model, texts, limiter, param)
-    return np.stack([r[0] for r in rows]).astype(np.float32, copy=False), [r[1] for r in rows]
+class _LocalEmbedding:
+    """An engine in this process, through its batcher."""
 
+    def __init__(self, model: ServedModel, limiter: _TokenLimiter) -> None:
+        self.model = model
+        self.limiter = limiter
 
-def _batcher(model: ServedModel) -> DynamicBatcher[Any, Any]:
-    if model.batcher is None:
-        raise EngineUnavailableError(f"the model {model.info.id!r} is not running")
-    return model.batcher
+    async def rows(self, texts: list[str], param: str) -> list[Row]:
+        await self.limiter.check(self.model.local_embedder(), texts, param)
+        rows: list[Row] = await _batcher(self.model).submit(texts)
+        return rows
 
-
-class EmbeddingService:
-    def __init__(self, registry: EngineRegistry, limits: LimitSettings) -> None:
-        self.registry = registry
-        self.limits = limits
-        self._limiter = _TokenLimiter(limits)
-
-    async def embed_texts(self, model_name: str, texts: list[str]) -> tuple[np.ndarray, list[int]]:
-        """Vectors and token counts for ``texts`` (used by the KB too)."""
-        model = self.registry.resolve(model_name, "embedding")
-        return await _embed(model, texts, self._limiter, "input")
-
-    async def embed_texts_sparse(
-        self, model_name: str, texts: list[str]
-    ) -> tuple[np.ndarray, list[int], list[dict[int, float]] | None]:
-        """As ``embed_texts``, with BGE-M3's lexical weights (None for other models)."""
-        model = self.registry.resolve(model_name, "embedding")
-        rows = await _embed_rows(model, texts, self._limiter, "input")
-        vectors = np.stack([r[0] for r in rows]).astype(np.float32, copy=False)
-        sparse = [r[2] for r in rows]
-        lex = None if any(s is None for s in sparse) else [s for s in sparse if s is not None]
-        return vectors, [r[1] for r in rows], lex
-
-    async def create(self, req: EmbeddingRequest) -> EmbeddingResponse | dict[str, Any]:
-        model = self.registry.resolve(req.model, "embedding")
-        texts = _texts_from_input(req.input, self.limits.max_inputs_per_request)
-        dims = model.info.dimensions or int(getattr(model.engine, "dimensions", 0) or 0)
-        if model.remote:
-            return await _forward_embeddings(model, req, texts, dims)
+    async def create(
+        self, req: EmbeddingRequest, texts: list[str], dims: int
+    ) -> EmbeddingResponse | dict[str, Any]:
         if req.dimensions is not None and not 1 <= req.dimensions <= dims:
             raise InvalidRequestError(
                 f"'dimensions' must be between 1 and {dims} for model {req.model!r}",
                 param="dimensions",
             )
-        vectors, counts = await _embed(model, texts, self._limiter, "input")
+        vectors, counts = _stacked(await self.rows(texts, "input"))
         if req.dimensions is not None and req.dimensions < dims:
             vectors = vectors[:, : req.dimensions]
             norms = np.linalg.norm(vectors, axis=1, keepdims=True)
@@ -170,27 +145,81 @@ class EmbeddingService:
         )
 
 
-async def _forward_embeddings(
-    model: ServedModel, req: EmbeddingRequest, texts: list[str], dims: int
-) -> dict[str, Any]:
-    """/v1/embeddings passed through to the model's upstreams, in the encoding asked. An
-    upstream that ignores ``dimensions`` gets its vectors cut and renormalised here."""
-    if req.dimensions is not None and dims and not 1 <= req.dimensions <= dims:
-        raise InvalidRequestError(
-            f"'dimensions' must be between 1 and {dims} for model {req.model!r}",
-            param="dimensions",
-        )
-    body: dict[str, Any] = {"input": texts, "encoding_format": req.encoding_format or "float"}
-    if req.dimensions is not None:
-        body["dimensions"] = req.dimensions
-    if req.user is not None:
-        body["user"] = req.user
-    answer: dict[str, Any] = await model.engine.forward(body)
-    answer["model"] = req.model
-    if req.dimensions is not None:
-        for row in answer["data"]:
-            row["embedding"] = _cut(row.get("embedding"), req.dimensions, req.encoding_format)
-    return answer
+class _RemoteEmbedding:
+    """Upstream servers: an upstream enforces its own input limits."""
+
+    def __init__(self, engine: RemoteEmbedder) -> None:
+        self.engine = engine
+
+    async def rows(self, texts: list[str], param: str) -> list[Row]:
+        vectors, counts = await self.engine.encode_async(texts)
+        return [(v, n, None) for v, n in zip(vectors, counts, strict=True)]
+
+    async def create(
+        self, req: EmbeddingRequest, texts: list[str], dims: int
+    ) -> EmbeddingResponse | dict[str, Any]:
+        """/v1/embeddings passed through, in the encoding asked. An upstream that ignores
+        ``dimensions`` gets its vectors cut and renormalised here."""
+        if req.dimensions is not None and dims and not 1 <= req.dimensions <= dims:
+            raise InvalidRequestError(
+                f"'dimensions' must be between 1 and {dims} for model {req.model!r}",
+                param="dimensions",
+            )
+        body: dict[str, Any] = {"input": texts, "encoding_format": req.encoding_format or "float"}
+        if req.dimensions is not None:
+            body["dimensions"] = req.dimensions
+        if req.user is not None:
+            body["user"] = req.user
+        answer: dict[str, Any] = await self.engine.forward(body)
+        answer["model"] = req.model
+        if req.dimensions is not None:
+            for row in answer["data"]:
+                row["embedding"] = _cut(row.get("embedding"), req.dimensions, req.encoding_format)
+        return answer
+
+
+def _embedding(model: ServedModel, limiter: _TokenLimiter) -> _Embedding:
+    remote = model.remote_embedder()
+    return _RemoteEmbedding(remote) if remote is not None else _LocalEmbedding(model, limiter)
+
+
+def _stacked(rows: list[Row]) -> tuple[np.ndarray, list[int]]:
+    return np.stack([r[0] for r in rows]).astype(np.float32, copy=False), [r[1] for r in rows]
+
+
+def _batcher(model: ServedModel) -> DynamicBatcher[Any, Any]:
+    if model.batcher is None:
+        raise EngineUnavailableError(f"the model {model.info.id!r} is not running")
+    return model.batcher
+
+
+class EmbeddingService:
+    def __init__(self, registry: EngineRegistry, limits: LimitSettings) -> None:
+        self.registry = registry
+        self.limits = limits
+        self._limiter = _TokenLimiter(limits)
+
+    async def embed_texts(self, model_name: str, texts: list[str]) -> tuple[np.ndarray, list[int]]:
+        """Vectors and token counts for ``texts`` (used by the KB too)."""
+        model = self.registry.resolve(model_name, "embedding")
+        return _stacked(await _embedding(model, self._limiter).rows(texts, "input"))
+
+    async def embed_texts_sparse(
+        self, model_name: str, texts: list[str]
+    ) -> tuple[np.ndarray, list[int], list[dict[int, float]] | None]:
+        """As ``embed_texts``, with BGE-M3's lexical weights (None for other models)."""
+        model = self.registry.resolve(model_name, "embedding")
+        rows = await _embedding(model, self._limiter).rows(texts, "input")
+        vectors, counts = _stacked(rows)
+        sparse = [r[2] for r in rows]
+        lex = None if any(s is None for s in sparse) else [s for s in sparse if s is not None]
+        return vectors, counts, lex
+
+    async def create(self, req: EmbeddingRequest) -> EmbeddingResponse | dict[str, Any]:
+        model = self.registry.resolve(req.model, "embedding")
+        texts = _texts_from_input(req.input, self.limits.max_inputs_per_request)
+        dims = model.info.dimensions or 0
+        return await _embedding(model, self._limiter).create(req, texts, dims)
 
 
 def _cut(raw: Any, size: int, encoding: str | None) -> Any:
@@ -218,16 +247,20 @@ class RerankService:
     ) -> tuple[ServedModel, list[float], int]:
         """Relevance of each doc to ``query`` in [0, 1], and the tokens it took."""
         model = self.registry.resolve(model_name, "rerank")
-        if model.remote and model.kind == "rerank":
-            scores, tokens = await model.engine.scores(query, docs)
+        remote = model.remote_reranker()
+        if remote is not None:
+            scores, tokens = await remote.scores(query, docs)
             return model, scores, tokens
         if model.kind == "embedding" or model.via is not None:
             embedder = model if model.kind == "embedding" or model.via is None else model.via
-            mat, counts = await _embed(embedder, [query, *docs], self._limiter, "documents")
+            rows = await _embedding(embedder, self._limiter).rows([query, *docs], "documents")
+            mat, counts = _stacked(rows)
             sims = mat[1:] @ mat[0]
             # Cosine in [-1, 1] mapped to [0, 1] so scores read like a reranker's.
             return model, [float((s + 1.0) / 2.0) for s in sims], sum(counts)
-        await self._limiter.check(model, [f"{query}\n{d}" for d in docs], "documents")
+        if not isinstance(model.engine, Reranker):
+            raise EngineUnavailableError(f"the model {model.info.id!r} is not loaded")
+        await self._limiter.check(model.engine, [f"{query}\n{d}" for d in docs], "documents")
         results = await _batcher(model).submit([(query, d) for d in docs])
         return model, [float(s) for s, _ in results], sum(n for _, n in results)
 

@@ -4,8 +4,6 @@ search requests into the façade's typed query."""
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import AsyncIterator
 from typing import cast
 
 import numpy as np
@@ -26,7 +24,6 @@ __all__ = [
     "GatewayProvider",
     "batch_items",
     "build_knowledge_base",
-    "local_knowledge_base",
     "search_query",
 ]
 
@@ -102,30 +99,6 @@ def build_knowledge_base(
         default_model=default,
         reranker=_reranker(settings, rerank),
     )
-
-
-@contextlib.asynccontextmanager
-async def local_knowledge_base(
-    settings: Settings, *, load_models: bool = True
-) -> AsyncIterator[tuple[KnowledgeBase, EngineRegistry]]:
-    """The knowledge base in-process, without the HTTP server (CLI, MCP over stdio): the
-    engines of ``settings`` loaded (unless ``load_models`` is off), everything closed
-    on exit."""
-    registry = EngineRegistry(settings.registry_config())
-    if load_models:
-        await registry.load()
-    kb = build_knowledge_base(
-        settings,
-        registry,
-        EmbeddingService(registry, settings.limits),
-        RerankService(registry, settings.limits),
-    )
-    try:
-        yield kb, registry
-    finally:
-        await kb.stop()
-        kb.close()
-        await registry.close()
 
 
 def filter_limits(limits: LimitSettings) -> FilterLimits:

@@ -1,16 +1,20 @@
-"""The ``ask`` tool: a grounded answer with citations from a knowledge profile."""
+"""The ``ask`` tool: a grounded answer with citations, from a knowledge profile or, when
+none is configured, from the stores the server searches, with the first chat model."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Annotated, Any, Protocol
+from typing import Annotated, Protocol
 
 from mcp.server import MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp.types import CallToolResult
 from pydantic import BaseModel, Field
 
-from mcp_server.tools.common import READ_ONLY, result, tool_errors
+from kb.service import KnowledgeBase
+from mcp_server.config import McpSettings
+from mcp_server.tools.common import READ_ONLY, lookup, result, tool_errors
+from rag.service import Citation as SourceCitation
 
 __all__ = ["AnswerLike", "Asker", "register"]
 
@@ -19,15 +23,19 @@ class AnswerLike(Protocol):
     @property
     def text(self) -> str: ...
     @property
-    def profile(self) -> str: ...
+    def profile(self) -> str | None: ...
     @property
-    def citations(self) -> Sequence[dict[str, Any]]: ...
+    def model(self) -> str: ...
+    @property
+    def citations(self) -> Sequence[SourceCitation]: ...
 
 
 class Asker(Protocol):
-    """What answers questions from the knowledge base (the gateway's chat service)."""
+    """What answers questions from the knowledge base (the gateway's chat core)."""
 
-    async def answer(self, question: str, profile: str | None = None) -> AnswerLike: ...
+    async def answer(
+        self, question: str, profile: str | None = None, *, stores: Sequence[str] | None = None
+    ) -> AnswerLike: ...
 
 
 class Citation(BaseModel):
@@ -41,15 +49,17 @@ class Citation(BaseModel):
 
 class AskOutput(BaseModel):
     answer: str
-    profile: str
+    profile: str | None
+    model: str
     citations: list[Citation]
 
 
-def register(server: MCPServer, asker: Asker | None) -> None:
+def register(server: MCPServer, kb: KnowledgeBase, cfg: McpSettings, asker: Asker | None) -> None:
     @server.tool(
         description=(
             "Ask a question and get an answer grounded in the knowledge base, with "
-            "numbered citations. `profile` picks a knowledge profile (default: the first)."
+            "numbered citations. `profile` picks a knowledge profile (default: the first; "
+            "with none configured, the server's stores are searched)."
         ),
         annotations=READ_ONLY,
     )
@@ -58,20 +68,30 @@ def register(server: MCPServer, asker: Asker | None) -> None:
         profile: Annotated[str | None, Field(description="Knowledge profile id.")] = None,
     ) -> Annotated[CallToolResult, AskOutput]:
         if asker is None:
-            raise ToolError("no knowledge profile is configured on this server")
+            raise ToolError("this server serves no chat model to answer with")
+        if not question.strip():
+            raise ToolError("question must not be empty")
         with tool_errors():
-            got = await asker.answer(question, profile)
+            refs = cfg.default_stores
+            stores = [await lookup(kb, r) for r in refs] if refs else await kb.all_stores()
+            got = await asker.answer(question, profile, stores=[s.id for s in stores])
         cites = [
             Citation(
-                index=c["index"],
-                file_id=c["file_id"],
-                filename=c["filename"],
-                chunk_id=c["chunk_id"],
-                score=c["score"],
-                page=c.get("page"),
+                index=c.index,
+                file_id=c.hit.file_id,
+                filename=c.hit.filename,
+                chunk_id=c.hit.chunk_id,
+                score=round(c.hit.score, 6),
+                page=c.hit.page,
             )
             for c in got.citations
         ]
         sources = "\n".join(f"[{c.index}] {c.filename} (chunk_id {c.chunk_id})" for c in cites)
-        out = AskOutput(answer=got.text, profile=got.profile, citations=cites)
-        return result(out, got.text + (f"\n\nSources:\n{sources}" if sources else ""))
+        origin = (
+            f"profile {got.profile}"
+            if got.profile
+            else f"{got.model} over {len(stores)} vector store(s)"
+        )
+        out = AskOutput(answer=got.text, profile=got.profile, model=got.model, citations=cites)
+        text = got.text + (f"\n\nSources:\n{sources}" if sources else "")
+        return result(out, f"{text}\n\n(answered by {origin})")

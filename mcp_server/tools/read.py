@@ -9,7 +9,7 @@ from mcp.server.mcpserver.exceptions import ToolError
 from mcp.types import CallToolResult
 from pydantic import BaseModel, Field
 
-from kb.filters import parse_filter
+from kb.filters import FilterLimits, parse_filter
 from kb.retrieval import SearchQuery
 from kb.service import KnowledgeBase
 from kb.types import PageRequest, SearchHit
@@ -73,7 +73,7 @@ SEARCH_HELP = (
 )
 
 
-def register(server: MCPServer, kb: KnowledgeBase, cfg: McpSettings) -> None:
+def register(server: MCPServer, kb: KnowledgeBase, cfg: McpSettings, limits: FilterLimits) -> None:
     @server.tool(description=SEARCH_HELP, annotations=READ_ONLY)
     async def search(
         query: Annotated[str, Field(description="What to look for, in natural language.")],
@@ -91,7 +91,7 @@ def register(server: MCPServer, kb: KnowledgeBase, cfg: McpSettings) -> None:
         stores = [await lookup(kb, r) for r in refs] if refs else await kb.all_stores()
         hits: list[SearchHit] = []
         with tool_errors():
-            flt = parse_filter(filters) if filters else None
+            flt = parse_filter(filters, limits=limits) if filters else None
             for col in stores:
                 q = SearchQuery((query,), top_k, filter=flt)
                 hits.extend((await kb.search(col.id, q)).hits)

@@ -395,3 +395,46 @@ async def test_bad_responses_requests_are_4xx(
     for path in ("/v1/responses/resp_nope", "/v1/responses/resp_nope/input_items"):
         missing = await http.get(path)
         assert missing.status_code == 404 and missing.json()["error"]["param"] == "response_id"
+
+
+RESPONSE_FIELDS = (
+    "completed_at",
+    "presence_penalty",
+    "frequency_penalty",
+    "top_logprobs",
+    "max_tool_calls",
+    "safety_identifier",
+    "prompt_cache_key",
+)
+
+
+async def test_the_response_object_carries_every_field_of_the_specification(
+    stack: Any,
+) -> None:
+    http = stack[1]
+    body = {"model": "fake-caller", "input": "Weather in Paris?", "tools": [FN_TOOL]}
+    plain = (await http.post("/v1/responses", json=body)).json()
+    for name in RESPONSE_FIELDS:
+        assert name in plain, name
+    assert plain["status"] == "completed"
+    assert isinstance(plain["completed_at"], int) and plain["completed_at"] >= plain["created_at"]
+    assert plain["presence_penalty"] == 0.0 and plain["top_logprobs"] == 0
+    assert plain["safety_identifier"] is None and plain["prompt_cache_key"] is None
+    # The echoed function tool has every field the function-tool schema requires.
+    (tool,) = plain["tools"]
+    assert tool == {**FN_TOOL, "strict": True}
+    async with http.stream("POST", "/v1/responses", json={**body, "stream": True}) as r:
+        lines = [line async for line in r.aiter_lines() if line.startswith("data: ")]
+    events = [json.loads(line[6:]) for line in lines]
+    created, done = events[0], events[-1]
+    assert created["type"] == "response.created" and done["type"] == "response.completed"
+    for name in RESPONSE_FIELDS:
+        assert name in created["response"] and name in done["response"], name
+    assert created["response"]["completed_at"] is None
+    assert isinstance(done["response"]["completed_at"], int)
+
+
+async def test_compact_is_a_404_in_the_error_shape(stack: Any) -> None:
+    r = await stack[1].post("/v1/responses/compact", json={"model": "fake-plain", "input": "x"})
+    assert r.status_code == 404
+    assert r.json()["error"]["code"] == "unknown_url"

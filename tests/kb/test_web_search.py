@@ -19,10 +19,7 @@ from mcp.client import Client
 
 from gateway.app import create_app
 from gateway.cli import main
-from gateway.services.chat import ChatService
-from mcp_server.server import build_server
-from rag.catalog import ProfileCatalog
-from rag.service import RagService
+from gateway.compose import mcp_server
 from tests.conftest import FAKE_MODELS, asgi_client, fake_settings
 
 PAGES = {
@@ -149,11 +146,7 @@ async def test_the_mcp_tool_and_the_cli(
     async with asgi_client(app):
         ctx = app.state.ctx
         await ctx.kb.create_store("web")
-        catalog = ProfileCatalog.build(settings.profiles, settings.model_names("chat"))
-        asker = ChatService(
-            ctx.registry, settings.chat, catalog, RagService(ctx.kb, catalog, settings.rag)
-        )
-        async with Client(build_server(ctx.kb, settings.mcp, asker)) as client:
+        async with Client(mcp_server(ctx)) as client:
             res = await client.call_tool(
                 "web_search_ingest", {"vector_store": "web", "query": "valve"}
             )

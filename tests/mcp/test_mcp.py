@@ -16,14 +16,11 @@ from mcp.client import Client
 from mcp.client.stdio import StdioServerParameters
 from mcp.client.streamable_http import streamable_http_client
 
-from engines.registry import EngineRegistry
-from gateway.services.chat import ChatService
-from gateway.services.embeddings import EmbeddingService, RerankService
-from gateway.services.knowledge import build_knowledge_base
+from chat.core import ChatCore
+from gateway.compose import compose, mcp_server
 from gateway.settings import Settings
+from gateway.state import AppContext
 from mcp_server.server import build_server
-from rag.catalog import ProfileCatalog
-from rag.service import RagService
 from tests.conftest import FAKE_MODELS, ROOT, start_server, stop_server
 
 pytestmark = pytest.mark.usefixtures("kb_backend")
@@ -36,25 +33,19 @@ DOCS = {
 }
 
 
-async def _kb_with_docs(settings: Settings) -> tuple[Any, EngineRegistry, str]:
-    registry = EngineRegistry(settings.registry_config())
-    await registry.load()
-    kb = build_knowledge_base(
-        settings,
-        registry,
-        EmbeddingService(registry, settings.limits),
-        RerankService(registry, settings.limits),
-    )
+async def _kb_with_docs(settings: Settings) -> tuple[Any, AppContext, str]:
+    ctx = compose(settings)
+    await ctx.registry.load()
+    kb = ctx.kb
     await kb.start()
     cid = (await kb.create_store("manuals")).id
     for name, text in DOCS.items():
         await kb.add_text(cid, text, title=name, attributes={"kind": name.split(".")[0]})
-    return kb, registry, cid
+    return kb, ctx, cid
 
 
-def _asker(kb: Any, registry: EngineRegistry, settings: Settings) -> ChatService:
-    catalog = ProfileCatalog.build(settings.profiles, settings.model_names("chat"))
-    return ChatService(registry, settings.chat, catalog, RagService(kb, catalog, settings.rag))
+def _asker(kb: Any, ctx: AppContext, settings: Settings) -> ChatCore:
+    return ctx.core
 
 
 def _settings(tmp: Path, **mcp: Any) -> Settings:
@@ -64,12 +55,13 @@ def _settings(tmp: Path, **mcp: Any) -> Settings:
 
 
 @pytest.fixture
-async def kb_env(tmp_path: Path) -> AsyncIterator[tuple[Any, EngineRegistry, str, Path]]:
-    kb, registry, cid = await _kb_with_docs(_settings(tmp_path))
-    yield kb, registry, cid, tmp_path
+async def kb_env(tmp_path: Path) -> AsyncIterator[tuple[Any, AppContext, str, Path]]:
+    kb, ctx, cid = await _kb_with_docs(_settings(tmp_path))
+    yield kb, ctx, cid, tmp_path
     await kb.stop()
     kb.close()
-    await registry.close()
+    ctx.response_api.store.close()
+    await ctx.registry.close()
 
 
 def _text(result: Any) -> str:
@@ -77,8 +69,8 @@ def _text(result: Any) -> str:
 
 
 async def test_in_memory_read_only_tools(kb_env: Any) -> None:
-    kb, registry, cid, tmp = kb_env
-    server = build_server(kb, _settings(tmp).mcp, _asker(kb, registry, _settings(tmp)))
+    kb, ctx, cid, tmp = kb_env
+    server = build_server(kb, _settings(tmp).mcp, _asker(kb, ctx, _settings(tmp)))
     async with Client(server) as client:
         tools = {t.name: t for t in (await client.list_tools()).tools}
         assert set(tools) == READ_TOOLS
@@ -136,10 +128,10 @@ async def test_in_memory_read_only_tools(kb_env: Any) -> None:
 
 
 async def test_in_memory_write_tools(kb_env: Any) -> None:
-    kb, registry, _cid, tmp = kb_env
+    kb, ctx, _cid, tmp = kb_env
     other = (await kb.create_store("scratch")).id
     settings = _settings(tmp, allow_writes=True, writable_stores=["scratch"])
-    server = build_server(kb, settings.mcp, _asker(kb, registry, settings))
+    server = build_server(kb, settings.mcp, _asker(kb, ctx, settings))
     async with Client(server) as client:
         names = {t.name for t in (await client.list_tools()).tools}
         assert names == READ_TOOLS | WRITE_TOOLS
@@ -165,6 +157,49 @@ async def test_in_memory_write_tools(kb_env: Any) -> None:
         assert res.structured_content["chunks_removed"] == 1
         res = await client.call_tool("delete_file", {"vector_store": "scratch", "file_id": fid})
         assert res.is_error and fid in _text(res)
+
+
+async def test_ask_without_a_profile_answers_from_the_stores_with_the_first_chat_model(
+    tmp_path: Path,
+) -> None:
+    chat = {
+        "id": "fake-chat",
+        "kind": "chat",
+        "engine": "fake",
+        "options": {"script": ["Hold the red button [1]."]},
+    }
+    settings = Settings(
+        models=[*FAKE_MODELS, chat],
+        data_dir=tmp_path,
+        load_in_background=False,
+        log_json=False,
+        limits={"max_filter_depth": 1},
+    )
+    kb, ctx, _cid = await _kb_with_docs(settings)
+    try:
+        async with Client(mcp_server(ctx)) as client:
+            res = await client.call_tool("ask", {"question": "How do I reset the water pump?"})
+            assert not res.is_error, _text(res)
+            out = res.structured_content
+            assert out["profile"] is None and out["model"] == "fake-chat"
+            assert out["answer"] == "Hold the red button [1]."
+            assert out["citations"][0]["filename"] == "pump.md"
+            assert "fake-chat" in _text(res)
+            # The composed server keeps the configured filter limits (depth 1 here).
+            nested = {
+                "type": "and",
+                "filters": [{"type": "eq", "key": "kind", "value": "pump"}],
+            }
+            res = await client.call_tool("search", {"query": "pump", "filters": nested})
+            assert res.is_error and "filters" in _text(res)
+            flat = {"type": "eq", "key": "kind", "value": "pump"}
+            res = await client.call_tool("search", {"query": "pump", "filters": flat})
+            assert not res.is_error
+    finally:
+        await kb.stop()
+        kb.close()
+        ctx.response_api.store.close()
+        await ctx.registry.close()
 
 
 async def test_stdio_subprocess(kb_env: Any) -> None:

@@ -16,8 +16,8 @@ import pytest
 from mcp.client import Client
 
 from gateway.app import create_app
+from gateway.compose import mcp_server
 from gateway.settings import Settings
-from mcp_server.server import build_server
 from tests.conftest import FAKE_MODELS, asgi_client, free_port, start_server, stop_server
 from tests.remote.conftest import sdk_over
 from tests.remote.openai_shaped import DIMS, OpenAIShaped, Running
@@ -305,7 +305,7 @@ async def test_knowledge_profiles_and_rag_work_on_a_remote_model(
         assert "Ines Varga" in searched.output[0].results[0].text  # type: ignore[union-attr]
         assert "Ines Varga" in str(upstream.app.seen.requests[-1][1]["messages"])
         ctx = app.state.ctx
-        async with Client(build_server(ctx.kb, ctx.settings.mcp, ctx.chat)) as mcp:
+        async with Client(mcp_server(ctx)) as mcp:
             res = await mcp.call_tool("ask", {"question": "Who takes vacation requests?"})
         assert not res.is_error
         assert res.structured_content["answer"] == "echo: Who takes vacation requests?"

@@ -120,7 +120,7 @@ def test_urls_are_shown_without_credentials_and_refused_with_them() -> None:
 
 
 def test_the_affinity_key_follows_the_conversation() -> None:
-    from gateway.services.chat.remote import affinity_key
+    from chat.remote import affinity_key
 
     opts = RemoteOptions.model_validate({"upstreams": URLS, "affinity_system_chars": 40})
     short = {"role": "system", "content": "Be brief."}

@@ -1,6 +1,6 @@
-"""Chat and text completions: request checks (``params``), SSE (``stream``) and the
-service that strings retrieval, rendering and generation together (``service``)."""
+"""Chat completions and completions on the wire: requests as chat-core commands
+(``commands``), generations as JSON or SSE (``stream``), the service between (``service``)."""
 
-from gateway.services.chat.service import Answer, ChatService
+from gateway.services.chat.service import ChatService
 
-__all__ = ["Answer", "ChatService"]
+__all__ = ["ChatService"]

@@ -1,143 +1,51 @@
-"""Server-sent events for chat and text completions: typed chunks in one envelope, one
-error event if anything fails after the stream began, then the end marker."""
+"""Chat and text completions on the wire, from a generation's typed events: one loop
+per surface that streams chunks (SSE) or gathers the whole answer, one error event if
+anything fails after the stream began, then the end marker."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
-from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
 
 import msgspec
 
+from chat.backend import Generation
+from chat.citations import citation_dicts, url_annotations
+from chat.events import CallStart, Content, Delta, Finish, Part, Reasoning, TokenLogprob
+from chat.events import Usage as TokenUsage
+from chat.output import Collected
+from chat.sse import DONE, sse
 from core.errors import APIError, EngineError
-from engines.generation import ChatEngine, FinishEvent, TokenEvent
 from gateway.schemas.chat import (
     ChatCompletionChunk,
+    ChatCompletionMessage,
     ChunkChoice,
     ChunkDelta,
     CompletionChunk,
     CompletionChunkChoice,
     CompletionUsage,
 )
-from gateway.services.chat.output import (
-    CallStart,
-    Content,
-    Event,
-    OutputParser,
-    Reasoning,
-    finish_reason,
-    url_annotations,
-)
-
-if TYPE_CHECKING:
-    from gateway.services.chat.service import Begun
 
 __all__ = [
     "ChatEnvelope",
+    "ChatRender",
     "CompletionEnvelope",
-    "chat_logprob",
-    "chat_stream",
-    "completion_stream",
+    "CompletionRender",
     "guard",
-    "sse",
+    "usage",
 ]
 
 log = logging.getLogger(__name__)
-_encoder = msgspec.json.Encoder()
-DONE = b"data: [DONE]\n\n"
 
 
-def sse(payload: object) -> bytes:
-    return b"data: " + _encoder.encode(payload) + b"\n\n"
-
-
-def usage(prompt_tokens: int, completion_tokens: int) -> CompletionUsage:
-    return CompletionUsage(prompt_tokens, completion_tokens, prompt_tokens + completion_tokens)
-
-
-@dataclass(frozen=True)
-class ChatEnvelope:
-    """What every chunk of one streamed chat completion repeats."""
-
-    id: str
-    created: int
-    model: str
-    system_fingerprint: str
-    include_usage: bool
-    prompt_tokens: int
-
-    def chunk(
-        self, choices: list[ChunkChoice], citations: list[dict[str, Any]] | None = None
-    ) -> bytes:
-        return sse(
-            ChatCompletionChunk(
-                id=self.id,
-                created=self.created,
-                model=self.model,
-                choices=choices,
-                system_fingerprint=self.system_fingerprint,
-                usage=None if self.include_usage else msgspec.UNSET,
-                citations=citations if citations is not None else msgspec.UNSET,
-            )
-        )
-
-    def tail(
-        self, completion_tokens: int, reasoning_tokens: int = 0, cached_tokens: int = 0
-    ) -> Iterator[bytes]:
-        """The usage chunk (when asked for), then the end marker."""
-        if self.include_usage:
-            total = usage(self.prompt_tokens, completion_tokens)
-            total.completion_tokens_details = {"reasoning_tokens": reasoning_tokens}
-            total.prompt_tokens_details = {"cached_tokens": cached_tokens}
-            yield sse(
-                ChatCompletionChunk(
-                    id=self.id,
-                    created=self.created,
-                    model=self.model,
-                    choices=[],
-                    system_fingerprint=self.system_fingerprint,
-                    usage=total,
-                )
-            )
-        yield DONE
-
-
-@dataclass(frozen=True)
-class CompletionEnvelope:
-    id: str
-    created: int
-    model: str
-    system_fingerprint: str
-    include_usage: bool
-    prompt_tokens: int
-
-    def chunk(self, index: int, text: str, finish_reason: str | None = None) -> bytes:
-        return sse(
-            CompletionChunk(
-                id=self.id,
-                created=self.created,
-                model=self.model,
-                choices=[CompletionChunkChoice(index, text, finish_reason)],
-                system_fingerprint=self.system_fingerprint,
-                usage=None if self.include_usage else msgspec.UNSET,
-            )
-        )
-
-    def tail(self, completion_tokens: int) -> Iterator[bytes]:
-        if self.include_usage:
-            yield sse(
-                CompletionChunk(
-                    id=self.id,
-                    created=self.created,
-                    model=self.model,
-                    choices=[],
-                    system_fingerprint=self.system_fingerprint,
-                    usage=usage(self.prompt_tokens, completion_tokens),
-                )
-            )
-        yield DONE
+def usage(u: TokenUsage, details: bool = True) -> CompletionUsage:
+    out = CompletionUsage(u.prompt_tokens, u.completion_tokens, u.total_tokens)
+    if details:
+        out.completion_tokens_details = {"reasoning_tokens": u.reasoning_tokens}
+        out.prompt_tokens_details = {"cached_tokens": u.cached_tokens}
+    return out
 
 
 async def guard(stream: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
@@ -152,145 +60,254 @@ async def guard(stream: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
         yield sse(EngineError("the server had an error while streaming").to_dict())
 
 
-def chat_logprob(ev: TokenEvent) -> dict[str, Any]:
+def chat_logprob(lp: TokenLogprob) -> dict[str, Any]:
     return {
-        "token": ev.token_text,
-        "logprob": ev.logprob,
-        "bytes": list(ev.token_bytes),
+        "token": lp.token,
+        "logprob": lp.logprob,
+        "bytes": lp.bytes,
         "top_logprobs": [
-            {"token": t.token, "logprob": t.logprob, "bytes": t.bytes} for t in ev.top_logprobs
+            {"token": t.token, "logprob": t.logprob, "bytes": t.bytes} for t in lp.top
         ],
     }
 
 
-def _delta(ev: Event) -> ChunkDelta:
-    if isinstance(ev, Content):
-        return ChunkDelta(content=ev.text)
-    if isinstance(ev, Reasoning):
-        return ChunkDelta(reasoning_content=ev.text)
-    if isinstance(ev, CallStart):
+@dataclass(frozen=True)
+class ChatEnvelope:
+    """What every chunk of one streamed chat completion repeats."""
+
+    id: str
+    created: int
+    model: str
+    system_fingerprint: str
+    include_usage: bool
+
+    def chunk(self, choices: list[ChunkChoice], citations: Any = msgspec.UNSET) -> bytes:
+        return sse(
+            ChatCompletionChunk(
+                id=self.id,
+                created=self.created,
+                model=self.model,
+                choices=choices,
+                system_fingerprint=self.system_fingerprint,
+                usage=None if self.include_usage else msgspec.UNSET,
+                citations=citations,
+            )
+        )
+
+    def tail(self, total: TokenUsage) -> Iterator[bytes]:
+        """The usage chunk (when asked for), then the end marker."""
+        if self.include_usage:
+            yield sse(
+                ChatCompletionChunk(
+                    id=self.id,
+                    created=self.created,
+                    model=self.model,
+                    choices=[],
+                    system_fingerprint=self.system_fingerprint,
+                    usage=usage(total),
+                )
+            )
+        yield DONE
+
+
+def _delta(part: Part) -> ChunkDelta:
+    if isinstance(part, Content):
+        return ChunkDelta(content=part.text)
+    if isinstance(part, Reasoning):
+        return ChunkDelta(reasoning_content=part.text)
+    if isinstance(part, CallStart):
         call = {
-            "index": ev.index,
-            "id": ev.id,
+            "index": part.index,
+            "id": part.id,
             "type": "function",
-            "function": {"name": ev.name, "arguments": ""},
+            "function": {"name": part.name, "arguments": ""},
         }
         return ChunkDelta(tool_calls=[call])
-    return ChunkDelta(tool_calls=[{"index": ev.index, "function": {"arguments": ev.text}}])
+    return ChunkDelta(tool_calls=[{"index": part.index, "function": {"arguments": part.text}}])
 
 
 @dataclass
-class _Choice:
-    """One streamed choice: its parser and what its finish chunk needs."""
+class ChoiceOutput:
+    """One choice as it is read: its output so far, its logprobs, how it ended."""
 
-    parser: OutputParser
-    content: str = ""
-    calls: int = 0
+    collected: Collected = field(default_factory=Collected)
+    logprobs: list[dict[str, Any]] = field(default_factory=list)
+    finish_reason: str = "stop"
 
-    def take(self, parts: list[Event]) -> list[Event]:
-        for part in parts:
-            if isinstance(part, Content):
-                self.content += part.text
-            self.calls += isinstance(part, CallStart)
-        return parts
-
-
-async def chat_stream(
-    run: Begun, n: int, envelope: ChatEnvelope, logprobs: bool
-) -> AsyncIterator[bytes]:
-    """Chunks of the parsed output: content, reasoning and tool-call deltas (the id and
-    name first, then argument fragments), annotations with the finish."""
-    completion = reasoning = cached = 0
-    citations = run.citations
-    cited = citations is None
-    choices = [_Choice(OutputParser(run.mode)) for _ in range(n)]
-    yield envelope.chunk(
-        [ChunkChoice(i, ChunkDelta(role="assistant", content="", refusal=None)) for i in range(n)]
-    )
-    async for ev in run.engine.events(run.handle):
-        c = choices[ev.index]
-        if isinstance(ev, TokenEvent):
-            reasoning += c.parser.in_reasoning
-            parts = c.take(c.parser.feed(ev.text))
-            lp = {"content": [chat_logprob(ev)], "refusal": None} if logprobs else None
-            if not parts and lp is not None:
-                yield envelope.chunk([ChunkChoice(ev.index, ChunkDelta(), None, lp)])
-            for part in parts:
-                extra = None
-                if not cited and isinstance(part, Content):
-                    extra, cited = citations, True
-                yield envelope.chunk([ChunkChoice(ev.index, _delta(part), None, lp)], extra)
-                lp = None
-            continue
-        if ev.reason == "error":
-            raise ev.error or EngineError("generation failed")
-        completion += ev.completion_tokens
-        cached = max(cached, ev.cached_tokens)
-        for part in c.take([*c.parser.feed(ev.text), *c.parser.finish()]):
-            yield envelope.chunk([ChunkChoice(ev.index, _delta(part))])
-        delta = ChunkDelta()
-        if citations:
-            delta.annotations = url_annotations(c.content, citations)
-        yield envelope.chunk([ChunkChoice(ev.index, delta, finish_reason(ev.reason, c.calls))])
-    for item in envelope.tail(completion, reasoning, cached):
-        yield item
+    def message(self, gen: Generation) -> ChatCompletionMessage:
+        c = self.collected
+        msg = ChatCompletionMessage(content=c.content if c.content or not c.calls else None)
+        if c.calls:
+            msg.tool_calls = [
+                {
+                    "id": call["id"],
+                    "type": "function",
+                    "function": {"name": call["name"], "arguments": call["arguments"]},
+                }
+                for call in c.calls
+            ]
+        if c.reasoning:
+            msg.reasoning_content = c.reasoning
+        if gen.citations:
+            msg.annotations = url_annotations(c.content, gen.citations)
+        return msg
 
 
-async def canned_chat_stream(
-    answer: str, n: int, envelope: ChatEnvelope, citations: list[dict[str, Any]]
-) -> AsyncIterator[bytes]:
-    """The no-answer reply as a stream (the model did not run)."""
-    for i in range(n):
-        delta = ChunkDelta(role="assistant", content=answer)
-        yield envelope.chunk([ChunkChoice(i, delta)], citations)
-        yield envelope.chunk([ChunkChoice(i, ChunkDelta(), "stop")])
-    for item in envelope.tail(0):
-        yield item
+class ChatRender:
+    """The chat surface's one loop over a generation's events: chunks when streaming
+    (content, reasoning and tool-call deltas: the id and name first, then argument
+    fragments; annotations with the finish), and each choice's whole output."""
+
+    def __init__(self, gen: Generation, n: int, envelope: ChatEnvelope, logprobs: bool) -> None:
+        self.gen = gen
+        self.envelope = envelope
+        self.logprobs = logprobs
+        self.choices = [ChoiceOutput() for _ in range(n)]
+        self.total = TokenUsage(gen.prompt_tokens)
+        self._cited = gen.citations is None
+
+    def _cite(self, part: Part) -> Any:
+        if self._cited or not isinstance(part, Content):
+            return msgspec.UNSET
+        self._cited = True
+        return citation_dicts(self.gen.citations)
+
+    async def run(self, stream: bool) -> AsyncIterator[bytes]:
+        env = self.envelope
+        if stream:
+            yield env.chunk(
+                [
+                    ChunkChoice(i, ChunkDelta(role="assistant", content="", refusal=None))
+                    for i in range(len(self.choices))
+                ]
+            )
+        async for ev in self.gen.events:
+            c = self.choices[ev.index]
+            c.collected.add(list(ev.parts))
+            chunks = self._delta(c, ev) if isinstance(ev, Delta) else self._finish(c, ev)
+            if stream:
+                for chunk in chunks():
+                    yield chunk
+        if stream:
+            for item in env.tail(self.total):
+                yield item
+
+    def _delta(self, c: ChoiceOutput, ev: Delta) -> Callable[[], Iterator[bytes]]:
+        lp = None
+        if self.logprobs and ev.logprob is not None:
+            c.logprobs.append(chat_logprob(ev.logprob))
+            lp = {"content": [c.logprobs[-1]], "refusal": None}
+
+        def chunks() -> Iterator[bytes]:
+            logprobs = lp
+            if not ev.parts and logprobs is not None:
+                yield self.envelope.chunk([ChunkChoice(ev.index, ChunkDelta(), None, logprobs)])
+            for part in ev.parts:
+                choice = ChunkChoice(ev.index, _delta(part), None, logprobs)
+                yield self.envelope.chunk([choice], self._cite(part))
+                logprobs = None
+
+        return chunks
+
+    def _finish(self, c: ChoiceOutput, ev: Finish) -> Callable[[], Iterator[bytes]]:
+        self.total = self.total.plus(ev)
+        c.finish_reason = ev.finish_reason
+
+        def chunks() -> Iterator[bytes]:
+            for part in ev.parts:
+                yield self.envelope.chunk([ChunkChoice(ev.index, _delta(part))], self._cite(part))
+            delta = ChunkDelta()
+            if self.gen.citations:
+                delta.annotations = url_annotations(c.collected.content, self.gen.citations)
+            yield self.envelope.chunk([ChunkChoice(ev.index, delta, ev.finish_reason)])
+
+        return chunks
 
 
-def _echoes(echoes: list[str], n: int) -> Iterator[tuple[int, str]]:
-    """(choice index, prompt text) of each choice whose prompt is echoed."""
-    for p_i, echo in enumerate(echoes):
-        if echo:
-            for j in range(n):
-                yield p_i * n + j, echo
+@dataclass(frozen=True)
+class CompletionEnvelope:
+    id: str
+    created: int
+    model: str
+    system_fingerprint: str
+    include_usage: bool
+
+    def chunk(self, index: int, text: str, finish_reason: str | None = None) -> bytes:
+        return sse(
+            CompletionChunk(
+                id=self.id,
+                created=self.created,
+                model=self.model,
+                choices=[CompletionChunkChoice(index, text, finish_reason)],
+                system_fingerprint=self.system_fingerprint,
+                usage=None if self.include_usage else msgspec.UNSET,
+            )
+        )
+
+    def tail(self, total: TokenUsage) -> Iterator[bytes]:
+        if self.include_usage:
+            yield sse(
+                CompletionChunk(
+                    id=self.id,
+                    created=self.created,
+                    model=self.model,
+                    choices=[],
+                    system_fingerprint=self.system_fingerprint,
+                    usage=usage(total, details=False),
+                )
+            )
+        yield DONE
 
 
-async def completion_stream(
-    engine: ChatEngine, handles: list[Any], n: int, envelope: CompletionEnvelope, echoes: list[str]
-) -> AsyncIterator[bytes]:
-    """Events of several prompts' requests, interleaved as they come."""
-    queue: asyncio.Queue[tuple[int, TokenEvent | FinishEvent | None]] = asyncio.Queue()
+class CompletionRender:
+    """The completions surface's one loop: every prompt's choices interleaved as they
+    come (echoed prompts first), or each choice's whole text and logprobs."""
 
-    async def pump(p_i: int, handle: Any) -> None:
-        try:
-            async for ev in engine.events(handle):
-                await queue.put((p_i, ev))
-        finally:
-            await queue.put((p_i, None))
+    def __init__(self, gen: Generation, n: int, envelope: CompletionEnvelope) -> None:
+        self.gen = gen
+        self.n = n
+        self.envelope = envelope
+        count = n * max(1, len(gen.echoes))
+        self.texts = [self.echo(i) for i in range(count)]
+        self.reasons = ["stop"] * count
+        self.logprobs: list[list[TokenLogprob]] = [[] for _ in range(count)]
+        self.total = TokenUsage(gen.prompt_tokens)
 
-    tasks = [asyncio.create_task(pump(i, h)) for i, h in enumerate(handles)]
-    completion = 0
-    try:
-        for index, echo in _echoes(echoes, n):
-            yield envelope.chunk(index, echo)
-        open_pumps = len(tasks)
-        while open_pumps:
-            p_i, ev = await queue.get()
-            if ev is None:
-                open_pumps -= 1
+    def echo(self, index: int) -> str:
+        echoes = self.gen.echoes
+        return echoes[index // self.n] if echoes else ""
+
+    async def run(self, stream: bool) -> AsyncIterator[bytes]:
+        env = self.envelope
+        if stream:
+            for i, text in enumerate(self.texts):
+                if text:
+                    yield env.chunk(i, text)
+        async for ev in self.gen.events:
+            self.texts[ev.index] += ev.text
+            if isinstance(ev, Delta):
+                if ev.logprob is not None:
+                    self.logprobs[ev.index].append(ev.logprob)
+                if stream and ev.text:
+                    yield env.chunk(ev.index, ev.text)
                 continue
-            index = p_i * n + ev.index
-            if isinstance(ev, TokenEvent):
-                if ev.text:
-                    yield envelope.chunk(index, ev.text)
-                continue
-            if ev.reason == "error":
-                raise ev.error or EngineError("generation failed")
-            completion += ev.completion_tokens
-            yield envelope.chunk(index, ev.text, ev.reason)
-        for item in envelope.tail(completion):
-            yield item
-    finally:
-        for t in tasks:
-            t.cancel()
+            self.total = self.total.plus(ev)
+            self.reasons[ev.index] = ev.reason
+            if stream:
+                yield env.chunk(ev.index, ev.text, ev.reason)
+        if stream:
+            for item in env.tail(self.total):
+                yield item
+
+    def completion_logprobs(self, index: int) -> dict[str, Any]:
+        items = self.logprobs[index]
+        offsets, pos = [], len(self.echo(index))
+        for it in items:
+            offsets.append(pos)
+            pos += len(it.token)
+        return {
+            "tokens": [it.token for it in items],
+            "token_logprobs": [it.logprob for it in items],
+            "top_logprobs": [{t.token: t.logprob for t in it.top} for it in items],
+            "text_offset": offsets,
+        }

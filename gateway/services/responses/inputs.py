@@ -8,13 +8,9 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-import msgspec
-
-from core.errors import InvalidRequestError
-from gateway.schemas.chat import ChatCompletionRequest, ChatMessage
-from gateway.schemas.knowledge import KnowledgeField
-from gateway.schemas.responses import ResponseRequest
-from gateway.services.chat.tools import (
+from chat.command import Caller, ChatCommand, Sampling
+from chat.config import ChatSettings
+from chat.tools import (
     OutputSpec,
     Tool,
     check_tools,
@@ -22,7 +18,11 @@ from gateway.services.chat.tools import (
     function_tool,
     response_schema,
 )
-from gateway.settings import ChatSettings
+from chat.turns import Message, ToolCall
+from core.errors import InvalidRequestError
+from gateway.schemas.knowledge import KnowledgeField
+from gateway.schemas.responses import ResponseRequest
+from gateway.services.chat.commands import EFFORTS, knowledge_request
 
 __all__ = ["Prepared", "item_id", "prepare"]
 
@@ -45,7 +45,7 @@ class FileSearch:
 
 @dataclass(frozen=True)
 class Prepared:
-    chat: ChatCompletionRequest
+    command: ChatCommand
     spec: OutputSpec
     items: list[dict[str, Any]]  # this request's input items, with ids
     conversation: list[dict[str, Any]]  # chat messages before the output
@@ -219,10 +219,34 @@ def _check(req: ResponseRequest) -> None:
         raise InvalidRequestError("reasoning.effort is a string", param="reasoning.effort")
 
 
+def _command_messages(messages: list[dict[str, Any]]) -> tuple[Message, ...]:
+    """Chat messages (the stored form) as the chat core's messages."""
+    out = []
+    for i, m in enumerate(messages):
+        calls = tuple(
+            ToolCall(c["id"], c["function"]["name"], str(c["function"].get("arguments", "")))
+            for c in m.get("tool_calls") or []
+        )
+        content = m.get("content")
+        out.append(
+            Message(
+                m["role"],
+                content if isinstance(content, str) else "",
+                calls,
+                m.get("tool_call_id"),
+                param=f"messages[{i}]",
+            )
+        )
+    return tuple(out)
+
+
 def prepare(
-    req: ResponseRequest, history: list[dict[str, Any]], settings: ChatSettings
+    req: ResponseRequest,
+    history: list[dict[str, Any]],
+    settings: ChatSettings,
+    caller: Caller | None = None,
 ) -> Prepared:
-    """The chat request behind ``req`` (``history``: the previous response's conversation)."""
+    """The chat command behind ``req`` (``history``: the previous response's conversation)."""
     _check(req)
     items = _items(req)
     for item in items:
@@ -237,7 +261,6 @@ def prepare(
     if not any(m["role"] in ("user", "tool") for m in messages):
         raise InvalidRequestError("the input has no user message", param="input")
     head = [{"role": "system", "content": req.instructions}] if req.instructions else []
-    wire = [msgspec.convert(m, ChatMessage) for m in [*head, *messages]]
     knowledge = req.knowledge
     if search is not None:
         knowledge = KnowledgeField(
@@ -247,18 +270,31 @@ def prepare(
             score_threshold=search.score_threshold,
             rerank=search.rerank,
         )
-    chat = ChatCompletionRequest(
+    effort = (req.reasoning or {}).get("effort")
+    refusals = []
+    if effort is not None and effort not in EFFORTS:
+        refusals.append(
+            InvalidRequestError(
+                f"reasoning_effort is one of {', '.join(EFFORTS)}", param="reasoning_effort"
+            )
+        )
+    command = ChatCommand(
         model=req.model,
-        messages=wire,
-        max_completion_tokens=req.max_output_tokens,
-        temperature=req.temperature,
-        top_p=req.top_p,
-        presence_penalty=req.presence_penalty,
-        frequency_penalty=req.frequency_penalty,
-        seed=req.seed,
-        reasoning_effort=(req.reasoning or {}).get("effort"),
+        messages=_command_messages([*head, *messages]),
+        sampling=Sampling(
+            max_tokens=req.max_output_tokens,
+            temperature=req.temperature,
+            top_p=req.top_p,
+            presence_penalty=req.presence_penalty,
+            frequency_penalty=req.frequency_penalty,
+            seed=req.seed,
+        ),
+        output=spec,
+        reasoning_effort=effort,
+        knowledge=knowledge_request(knowledge),
         state=req.state,
-        knowledge=knowledge,
+        caller=caller or Caller(user=req.user),
+        refusals=tuple(refusals),
     )
     include_results = "file_search_call.results" in (req.include or [])
-    return Prepared(chat, spec, items, messages, search, include_results)
+    return Prepared(command, spec, items, messages, search, include_results)

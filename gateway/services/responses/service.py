@@ -16,13 +16,13 @@ from typing import Any
 
 import msgspec
 
+from chat.backend import Generation
+from chat.command import Caller
+from chat.core import ChatCore
+from chat.events import Finish, Usage
 from core.errors import APIError, EngineError, InvalidRequestError, NotFoundError
-from engines.generation import TokenEvent
 from gateway.schemas.responses import DeletedResponse, ResponseRequest
-from gateway.services.chat.output import Content, Event, OutputParser
-from gateway.services.chat.service import Begun, ChatService
 from gateway.services.responses.inputs import Prepared, item_id, prepare
-from gateway.services.responses.remote import ChunkReader, chat_request
 from gateway.services.responses.store import ResponseStore, StoredResponse
 from gateway.services.responses.writer import ResponseWriter
 
@@ -39,8 +39,8 @@ def _sse(event: Json) -> bytes:
 
 
 class ResponsesService:
-    def __init__(self, chat: ChatService, store: ResponseStore) -> None:
-        self.chat = chat
+    def __init__(self, core: ChatCore, store: ResponseStore) -> None:
+        self.core = core
         self.store = store
 
     async def _stored(self, rid: str, param: str) -> StoredResponse:
@@ -57,23 +57,12 @@ class ResponsesService:
             history = (
                 await self._stored(req.previous_response_id, "previous_response_id")
             ).conversation
-        prep = prepare(req, history, self.chat.settings)
+        caller = Caller(owner=owner, user=req.user)
+        prep = prepare(req, history, self.core.settings, caller)
+        gen = await self.core.generate(prep.command)
+        writer = ResponseWriter(self._skeleton(req, prep), gen.citations)
         outcome: list[Any] = []
-        if self.chat.serves_remotely(prep.chat.model):
-            stream = await self.chat.chat(chat_request(prep.chat, prep.spec), owner)
-            if not isinstance(stream, AsyncIterator):  # a streamed request always streams
-                raise EngineError("the remote answer did not stream")
-            reader = ChunkReader(stream)
-            chunks = reader.chunks()
-            first = await anext(chunks, None)  # carries the citations
-            head = reader.parts(first) if first is not None else []
-            writer = ResponseWriter(self._skeleton(req, prep), reader.citations)
-            generated = self._relayed(reader, chunks, head, writer, outcome)
-        else:
-            run = await self.chat.begin(prep.chat, owner, spec=prep.spec)
-            writer = ResponseWriter(self._skeleton(req, prep), run.citations)
-            generated = self._generated(run, writer, outcome)
-        events = self._events(req, prep, writer, generated, outcome)
+        events = self._events(req, prep, writer, self._generated(gen, writer, outcome), outcome)
         if req.stream:
             return self._sse(events, writer)
         async for _ in events:
@@ -125,53 +114,25 @@ class ResponsesService:
 
     @staticmethod
     async def _generated(
-        run: Begun, writer: ResponseWriter, outcome: list[Any]
+        gen: Generation, writer: ResponseWriter, outcome: list[Any]
     ) -> AsyncIterator[Json]:
-        """The output's events; ``outcome`` gets (finish reason, usage)."""
-        if run.no_answer is not None:
-            for ev in writer.feed([Content(run.no_answer)]):
-                yield ev
-            outcome.extend(["stop", _usage(0, 0, 0, 0)])
-            return
-        parser = OutputParser(run.mode)
-        reasoning = cached = completion = 0
-        reason = "stop"
-        async for out in run.engine.events(run.handle):
-            if isinstance(out, TokenEvent):
-                reasoning += parser.in_reasoning
-                for ev in writer.feed(parser.feed(out.text)):
-                    yield ev
-                continue
-            if out.reason == "error":
-                raise out.error or EngineError("generation failed")
-            for ev in writer.feed([*parser.feed(out.text), *parser.finish()]):
-                yield ev
-            reason, completion, cached = out.reason, out.completion_tokens, out.cached_tokens
-        outcome.extend([reason, _usage(run.prompt_tokens, completion, reasoning, cached)])
-
-    @staticmethod
-    async def _relayed(
-        reader: ChunkReader,
-        chunks: AsyncIterator[Json],
-        head: list[Event],
-        writer: ResponseWriter,
-        outcome: list[Any],
-    ) -> AsyncIterator[Json]:
-        """A remote model's output events (its chat chunks read back as output parts)."""
-        for ev in writer.feed(head):
-            yield ev
-        async for chunk in chunks:
-            for ev in writer.feed(reader.parts(chunk)):
-                yield ev
-        outcome.extend([reader.reason, reader.responses_usage()])
+        """The output's events (one choice); ``outcome`` gets (finish reason, usage)."""
+        reason, total = "stop", Usage()
+        async for ev in gen.events:
+            for out in writer.feed(list(ev.parts)):
+                yield out
+            if isinstance(ev, Finish):
+                reason, total = ev.reason, total.plus(ev)
+        outcome.extend([reason, _usage(total, gen.prompt_tokens)])
 
     def _skeleton(self, req: ResponseRequest, prep: Prepared) -> Json:
-        s = self.chat.settings
+        s = self.core.settings
         fmt = (req.text or {}).get("format") or {"type": "text"}
         return {
             "id": item_id("resp"),
             "object": "response",
             "created_at": int(time.time()),
+            "completed_at": None,
             "status": "in_progress",
             "background": False,
             "model": req.model,
@@ -180,17 +141,23 @@ class ResponsesService:
             "incomplete_details": None,
             "instructions": req.instructions,
             "max_output_tokens": req.max_output_tokens,
+            "max_tool_calls": req.max_tool_calls,
             "metadata": req.metadata or {},
             "parallel_tool_calls": prep.spec.parallel,
+            "presence_penalty": req.presence_penalty or 0.0,
+            "frequency_penalty": req.frequency_penalty or 0.0,
             "previous_response_id": req.previous_response_id,
+            "prompt_cache_key": req.prompt_cache_key,
+            "safety_identifier": req.safety_identifier,
             "reasoning": {"effort": (req.reasoning or {}).get("effort"), "summary": None},
             "service_tier": "default",
             "store": req.store,
             "temperature": s.default_temperature if req.temperature is None else req.temperature,
             "top_p": s.default_top_p if req.top_p is None else req.top_p,
+            "top_logprobs": req.top_logprobs or 0,
             "text": {"format": fmt},
             "tool_choice": req.tool_choice or ("auto" if prep.spec.tools else "none"),
-            "tools": req.tools or [],
+            "tools": [_echoed_tool(t) for t in req.tools or []],
             "truncation": "disabled",
             "usage": None,
             "user": req.user,
@@ -229,13 +196,28 @@ class ResponsesService:
         }
 
 
-def _usage(prompt: int, completion: int, reasoning: int, cached: int) -> Json:
+def _usage(u: Usage, prompt_tokens: int) -> Json:
     return {
-        "input_tokens": prompt,
-        "input_tokens_details": {"cached_tokens": cached},
-        "output_tokens": completion,
-        "output_tokens_details": {"reasoning_tokens": reasoning},
-        "total_tokens": prompt + completion,
+        "input_tokens": prompt_tokens,
+        "input_tokens_details": {"cached_tokens": u.cached_tokens},
+        "output_tokens": u.completion_tokens,
+        "output_tokens_details": {"reasoning_tokens": u.reasoning_tokens},
+        "total_tokens": prompt_tokens + u.completion_tokens,
+    }
+
+
+def _echoed_tool(raw: Json) -> Json:
+    """A request's tool as the response object echoes it: a function tool with every
+    field its schema requires (``strict`` defaults to true, as in the Responses API)."""
+    if raw.get("type") != "function":
+        return raw
+    strict = raw.get("strict")
+    return {
+        "type": "function",
+        "name": raw.get("name"),
+        "description": raw.get("description"),
+        "parameters": raw.get("parameters"),
+        "strict": strict if isinstance(strict, bool) else True,
     }
 
 

@@ -9,17 +9,14 @@ response uses the same writer and drops the events.
 from __future__ import annotations
 
 import copy
+import time
+from collections.abc import Sequence
 from typing import Any
 
-from gateway.services.chat.output import (
-    CallArgs,
-    CallStart,
-    Content,
-    Event,
-    Reasoning,
-    file_annotations,
-)
+from chat.citations import file_annotations
+from chat.events import CallArgs, CallStart, Content, Part, Reasoning
 from gateway.services.responses.inputs import item_id
+from rag.service import Citation
 
 __all__ = ["ResponseWriter", "search_item"]
 
@@ -27,24 +24,24 @@ Json = dict[str, Any]
 
 
 def search_item(
-    queries: list[str], citations: list[Json], include_results: bool, status: str
+    queries: list[str], citations: Sequence[Citation], include_results: bool, status: str
 ) -> Json:
     """The ``file_search_call`` item (its results only when ``include`` asks)."""
     results = None
     if include_results:
         results = [
             {
-                "file_id": c.get("file_id"),
-                "filename": c.get("filename"),
-                "score": c.get("score"),
-                "text": c.get("text"),
+                "file_id": d["file_id"],
+                "filename": d["filename"],
+                "score": d["score"],
+                "text": d["text"],
                 "attributes": {
-                    k: c[k]
+                    k: d[k]
                     for k in ("vector_store_id", "chunk_id", "page", "sheet", "row")
-                    if k in c
+                    if k in d
                 },
             }
-            for c in citations
+            for d in (c.to_dict() for c in citations)
         ]
     return {
         "id": item_id("fs"),
@@ -56,7 +53,7 @@ def search_item(
 
 
 class ResponseWriter:
-    def __init__(self, response: Json, citations: list[Json] | None) -> None:
+    def __init__(self, response: Json, citations: Sequence[Citation] | None) -> None:
         self.response = response
         self.citations = citations or []
         self.seq = 0
@@ -198,7 +195,7 @@ class ResponseWriter:
             )
         return events
 
-    def feed(self, parts: list[Event]) -> list[Json]:
+    def feed(self, parts: list[Part]) -> list[Json]:
         events: list[Json] = []
         for part in parts:
             if isinstance(part, Reasoning):
@@ -248,6 +245,8 @@ class ResponseWriter:
         """Close what is open; the last event carries the whole response."""
         events = self.close()
         self.response["status"] = status
+        if status == "completed":
+            self.response["completed_at"] = int(time.time())
         self.response["usage"] = usage
         if reason is not None:
             self.response["incomplete_details"] = {"reason": reason}

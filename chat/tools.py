@@ -16,6 +16,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from chat.config import ChatSettings
 from core.errors import InvalidRequestError
 from engines.chat_template import ChatTemplate
 from engines.constraint import (
@@ -26,7 +27,6 @@ from engines.constraint import (
     check_schema,
     json_constraint,
 )
-from gateway.settings import ChatSettings
 
 __all__ = [
     "OutputMode",

@@ -13,56 +13,22 @@ import re
 import uuid
 from dataclasses import dataclass, field
 
-from gateway.services.chat.tools import OutputMode
+from chat.events import CallArgs, CallStart, Content, Part, Reasoning, finish_reason
+from chat.tools import OutputMode
 
 __all__ = [
     "CallArgs",
     "CallStart",
     "Collected",
     "Content",
-    "Event",
     "OutputParser",
     "Reasoning",
-    "file_annotations",
     "finish_reason",
     "new_call_id",
-    "source_url",
-    "url_annotations",
 ]
 
 _HEADER = re.compile(r'^\{"name":("(?:[^"\\]|\\.)*"),"arguments":')
 _THINK_OPEN = "<think>"
-
-
-@dataclass(frozen=True, slots=True)
-class Reasoning:
-    text: str
-
-
-@dataclass(frozen=True, slots=True)
-class Content:
-    text: str
-
-
-@dataclass(frozen=True, slots=True)
-class CallStart:
-    index: int
-    id: str
-    name: str
-
-
-@dataclass(frozen=True, slots=True)
-class CallArgs:
-    index: int
-    text: str
-
-
-Event = Reasoning | Content | CallStart | CallArgs
-
-
-def finish_reason(reason: str, calls: int) -> str:
-    """``tool_calls`` when a choice ended by calling functions (``length`` stays)."""
-    return "tool_calls" if calls and reason == "stop" else reason
 
 
 def new_call_id() -> str:
@@ -136,9 +102,9 @@ class OutputParser:
     def in_reasoning(self) -> bool:
         return self.state in ("think_lead", "think")
 
-    def feed(self, text: str) -> list[Event]:
+    def feed(self, text: str) -> list[Part]:
         self.buf += text
-        out: list[Event] = []
+        out: list[Part] = []
         while self.buf:
             before = (self.state, len(self.buf))
             getattr(self, f"_{self.state}")(out)
@@ -146,9 +112,9 @@ class OutputParser:
                 break  # waiting for more text
         return out
 
-    def finish(self) -> list[Event]:
+    def finish(self) -> list[Part]:
         """Whatever is held back, once the output has ended."""
-        out: list[Event] = []
+        out: list[Part] = []
         rest, self.buf = self.buf, ""
         if self.state in ("think_lead", "think"):
             if rest.strip():
@@ -161,14 +127,14 @@ class OutputParser:
 
     # -- states ----------------------------------------------------------------------------
 
-    def _think_lead(self, out: list[Event]) -> None:
+    def _think_lead(self, out: list[Part]) -> None:
         if self.buf.startswith(">"):
             self.buf = self.buf[1:]
         self.buf = self.buf.lstrip()
         if self.buf:
             self.state = "think"
 
-    def _think(self, out: list[Event]) -> None:
+    def _think(self, out: list[Part]) -> None:
         end = self.mode.think_end
         cut = self.buf.find(end)
         if cut >= 0:
@@ -183,7 +149,7 @@ class OutputParser:
             out.append(Reasoning(ready))
             self.buf = self.buf[len(ready) :]
 
-    def _start(self, out: list[Event]) -> None:
+    def _start(self, out: list[Part]) -> None:
         head = self.buf.lstrip()
         if self.mode.reasoning and head and _THINK_OPEN.startswith(head):
             return  # could still open a thought
@@ -193,7 +159,7 @@ class OutputParser:
             return
         self.state = "body"
 
-    def _body(self, out: list[Event]) -> None:
+    def _body(self, out: list[Part]) -> None:
         if self.mode.calls == "fenced":
             head = self.mode.fence[0]
             if head.startswith(self.buf) and self.buf != head:
@@ -204,7 +170,7 @@ class OutputParser:
                 return
         self.state = "content"
 
-    def _content(self, out: list[Event], text: str | None = None) -> None:
+    def _content(self, out: list[Part], text: str | None = None) -> None:
         chunk = self.buf if text is None else text
         if text is None:
             self.buf = ""
@@ -214,13 +180,13 @@ class OutputParser:
         if chunk:
             out.append(Content(chunk))
 
-    def _calls(self, out: list[Event]) -> None:
+    def _calls(self, out: list[Part]) -> None:
         if self.buf.startswith("["):
             self.in_array = True
             self.buf = self.buf[1:]
         self.state = "header"
 
-    def _header(self, out: list[Event]) -> None:
+    def _header(self, out: list[Part]) -> None:
         m = _HEADER.match(self.buf)
         if m is None:
             if len(self.buf) > 4096:  # not a call after all: keep it as text
@@ -232,7 +198,7 @@ class OutputParser:
         self.value = _Value()
         self.state = "args"
 
-    def _args(self, out: list[Event]) -> None:
+    def _args(self, out: list[Part]) -> None:
         taken = 0
         done = False
         for ch in self.buf:
@@ -249,7 +215,7 @@ class OutputParser:
         if done:
             self.state = "after_call"
 
-    def _after_call(self, out: list[Event]) -> None:
+    def _after_call(self, out: list[Part]) -> None:
         if self.buf.startswith("}"):
             self.buf = self.buf[1:]
         if not self.buf:
@@ -260,7 +226,7 @@ class OutputParser:
             return
         self.state = "tail"
 
-    def _tail(self, out: list[Event]) -> None:
+    def _tail(self, out: list[Part]) -> None:
         self.buf = ""  # the fence's end and the array's "]"
 
 
@@ -272,7 +238,7 @@ class Collected:
     reasoning: str = ""
     calls: list[dict[str, str]] = field(default_factory=list)
 
-    def add(self, events: list[Event]) -> None:
+    def add(self, events: list[Part]) -> None:
         for ev in events:
             if isinstance(ev, Content):
                 self.content += ev.text
@@ -282,51 +248,3 @@ class Collected:
                 self.calls.append({"id": ev.id, "name": ev.name, "arguments": ""})
             else:
                 self.calls[ev.index]["arguments"] += ev.text
-
-
-_MARKER = re.compile(r"\[(\d+)\]")
-
-
-def _cited(
-    content: str, citations: list[dict[str, object]]
-) -> list[tuple[re.Match[str], dict[str, object]]]:
-    by_index = {c.get("index"): c for c in citations}
-    return [
-        (m, by_index[int(m.group(1))])
-        for m in _MARKER.finditer(content)
-        if int(m.group(1)) in by_index
-    ]
-
-
-def source_url(c: dict[str, object]) -> str:
-    return f"/v1/vector_stores/{c.get('vector_store_id')}/files/{c.get('file_id')}/content"
-
-
-def url_annotations(content: str, citations: list[dict[str, object]]) -> list[dict[str, object]]:
-    """Chat ``message.annotations``: a ``url_citation`` on each ``[n]`` marker that names
-    a source (the title is its file name, the URL its stored content)."""
-    return [
-        {
-            "type": "url_citation",
-            "url_citation": {
-                "start_index": m.start(),
-                "end_index": m.end(),
-                "title": str(c.get("filename") or c.get("file_id")),
-                "url": source_url(c),
-            },
-        }
-        for m, c in _cited(content, citations)
-    ]
-
-
-def file_annotations(content: str, citations: list[dict[str, object]]) -> list[dict[str, object]]:
-    """Responses ``file_citation`` annotations: one per ``[n]`` marker naming a source."""
-    return [
-        {
-            "type": "file_citation",
-            "file_id": str(c.get("file_id")),
-            "filename": str(c.get("filename") or ""),
-            "index": m.end(),
-        }
-        for m, c in _cited(content, citations)
-    ]

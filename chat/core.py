@@ -1,0 +1,141 @@
+"""The chat core: resolves what a command names (a model, an alias or a knowledge
+profile, with its State and knowledge), picks the model's backend, and starts the
+generation. Every surface comes through here; ``answer`` is MCP ``ask``'s whole path."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from chat.backend import ChatBackend, Generation, Relayed, Target
+from chat.command import Caller, ChatCommand, CompletionCommand
+from chat.config import ChatSettings
+from chat.events import Content
+from chat.local import LocalBackend
+from chat.remote import RemoteBackend
+from chat.turns import Message
+from core.errors import EngineError, InvalidRequestError
+from engines.chat_template import ChatTemplate
+from engines.generation import ChatEngine
+from engines.registry import EngineRegistry, ServedModel
+from engines.remote.engine import RemoteChat
+from rag.catalog import ProfileCatalog
+from rag.service import Citation, KnowledgeRequest, RagService
+
+__all__ = ["Answer", "ChatCore"]
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """A grounded answer to one question (MCP ``ask``)."""
+
+    text: str
+    profile: str | None  # the profile it came from (None: the caller's stores)
+    model: str  # the chat model that answered
+    citations: Sequence[Citation]
+
+
+class ChatCore:
+    def __init__(
+        self,
+        registry: EngineRegistry,
+        settings: ChatSettings,
+        catalog: ProfileCatalog,
+        rag: RagService | None = None,
+    ) -> None:
+        self.registry = registry
+        self.settings = settings
+        self.catalog = catalog
+        self.rag = rag
+        self._backends: dict[str, tuple[object, ChatBackend]] = {}
+
+    def _backend(self, served: ServedModel) -> ChatBackend:
+        """The model's backend, built once per loaded engine."""
+        engine = served.engine
+        found = self._backends.get(served.info.id)
+        if found is not None and found[0] is engine:
+            return found[1]
+        backend: ChatBackend
+        if isinstance(engine, RemoteChat):
+            backend = RemoteBackend(engine, self.settings, self.rag)
+        elif isinstance(engine, ChatEngine):
+            template = ChatTemplate.from_options(engine.chat_template)
+            backend = LocalBackend(engine, template, self.settings, self.rag)
+        else:
+            raise EngineError(f"the model {served.info.id!r} has no chat engine")
+        self._backends[served.info.id] = (engine, backend)
+        return backend
+
+    def target(self, name: str, knowledge: KnowledgeRequest | None) -> Target:
+        """What ``name`` (a model, an alias or a profile) resolves to for one request."""
+        profile = self.catalog.get(name)
+        served = self.registry.resolve(profile.model if profile else name, "chat")
+        if self.rag is None:
+            if knowledge is not None:
+                raise InvalidRequestError(
+                    "this server has no knowledge base configured", param="knowledge"
+                )
+            return Target(served, None, None)
+        return Target(
+            served, profile.state if profile else None, self.rag.knowledge_for(name, knowledge)
+        )
+
+    async def chat(self, cmd: ChatCommand) -> Generation | Relayed:
+        target = self.target(cmd.model, cmd.knowledge)
+        return await self._backend(target.served).chat(cmd, target)
+
+    async def complete(self, cmd: CompletionCommand) -> Generation | Relayed:
+        target = self.target(cmd.model, cmd.knowledge)
+        return await self._backend(target.served).complete(cmd, target)
+
+    async def generate(self, cmd: ChatCommand) -> Generation:
+        """A typed generation whatever the backend (``cmd`` forwards nothing)."""
+        out = await self.chat(cmd)
+        if isinstance(out, Relayed):  # a command without ``forward`` is never relayed
+            raise EngineError("the backend passed a typed command through")
+        return out
+
+    async def answer(
+        self,
+        question: str,
+        profile: str | None = None,
+        *,
+        caller: Caller | None = None,
+        stores: Sequence[str] | None = None,
+    ) -> Answer:
+        """A grounded answer: from a knowledge profile (the named one, else the first),
+        or, with no profile configured, from ``stores`` with the first chat model."""
+        chosen = self.catalog.get(profile) if profile else self.catalog.first()
+        if profile and chosen is None:
+            raise InvalidRequestError(f"no knowledge profile named {profile!r}", param="profile")
+        knowledge = None
+        if chosen is not None:
+            name = chosen.id
+        else:
+            models = [m for m in self.registry.models.values() if "chat" in m.capabilities]
+            if not models:
+                raise InvalidRequestError(
+                    "no knowledge profile is configured and this server serves no chat model",
+                    param="profile",
+                )
+            if not stores:
+                raise InvalidRequestError(
+                    "no knowledge profile is configured and there are no vector stores to search",
+                    param="profile",
+                )
+            name = models[0].info.id
+            knowledge = KnowledgeRequest(vector_store_ids=tuple(stores))
+        cmd = ChatCommand(
+            name, (Message("user", question),), knowledge=knowledge, caller=caller or Caller()
+        )
+        target = self.target(name, knowledge)
+        gen = await self._backend(target.served).chat(cmd, target)
+        if isinstance(gen, Relayed):  # a command without ``forward`` is never relayed
+            raise EngineError("the backend passed a typed command through")
+        text = ""
+        async for ev in gen.events:
+            if ev.index == 0:
+                text += "".join(p.text for p in ev.parts if isinstance(p, Content))
+        return Answer(
+            text, chosen.id if chosen else None, target.served.info.id, list(gen.citations or [])
+        )
