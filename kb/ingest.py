@@ -32,7 +32,7 @@ from kb.config import KnowledgeSettings
 from kb.loaders import LoaderError, LoaderLimits, Section, iter_document
 from kb.loaders.pdf import OcrPage
 from kb.ports import EmbeddingProvider, Progress, embed_both
-from kb.store.chunks import content_hash
+from kb.sql.chunks import content_hash
 from kb.types import ChunkRecord, LastError, StoreFile
 
 __all__ = ["Ingestor", "chunk_sections", "last_error"]

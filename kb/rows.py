@@ -35,6 +35,7 @@ __all__ = [
     "file_state_fields",
     "job_fields",
     "job_from",
+    "json_object",
     "load_json",
     "options_json",
     "store_file_from",
@@ -57,7 +58,7 @@ def dump_json(value: object) -> str | None:
     return None if value is None else json.dumps(value, ensure_ascii=False)
 
 
-def _dict(value: object) -> dict[str, object]:
+def json_object(value: object) -> dict[str, object]:
     loaded = load_json(value)
     return dict(loaded) if isinstance(loaded, dict) else {}
 
@@ -85,7 +86,7 @@ def strategy_json(s: ChunkingStrategy) -> dict[str, object]:
 
 
 def strategy_from_json(value: object) -> ChunkingStrategy | None:
-    spec = _dict(value)
+    spec = json_object(value)
     static = spec.get("static")
     if not isinstance(static, dict):
         return None
@@ -96,13 +97,13 @@ def strategy_from_json(value: object) -> ChunkingStrategy | None:
 
 
 def collection_from(row: Row) -> Collection:
-    expires = _dict(row.get("expires_after"))
+    expires = json_object(row.get("expires_after"))
     return Collection(
         id=str(row["id"]),
         name=_opt_str(row.get("name")),
         embedding_model=str(row["embedding_model"]),
         dimensions=_int(row["dimensions"]),
-        metadata={str(k): str(v) for k, v in _dict(row.get("metadata")).items()},
+        metadata={str(k): str(v) for k, v in json_object(row.get("metadata")).items()},
         created_at=_int(row["created_at"]),
         expires_after=Expiry("last_active_at", int(cast(int, expires["days"])))
         if expires.get("days") is not None
@@ -134,15 +135,15 @@ def options_json(options: IngestOptions) -> dict[str, str]:
 
 
 def store_file_from(row: Row) -> StoreFile:
-    err = _dict(row.get("last_error"))
-    opts = _dict(row.get("options"))
+    err = json_object(row.get("last_error"))
+    opts = json_object(row.get("options"))
     warnings = load_json(row.get("warnings")) or []
     return StoreFile(
         collection_id=str(row["collection_id"]),
         file_id=str(row["file_id"]),
         status=cast(FileStatus, row["status"]),
         last_error=LastError(str(err["code"]), str(err["message"])) if err else None,
-        attributes=cast(Attributes, _dict(row.get("attributes"))),
+        attributes=cast(Attributes, json_object(row.get("attributes"))),
         chunking_strategy=strategy_from_json(row.get("chunking_strategy")) or ChunkingStrategy(),
         usage_bytes=_int(row.get("usage_bytes")),
         created_at=_int(row["created_at"]),
@@ -176,7 +177,7 @@ def job_from(row: Row) -> Job:
         kind=str(row["kind"]),
         collection_id=str(row["collection_id"]),
         status=cast(JobStatus, row["status"]),
-        params=_dict(row.get("params")),
+        params=json_object(row.get("params")),
         progress=_int(row.get("progress")),
         total=_int(row.get("total")),
         error=_opt_str(row.get("error")),

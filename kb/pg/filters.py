@@ -2,7 +2,8 @@
 ``Filter.matches`` (kb/filters.py): equality does not mix booleans and numbers, order
 comparisons need two numbers or two strings (compared by code point), and a missing key
 satisfies only the negative operators. Dify's text and loose-number operators have no
-compiled form: ``compile_filter`` returns None and the caller evaluates them in Python."""
+compiled form: ``compile_filter`` returns None and the caller evaluates them in Python.
+``file_scope`` narrows a search to the chunks of the files a filter left."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import json
 
 from kb.filters import Compare, Filter
 
-__all__ = ["compile_filter"]
+__all__ = ["compile_filter", "file_scope"]
 
 _ORDER = {"gt": ">", "gte": ">=", "lt": "<", "lte": "<="}
 
@@ -65,3 +66,16 @@ def compile_filter(f: Filter, col: str = "attributes") -> tuple[str, list[object
     args: list[object] = []
     sql = _compile(f, col, args)
     return None if sql is None else (sql, args)
+
+
+def file_scope(files: list[str] | None, chunk: str = "c.id") -> tuple[str, list[object]]:
+    """The condition keeping chunks (``chunk``: their id column) of the given files, and
+    its parameters; nothing when every file is allowed."""
+    if files is None:
+        return "", []
+    alias = chunk.split(".")[0]
+    return (
+        f" AND {chunk} IN (SELECT chunk_id FROM chunk_refs WHERE collection_id = "
+        f"{alias}.collection_id AND file_id = ANY(%s))",
+        [files],
+    )

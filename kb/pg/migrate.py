@@ -18,7 +18,8 @@ from typing import Any
 import numpy as np
 
 from kb.config import KnowledgeSettings
-from kb.pg.backend import PostgresBackend, _text, _vec, token_lengths
+from kb.pg.backend import PostgresBackend
+from kb.pg.chunks import pg_text, pg_vector, token_lengths
 from kb.store import SqliteBackend
 
 __all__ = ["MigrationReport", "migrate_sqlite"]
@@ -247,7 +248,7 @@ def _chunk_args(r: dict[str, Any], dims: int) -> tuple[object, ...]:
         r["collection_id"],
         r["file_id"],
         r["position"],
-        _text(str(r["text"])),
+        pg_text(str(r["text"])),
         r["token_count"],
         r["page"],
         r["sheet"],
@@ -256,6 +257,6 @@ def _chunk_args(r: dict[str, Any], dims: int) -> tuple[object, ...]:
         r["content_hash"],
         r["cjk"],
         dims,
-        _vec(vec),
+        pg_vector(vec),
         *token_lengths(str(r["text"]), str(r["cjk"])),
     )

@@ -18,17 +18,17 @@ from kb.backend import CandidateQuery, Candidates, SparseVector
 from kb.config import KnowledgeSettings
 from kb.filters import Filter
 from kb.indexes import IndexManager
+from kb.sql.collections import SqlCollections
+from kb.sql.jobs import SqlJobs
 from kb.store.chunks import ChunksMixin
-from kb.store.collections import CollectionsMixin
 from kb.store.files import FilesMixin
-from kb.store.jobs import JobsMixin
 from kb.store.keyword import KeywordMixin
 from kb.types import ChunkRecord
 
 __all__ = ["SqliteBackend"]
 
 
-class SqliteBackend(CollectionsMixin, FilesMixin, ChunksMixin, JobsMixin, KeywordMixin):
+class SqliteBackend(SqlCollections, FilesMixin, ChunksMixin, SqlJobs, KeywordMixin):
     name = "sqlite"
     shared = False
 

@@ -1,47 +1,22 @@
-"""Chunks with their vectors, chunk ownership and re-embed staging in SQLite.
-
-Chunks are keyed by a content hash within a collection, so re-ingesting the same text is
-a no-op: a chunk whose text is already stored gets one more owner (``chunk_refs``) and
-leaves only with its last owner.
-"""
+"""Chunk writes in SQLite: vectors as little-endian float32 blobs (FAISS is built from
+them), lexical weights in ``chunk_sparse``, and the re-embed swap. Chunk reads are the
+shared statements (kb/sql/chunks.py)."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 
 import numpy as np
 
-from kb.rows import chunk_from
+from kb.keywords import cjk_bigrams
+from kb.sql.chunks import SqlChunks, content_hash
 from kb.store.db import Database, json_list
-from kb.store.keyword import cjk_bigrams
-from kb.types import ChunkRecord, ChunkView
+from kb.types import ChunkRecord
 
 __all__ = ["ChunksMixin", "content_hash"]
 
-_CHUNK_COLUMNS = (
-    "id, collection_id, file_id, position, text, token_count, page, sheet, row, heading"
-)
 
-
-def content_hash(text: str) -> str:
-    return hashlib.sha256(text.strip().encode("utf-8")).hexdigest()
-
-
-class ChunksMixin(Database):
-    def existing_hashes(self, cid: str, hashes: list[str]) -> set[str]:
-        """Which of ``hashes`` the collection already holds (to skip embedding them)."""
-        if not hashes:
-            return set()
-        return {
-            str(r[0])
-            for r in self.tuples(
-                "SELECT content_hash FROM chunks WHERE collection_id = ? AND content_hash IN "
-                "(SELECT value FROM json_each(?))",
-                [cid, json_list(hashes)],
-            )
-        }
-
+class ChunksMixin(SqlChunks, Database):
     def insert_chunks(
         self, cid: str, records: list[ChunkRecord], vectors: np.ndarray
     ) -> list[tuple[int, int]]:
@@ -144,36 +119,6 @@ class ChunksMixin(Database):
             )
         return orphans
 
-    def chunks(self, ids: list[int]) -> dict[int, ChunkView]:
-        if not ids:
-            return {}
-        rows = self.rows(
-            f"SELECT {_CHUNK_COLUMNS} FROM chunks WHERE id IN (SELECT value FROM json_each(?))",
-            [json_list(ids)],
-        )
-        return {int(r["id"]): chunk_from(r) for r in rows}  # type: ignore[call-overload]
-
-    def chunk_owners(self, ids: list[int]) -> dict[int, list[str]]:
-        out: dict[int, list[str]] = {}
-        for chunk_id, file_id in self.tuples(
-            "SELECT chunk_id, file_id FROM chunk_refs WHERE chunk_id IN "
-            "(SELECT value FROM json_each(?)) ORDER BY rowid",
-            [json_list(ids)],
-        ):
-            out.setdefault(int(str(chunk_id)), []).append(str(file_id))
-        return out
-
-    def file_chunks(self, cid: str, file_id: str, after: int, limit: int) -> list[ChunkView]:
-        """A file's chunks in reading order, paged by position."""
-        rows = self.rows(
-            "SELECT c.id, r.collection_id, r.file_id, c.position, c.text, c.token_count, "
-            "c.page, c.sheet, c.row, c.heading FROM chunk_refs r JOIN chunks c "
-            "ON c.id = r.chunk_id WHERE r.collection_id = ? AND r.file_id = ? "
-            "AND c.position > ? ORDER BY c.position, c.id LIMIT ?",
-            [cid, file_id, after, limit],
-        )
-        return [chunk_from(r) for r in rows]
-
     def chunk_ids_of_files(self, cid: str, file_ids: set[str]) -> set[int]:
         return {
             int(str(r[0]))
@@ -187,7 +132,7 @@ class ChunksMixin(Database):
     def vectors(self, cid: str, ids: set[int] | None = None) -> tuple[np.ndarray, np.ndarray]:
         """(ids, vectors) of a collection, or of the given chunk ids: what the FAISS index
         is built (or repaired) from."""
-        dims = self.integer("SELECT dimensions FROM collections WHERE id = ?", [cid])
+        dims = self.dimensions(cid)
         if ids is None:
             rows = self.tuples(
                 "SELECT id, embedding FROM chunks WHERE collection_id = ? ORDER BY id", [cid]
@@ -209,16 +154,6 @@ class ChunksMixin(Database):
             for r in self.tuples("SELECT id FROM chunks WHERE collection_id = ?", [cid])
         }
 
-    def count(self, cid: str) -> int:
-        return self.integer("SELECT count(*) FROM chunks WHERE collection_id = ?", [cid])
-
-    def file_usage_bytes(self, cid: str, file_id: str) -> int:
-        return self.integer(
-            "SELECT coalesce(sum(length(CAST(c.text AS BLOB))), 0) FROM chunk_refs r "
-            "JOIN chunks c ON c.id = r.chunk_id WHERE r.collection_id = ? AND r.file_id = ?",
-            [cid, file_id],
-        )
-
     # -- re-embed staging ---------------------------------------------------------------
 
     def stage_embeddings(self, job_id: str, rows: list[tuple[int, np.ndarray]]) -> None:
@@ -227,19 +162,6 @@ class ChunksMixin(Database):
                 "INSERT OR REPLACE INTO reembed_staging VALUES (?, ?, ?)",
                 [(job_id, i, np.asarray(v, dtype="<f4").tobytes()) for i, v in rows],
             )
-
-    def unstaged_chunks(self, cid: str, job_id: str, limit: int) -> list[tuple[int, str]]:
-        return [
-            (int(str(i)), str(t))
-            for i, t in self.tuples(
-                "SELECT id, text FROM chunks WHERE collection_id = ? AND id NOT IN "
-                "(SELECT chunk_id FROM reembed_staging WHERE job_id = ?) ORDER BY id LIMIT ?",
-                [cid, job_id, limit],
-            )
-        ]
-
-    def staged_count(self, job_id: str) -> int:
-        return self.integer("SELECT count(*) FROM reembed_staging WHERE job_id = ?", [job_id])
 
     def swap_staged_rows(self, cid: str, job_id: str, model: str, dimensions: int) -> None:
         """Move a finished re-embed into place in one transaction."""
@@ -257,6 +179,3 @@ class ChunksMixin(Database):
             # The old model's lexical weights mean nothing to the new one.
             conn.execute("DELETE FROM chunk_sparse WHERE collection_id = ?", (cid,))
             conn.execute("DELETE FROM reembed_staging WHERE job_id = ?", (job_id,))
-
-    def drop_staging(self, job_id: str) -> None:
-        self.execute("DELETE FROM reembed_staging WHERE job_id = ?", [job_id])

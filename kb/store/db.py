@@ -15,16 +15,17 @@ import time
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
+from kb.sql.dialect import SQLITE
+from kb.sql.port import Row, SqlArgs, SqlPort
 from kb.store.schema import MIGRATIONS
 
 __all__ = ["Database", "Row", "json_list", "statements"]
 
-Row = dict[str, object]
-SqlArgs = Sequence[object]
 
-
-class Database:
+class Database(SqlPort):
     """Connections, transactions and migrations; the store's parts build on it."""
+
+    dialect = SQLITE
 
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -75,20 +76,6 @@ class Database:
             cols = [d[0] for d in cur.description]
             return [dict(zip(cols, r, strict=True)) for r in cur.fetchall()]
 
-    def one(self, sql: str, args: SqlArgs = ()) -> Row | None:
-        found = self.rows(sql, args)
-        return found[0] if found else None
-
-    def scalar(self, sql: str, args: SqlArgs = ()) -> object:
-        with self._reading() as conn:
-            row = conn.execute(sql, tuple(args)).fetchone()
-        return None if row is None else row[0]
-
-    def integer(self, sql: str, args: SqlArgs = ()) -> int:
-        """The first column of the first row as an int (0 when there is none)."""
-        value = self.scalar(sql, args)
-        return int(value) if isinstance(value, int | float) else 0
-
     def tuples(self, sql: str, args: SqlArgs = ()) -> list[tuple[object, ...]]:
         with self._reading() as conn:
             return [tuple(r) for r in conn.execute(sql, tuple(args)).fetchall()]
@@ -110,6 +97,11 @@ class Database:
             cur = self.conn.execute(sql, tuple(args))
             cols = [d[0] for d in cur.description or ()]
             return [dict(zip(cols, r, strict=True)) for r in cur.fetchall()]
+
+    def execute_all(self, statements: Sequence[tuple[str, SqlArgs]]) -> None:
+        with self.transaction() as conn:
+            for sql, args in statements:
+                conn.execute(sql, tuple(args))
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:

@@ -3,10 +3,10 @@ for alphabetic scripts) and ``unicode61`` over a shadow column of CJK character 
 
 from __future__ import annotations
 
-from kb.keywords import cjk_bigrams, query_grams, query_words
+from kb.keywords import query_grams, query_words
 from kb.store.db import Database, json_list
 
-__all__ = ["KeywordMixin", "cjk_bigrams"]
+__all__ = ["KeywordMixin"]
 
 
 def _match(terms: list[str]) -> str:

@@ -1,17 +1,15 @@
-"""Store jobs (re-embedding, web-search ingestion) in SQLite."""
+"""Store jobs (re-embedding, web-search ingestion): the statements both backends run alike."""
 
 from __future__ import annotations
 
-import json
-
-from kb.rows import job_fields, job_from
-from kb.store.db import Database
+from kb.rows import dump_json, job_fields, job_from
+from kb.sql.port import SqlPort
 from kb.types import Job, JobStatus
 
-__all__ = ["JobsMixin"]
+__all__ = ["SqlJobs"]
 
 
-class JobsMixin(Database):
+class SqlJobs(SqlPort):
     def add_job(self, job: Job) -> None:
         self.execute(
             "INSERT INTO jobs (id, kind, collection_id, status, params, progress, total, "
@@ -21,7 +19,7 @@ class JobsMixin(Database):
                 job.kind,
                 job.collection_id,
                 job.status,
-                json.dumps(job.params),
+                dump_json(job.params),
                 job.progress,
                 job.total,
                 job.created_at,
@@ -44,7 +42,8 @@ class JobsMixin(Database):
         return [
             job_from(r)
             for r in self.rows(
-                f"SELECT * FROM jobs WHERE {' AND '.join(conds)} ORDER BY rowid", args
+                f"SELECT * FROM jobs WHERE {' AND '.join(conds)} ORDER BY {self.dialect.tie}",
+                args,
             )
         ]
 

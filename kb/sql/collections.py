@@ -1,18 +1,20 @@
-"""Collections (vector stores) in SQLite."""
+"""Collections (vector stores): the statements both backends run alike."""
 
 from __future__ import annotations
 
-import json
-
 from kb.rows import collection_from, dump_json, strategy_json
-from kb.store.db import Database
-from kb.store.paging import paged
+from kb.sql.paging import paged
+from kb.sql.port import SqlPort, to_int
 from kb.types import Collection, FileCounts, Page, PageRequest, StoreStats
 
-__all__ = ["CollectionsMixin"]
+__all__ = ["SqlCollections"]
+
+# The columns ``update_collection`` may write, and those of them holding JSON.
+_UPDATABLE = {"name", "metadata", "expires_after", "last_active_at", "chunking_strategy"}
+_JSON_COLUMNS = {"metadata", "expires_after", "chunking_strategy"}
 
 
-class CollectionsMixin(Database):
+class SqlCollections(SqlPort):
     def create_collection(self, c: Collection) -> None:
         self.execute(
             "INSERT INTO collections (id, name, embedding_model, dimensions, metadata, "
@@ -23,7 +25,7 @@ class CollectionsMixin(Database):
                 c.name,
                 c.embedding_model,
                 c.dimensions,
-                json.dumps(c.metadata),
+                dump_json(c.metadata),
                 c.created_at,
                 dump_json({"anchor": c.expires_after.anchor, "days": c.expires_after.days})
                 if c.expires_after
@@ -46,7 +48,7 @@ class CollectionsMixin(Database):
     def all_collections(self) -> list[Collection]:
         return [
             collection_from(r)
-            for r in self.rows("SELECT * FROM collections ORDER BY created_at, rowid")
+            for r in self.rows(f"SELECT * FROM collections ORDER BY created_at, {self.dialect.tie}")
         ]
 
     def list_collections(self, page: PageRequest) -> Page[Collection]:
@@ -55,25 +57,32 @@ class CollectionsMixin(Database):
     def update_collection(self, cid: str, fields: dict[str, object]) -> None:
         if not fields:
             return
-        encoded = {
-            k: (json.dumps(v) if k in ("metadata", "expires_after") and v is not None else v)
-            for k, v in fields.items()
-        }
+        if not set(fields) <= _UPDATABLE:
+            raise ValueError(f"unknown collection fields: {sorted(set(fields) - _UPDATABLE)}")
+        encoded = {k: (dump_json(v) if k in _JSON_COLUMNS else v) for k, v in fields.items()}
         sets = ", ".join(f"{k} = ?" for k in encoded)
         self.execute(f"UPDATE collections SET {sets} WHERE id = ?", [*encoded.values(), cid])
 
     def delete_collection(self, cid: str) -> None:
-        with self.transaction() as conn:
-            conn.execute("DELETE FROM chunks WHERE collection_id = ?", (cid,))
-            conn.execute("DELETE FROM collections WHERE id = ?", (cid,))
+        # Explicit deletes rather than cascades: one pass over each table, in one transaction.
+        self.execute_all(
+            [
+                ("DELETE FROM chunk_sparse WHERE collection_id = ?", [cid]),
+                ("DELETE FROM chunk_refs WHERE collection_id = ?", [cid]),
+                ("DELETE FROM chunks WHERE collection_id = ?", [cid]),
+                ("DELETE FROM collections WHERE id = ?", [cid]),
+            ]
+        )
 
     def file_counts(self, cid: str, batch_id: str | None = None) -> FileCounts:
-        sql = "SELECT status, count(*) FROM vector_store_files WHERE collection_id = ?"
+        sql = "SELECT status, count(*) AS n FROM vector_store_files WHERE collection_id = ?"
         args: list[object] = [cid]
         if batch_id:
             sql += " AND batch_id = ?"
             args.append(batch_id)
-        counts = {str(s): int(str(n)) for s, n in self.tuples(sql + " GROUP BY status", args)}
+        counts = {
+            str(r["status"]): to_int(r["n"]) for r in self.rows(sql + " GROUP BY status", args)
+        }
         return FileCounts(**{k: counts.get(k, 0) for k in FileCounts.__dataclass_fields__})
 
     def stats(self, cid: str) -> StoreStats:
