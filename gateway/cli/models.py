@@ -159,11 +159,16 @@ def _pull(args: argparse.Namespace) -> int:
     except PullError as exc:
         _say(f"rwkv-rag: {exc}")
         return 1
+    model_id = args.id or name
     if result.already_present:
         _say(f"{name}: already present in {result.directory}")
+        if args.config and _configured(Path(args.config), model_id):
+            # Leave the entry as it is: it may have been edited since (another strategy).
+            _say(f"{args.config}: model {model_id!r} already configured")
+            return 0
     options, why = default_options(entry.kind, args.strategy)
     _say(f"options {options}: {why}")
-    item = model_entry(args.id or name, entry.kind, entry.engine, result.path, options)
+    item = model_entry(model_id, entry.kind, entry.engine, result.path, options)
     if args.config:
         done = update_config(Path(args.config), item)
         _say(f"{args.config}: {done} model {item['id']!r}")
@@ -171,6 +176,16 @@ def _pull(args: argparse.Namespace) -> int:
         _say("add this to your config's `models:` (or pass --config FILE):")
         _out(yaml.safe_dump({"models": [item]}, sort_keys=False, allow_unicode=True).rstrip())
     return 0
+
+
+def _configured(path: Path, model_id: str) -> bool:
+    if not path.is_file():
+        return False
+    data = yaml.safe_load(path.read_text("utf-8")) or {}
+    models = data.get("models") if isinstance(data, dict) else None
+    return isinstance(models, list) and any(
+        isinstance(m, dict) and m.get("id") == model_id for m in models
+    )
 
 
 def _served_by(models: list[Any], target: Path) -> list[str]:

@@ -241,13 +241,20 @@ def test_a_catalog_model_is_pulled_byte_exact_and_written_into_a_new_config(
     assert [m.id for m in settings.models] == ["all-minilm-l6-v2", "rwkv7-g1-0.1b"]
 
 
-def test_a_second_pull_of_a_present_model_asks_the_hub_nothing(hub: Hub, tmp_path: Path) -> None:
-    assert cli(hub, tmp_path, "pull", "rwkv7-g1-0.1b", "--strategy", "cpu fp32").returncode == 0
+def test_a_second_pull_of_a_present_model_asks_the_hub_nothing_and_keeps_the_config(
+    hub: Hub, tmp_path: Path
+) -> None:
+    config = tmp_path / "serve.yaml"
+    args = ("pull", "rwkv7-g1-0.1b", "--config", str(config), "--strategy", "cpu fp32")
+    assert cli(hub, tmp_path, *args).returncode == 0
     seen = len(hub.requests)
-    run = cli(hub, tmp_path, "pull", "rwkv7-g1-0.1b", "--strategy", "cpu fp32")
+    edited = config.read_text().replace("cpu fp32", "cpu bf16")
+    config.write_text(edited)
+    run = cli(hub, tmp_path, *args)
     assert run.returncode == 0, run.stderr
     assert "already present" in run.stderr
     assert len(hub.requests) == seen
+    assert config.read_text() == edited
 
 
 def test_without_a_config_the_yaml_to_add_is_printed(hub: Hub, tmp_path: Path) -> None:
@@ -395,3 +402,28 @@ def test_ls_lists_pulled_models_with_size_and_the_id_that_serves_them(
     assert rows["rwkv7-g1-0.1b"][1:3] == ["12.58", "MB"]
     assert rows["rwkv7-g1-0.1b"][-1] == "g1-small"
     assert rows["bge-m3"][-1] == "-"
+
+
+def test_a_pulled_rwkv_checkpoint_is_served_from_the_config_pull_wrote(
+    hub: Hub, tmp_path: Path, tiny_dir: Path
+) -> None:
+    from openai import OpenAI
+
+    from tests.conftest import start_server, stop_server
+
+    hub.repos[G1[0]][G1[1]] = (tiny_dir / "rwkv7-tiny-random.pth").read_bytes()
+    config = tmp_path / "serve.yaml"
+    run = cli(
+        hub, tmp_path, "pull", "rwkv7-g1-0.1b", "--config", str(config), "--strategy", "cpu fp32"
+    )
+    assert run.returncode == 0, run.stderr
+    server = start_server(yaml.safe_load(config.read_text()), tmp_path)
+    try:
+        client = OpenAI(base_url=f"{server.base_url}/v1", api_key="unused")
+        assert "rwkv7-g1-0.1b" in {m.id for m in client.models.list()}
+        reply = client.chat.completions.create(
+            model="rwkv7-g1-0.1b", messages=[{"role": "user", "content": "Hi"}], max_tokens=4
+        )
+        assert reply.usage is not None and reply.usage.completion_tokens > 0
+    finally:
+        stop_server(server)
