@@ -35,20 +35,12 @@ def _data_dir(args: argparse.Namespace) -> Path:
 
 
 def default_options(kind: str, strategy: str | None) -> tuple[dict[str, Any], str]:
-    """Engine options for the hardware found here, and why."""
+    """``--strategy`` for a chat model, else what suits the hardware found here."""
+    from engines.pull import suggest_options
+
     if kind == "chat" and strategy:
         return {"strategy": strategy}, "as given by --strategy"
-    import torch  # here, not at import: `models ls` and the tests never need it
-
-    if torch.cuda.is_available():
-        why = f"CUDA device found ({torch.cuda.get_device_name(0)})"
-        if kind == "chat":
-            return {"strategy": "cuda fp16"}, why
-        return {"device": "cuda", "fp16": True}, why
-    why = "no CUDA device (torch.cuda.is_available() is false)"
-    if kind == "chat":
-        return {"strategy": "cpu fp32"}, why
-    return {"device": "cpu"}, why
+    return suggest_options(kind)
 
 
 def model_entry(
@@ -144,7 +136,7 @@ def _check_settings(text: str, path: Path) -> None:
 
 
 def _pull(args: argparse.Namespace) -> int:
-    from gateway.pull import PullError, load_catalog, pull, resolve
+    from engines.pull import PullError, load_catalog, pull, resolve
 
     try:
         catalog = load_catalog(Path(args.catalog) if args.catalog else None)
@@ -200,7 +192,7 @@ def _served_by(models: list[Any], target: Path) -> list[str]:
 
 
 def _ls(args: argparse.Namespace) -> int:
-    from gateway.pull import human_size, list_local
+    from engines.pull import human_size, list_local
     from gateway.settings import load_settings
 
     config = args.config if args.config and Path(args.config).is_file() else None
@@ -225,7 +217,7 @@ def _ls(args: argparse.Namespace) -> int:
 
 
 def _catalog(args: argparse.Namespace) -> int:
-    from gateway.pull import load_catalog
+    from engines.pull import load_catalog
 
     catalog = load_catalog(Path(args.catalog) if args.catalog else None)
     for name, e in catalog.models.items():

@@ -427,3 +427,15 @@ def test_a_pulled_rwkv_checkpoint_is_served_from_the_config_pull_wrote(
         assert reply.usage is not None and reply.usage.completion_tokens > 0
     finally:
         stop_server(server)
+
+
+def test_the_models_command_imports_neither_torch_nor_the_hub_client_until_it_runs() -> None:
+    code = (
+        "import json, sys, engines.pull, gateway.cli.models; "
+        "print(json.dumps(sorted({m.split('.')[0] for m in sys.modules} & "
+        "{'torch', 'huggingface_hub', 'transformers'})))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True
+    )
+    assert json.loads(out.stdout) == []

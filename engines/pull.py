@@ -36,6 +36,7 @@ __all__ = [
     "load_catalog",
     "pull",
     "resolve",
+    "suggest_options",
 ]
 
 MANIFEST = ".pull.json"
@@ -91,7 +92,7 @@ class Catalog(BaseModel):
 def load_catalog(path: Path | None = None) -> Catalog:
     """The catalog shipped with the package, or the YAML file at ``path``."""
     if path is None:
-        text = resources.files("gateway.cli").joinpath("models_catalog.yaml").read_text("utf-8")
+        text = resources.files("engines").joinpath("catalog.yaml").read_text("utf-8")
     else:
         text = path.read_text("utf-8")
     return Catalog.model_validate(yaml.safe_load(text))
@@ -418,6 +419,21 @@ def list_local(models_dir: Path) -> list[LocalModel]:
             )
         )
     return out
+
+
+def suggest_options(kind: str) -> tuple[dict[str, Any], str]:
+    """Engine options for the hardware torch sees here, and why."""
+    import torch  # here, not at import: listing and fetching never need it
+
+    if torch.cuda.is_available():
+        why = f"CUDA device found ({torch.cuda.get_device_name(0)})"
+        if kind == "chat":
+            return {"strategy": "cuda fp16"}, why
+        return {"device": "cuda", "fp16": True}, why
+    why = "no CUDA device (torch.cuda.is_available() is false)"
+    if kind == "chat":
+        return {"strategy": "cpu fp32"}, why
+    return {"device": "cpu"}, why
 
 
 def human_size(n: int | None) -> str:
