@@ -88,7 +88,13 @@ def update_config(path: Path, entry: dict[str, Any]) -> str:
     if not replaced:
         new_models.append(entry)
     wanted = {**data, "models": new_models}
-    candidate = None if replaced or "models" not in data else _append_item(text, entry)
+    if replaced:
+        candidate = None
+    elif "models" in data:
+        candidate = _append_item(text, entry)
+    else:
+        models_yaml = yaml.safe_dump({"models": new_models}, sort_keys=False, allow_unicode=True)
+        candidate = (text if not text or text.endswith("\n") else text + "\n") + models_yaml
     if candidate is None or yaml.safe_load(candidate) != wanted:
         candidate = yaml.safe_dump(wanted, sort_keys=False, allow_unicode=True)
     _check_settings(candidate, path)

@@ -439,3 +439,53 @@ def test_the_models_command_imports_neither_torch_nor_the_hub_client_until_it_ru
         [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True
     )
     assert json.loads(out.stdout) == []
+
+
+def _entry(model_id: str) -> dict[str, object]:
+    return {
+        "id": model_id,
+        "kind": "chat",
+        "engine": "rwkv",
+        "path": "/m/x.pth",
+        "options": {"strategy": "cpu fp32"},
+    }
+
+
+def test_a_config_without_models_keeps_its_comments_and_serves_the_defaults_plus_the_pull(
+    tmp_path: Path,
+) -> None:
+    from gateway.cli.models import update_config
+
+    config = tmp_path / "c.yaml"
+    config.write_text("# mine\nport: 9001  # kept\n")
+    assert update_config(config, _entry("g1")) == "added"
+    assert config.read_text().startswith("# mine\nport: 9001  # kept\n")
+    settings = load_settings(config)
+    assert settings.port == 9001
+    assert [m.id for m in settings.models] == ["all-minilm-l6-v2", "g1"]
+
+
+def test_an_entry_with_the_same_id_is_replaced_and_a_flow_list_is_rewritten_whole(
+    tmp_path: Path,
+) -> None:
+    from gateway.cli.models import update_config
+
+    config = tmp_path / "c.yaml"
+    config.write_text("models: [{id: g1, kind: chat, engine: rwkv, path: /old.pth}]\n")
+    assert update_config(config, _entry("g1")) == "replaced"
+    assert update_config(config, _entry("g2")) == "added"
+    models = load_settings(config).models
+    assert [(m.id, m.path) for m in models] == [("g1", "/m/x.pth"), ("g2", "/m/x.pth")]
+
+
+def test_a_config_the_gateway_would_refuse_is_not_written(tmp_path: Path) -> None:
+    from pydantic import ValidationError
+
+    from gateway.cli.models import update_config
+
+    config = tmp_path / "c.yaml"
+    original = "models: [{id: g1, kind: chat, engine: rwkv, path: /g1.pth}]\naliases: {fast: g1}\n"
+    config.write_text(original)
+    with pytest.raises(ValidationError):
+        update_config(config, _entry("fast"))  # an id an alias already names
+    assert config.read_text() == original
