@@ -10,6 +10,7 @@ values when it has them; a mismatch removes the file and is refused.
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import hashlib
 import json
@@ -200,6 +201,8 @@ def pull(
         files[spec.path] = record
         if did_fetch:
             fetched.append(spec.path)
+    with contextlib.suppress(OSError):  # gone or still holding another file's partial
+        (directory / PARTIAL_DIR).rmdir()
     _write_manifest(
         directory,
         {
