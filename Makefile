@@ -46,8 +46,18 @@ $(DATA)/tiny/.done: $(VENV)/.installed
 tiny: $(DATA)/tiny/.done
 
 # The default config generates its tiny random RWKV model into $(DATA) on first start.
+# MODEL=NAME (or RWKV_RAG_MODEL; a catalog name or hf://...) pulls that model once into
+# $(DATA)/models and serves it with the embedded embedding model, from its own config file.
+MODEL ?= $(RWKV_RAG_MODEL)
+ifeq ($(strip $(MODEL)),)
 serve: $(VENV)/.installed
 	RWKV_RAG_DATA_DIR=$(DATA) $(VENV)/bin/rwkv-rag serve --host $(HOST) --port $(PORT)
+else
+MODEL_CONFIG := $(DATA)/serve-$(subst /,-,$(subst :,,$(MODEL))).yaml
+serve: $(VENV)/.installed
+	RWKV_RAG_DATA_DIR=$(DATA) $(VENV)/bin/rwkv-rag models pull '$(MODEL)' --config $(MODEL_CONFIG)
+	RWKV_RAG_DATA_DIR=$(DATA) $(VENV)/bin/rwkv-rag serve --config $(MODEL_CONFIG) --host $(HOST) --port $(PORT)
+endif
 
 lint: $(VENV)/.dev
 	$(VENV)/bin/ruff check .

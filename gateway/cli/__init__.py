@@ -1,5 +1,5 @@
 """The `rwkv-rag` command: serve, make-tiny-models, kb (the knowledge base without a
-server) and mcp (the knowledge tools over stdio)."""
+server), mcp (the knowledge tools over stdio) and models (fetch and list models)."""
 
 from __future__ import annotations
 
@@ -24,13 +24,13 @@ def add_config(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from gateway.cli import kb, mcp, serve
+    from gateway.cli import kb, mcp, models, serve
 
     parser = argparse.ArgumentParser(
         prog="rwkv-rag", description="OpenAI-compatible gateway for RWKV, BGE and a RAG KB."
     )
     sub = parser.add_subparsers(dest="command", required=True)
-    for module in (serve, kb, mcp):
+    for module in (serve, kb, mcp, models):
         module.register(sub, add_config)
     return parser
 

@@ -249,3 +249,31 @@ def test_the_models_page_shows_a_remote_models_upstreams(page: Page, server: Run
     expect(remote).to_contain_text("/v1 up, 0 in flight")
     expect(remote).to_contain_text("healthy")
     _no_console_errors(page)
+
+
+def test_web_search_is_offered_disabled_with_its_settings_named_when_no_provider_is_set(
+    page: Page, server: RunningServer
+) -> None:
+    import httpx
+
+    store = httpx.post(
+        server.base_url + "/v1/vector_stores",
+        json={"name": "web-off"},
+        headers={"Authorization": f"Bearer {KEY}"},
+        timeout=30,
+    ).json()
+    _sign_in(page, server)
+    page.goto(server.base_url + f"/ui/#/stores/{store['id']}")
+    expect(page.get_by_role("heading", name="web-off")).to_be_visible()
+    expect(page.get_by_label("Web search")).to_be_disabled()
+    expect(page.get_by_role("button", name="Search and ingest")).to_be_disabled()
+    hint = page.locator("#web-search-off")
+    expect(hint).to_contain_text("knowledge.web_search.provider")
+    expect(hint).to_contain_text("knowledge.web_search.url")
+    expect(page.get_by_label("Web search")).to_have_accessible_description(
+        "Web search is off on this gateway. To turn it on, set knowledge.web_search.provider "
+        "and knowledge.web_search.url."
+    )
+    # The rest of the ingest panel still works.
+    expect(page.get_by_label("Web page URL")).to_be_enabled()
+    _no_console_errors(page)

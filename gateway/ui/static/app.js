@@ -179,6 +179,13 @@ async function models() {
   return (await api("/v1/models")).data;
 }
 
+// What this gateway offers beyond the core API (web search needs a provider), read once.
+let features = null;
+function consoleConfig() {
+  features ??= fetch("/ui/config.json").then((r) => (r.ok ? r.json() : {})).catch(() => ({}));
+  return features;
+}
+
 async function storesPage() {
   const list = await api(`/v1/vector_stores?limit=100`);
   const all = await models();
@@ -236,7 +243,7 @@ async function storePage(id, params) {
   const jobs = await api(`/v1/vector_stores/${id}/jobs`).catch(() => ({ data: [] }));
 
   const settings = storeSettings(vs);
-  const ingest = ingestPanel(vs);
+  const ingest = ingestPanel(vs, (await consoleConfig()).web_search);
   const filter = h("select", { id: "status-filter", onchange: (e) => {
     location.hash = `#/stores/${id}${e.target.value ? `?status=${e.target.value}` : ""}`;
   } }, STATUSES.map((s) => h("option", { value: s, selected: s === status }, s || "any status")));
@@ -392,7 +399,7 @@ async function ingestFile(vs, file, list) {
   }
 }
 
-function ingestPanel(vs) {
+function ingestPanel(vs, web) {
   const list = h("ul", { id: "uploads", "aria-label": "Uploads" });
   const done = async (jobs) => { await Promise.all(jobs); route(); };
   const picker = h("input", { id: "file-picker", type: "file", multiple: true, onchange: (e) => {
@@ -411,7 +418,14 @@ function ingestPanel(vs) {
   const text = h("textarea", { id: "paste-text", rows: 3 });
   const title = h("input", { id: "paste-title", value: "pasted.txt" });
   const url = h("input", { id: "add-url", type: "url", placeholder: "https://…" });
-  const query = h("input", { id: "web-query" });
+  // Off unless a provider is configured: the form stays visible, disabled, naming the settings.
+  const webOn = Boolean(web && web.enabled);
+  const webHint = webOn ? null : h("p", { id: "web-search-off", class: "muted" },
+    "Web search is off on this gateway. To turn it on, set ",
+    ...((web && web.settings) || ["knowledge.web_search.provider", "knowledge.web_search.url"])
+      .flatMap((name, i) => [i ? " and " : "", h("code", {}, name)]),
+    ".");
+  const query = h("input", { id: "web-query", disabled: !webOn, "aria-describedby": webOn ? null : "web-search-off" });
   const note = h("p", { role: "alert", class: "error" });
   const pasted = async (e) => {
     e.preventDefault();
@@ -446,7 +460,9 @@ function ingestPanel(vs) {
     h("form", { class: "inline", onsubmit: fetchUrl },
       h("label", { for: "add-url" }, "Web page URL", url), h("button", { type: "submit" }, "Add URL")),
     h("form", { class: "inline", onsubmit: search },
-      h("label", { for: "web-query" }, "Web search", query), h("button", { type: "submit" }, "Search and ingest")),
+      h("label", { for: "web-query" }, "Web search", query),
+      h("button", { type: "submit", disabled: !webOn }, "Search and ingest")),
+    webHint,
     note);
 }
 
