@@ -31,6 +31,23 @@ class ChatSettings(BaseModel):
     max_n: int = Field(8, ge=1, description="Most choices (n, or prompts x n) per request.")
     max_stop_sequences: int = Field(4, ge=1, description="Most stop strings per request.")
     max_tools: int = Field(128, ge=1, description="Most function tools per request.")
+    max_constrained_output_bytes: int = Field(
+        65536,
+        ge=64,
+        description=(
+            "Most bytes the shortest valid output of a response format or a required call "
+            "may need (computed from the schema before any work); past it the request is "
+            "refused with a 400."
+        ),
+    )
+    prepare_timeout_s: float = Field(
+        2.0,
+        gt=0,
+        description=(
+            "Time allowed to prepare a constrained generation off the event loop (the "
+            "shortest valid output and its tokens); past it the request is refused (400)."
+        ),
+    )
     max_schema_bytes: int = Field(
         65536,
         ge=256,

@@ -13,12 +13,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from chat.backend import Generation, Target, canned
+from chat.budget import shortest_call_bytes, shortest_json_bytes, shortest_output_bytes
 from chat.command import ChatCommand, CompletionCommand
 from chat.config import ChatSettings
 from chat.events import Delta, Finish, GenerationEvent, Part, TokenLogprob, TopLogprob
 from chat.limits import check_limits, sampling_params
 from chat.output import OutputParser
-from chat.tools import OutputMode, Plan, plan
+from chat.tools import OutputMode, OutputSpec, Plan, plan
 from chat.turns import to_turns
 from core.errors import EngineError, InvalidRequestError
 from engines.chat_template import ChatTemplate, RenderedPrompt, Turn
@@ -109,6 +110,7 @@ class LocalBackend:
 
     async def chat(self, cmd: ChatCommand, target: Target) -> Generation:
         self._check(cmd.n, cmd.sampling.stop, cmd.sampling.logit_bias, cmd.refusals)
+        self._check_cost(cmd, None)
         p = await self._prompt(cmd, target)
         aug = p.augmentation
         citations = aug.citations if aug is not None else None
@@ -123,6 +125,29 @@ class LocalBackend:
             context_length=self.engine.context_length,
             param="messages",
         )
+        self._check_cost(cmd, params.max_tokens)
+        try:
+            constraint = await asyncio.wait_for(
+                asyncio.to_thread(
+                    _fitting,
+                    p.plan.constraint,
+                    cmd.output,
+                    min(
+                        self.settings.max_constrained_output_bytes,
+                        params.max_tokens * self.engine.max_token_bytes,
+                    ),
+                    params.max_tokens,
+                    self.engine,
+                ),
+                self.settings.prepare_timeout_s,
+            )
+        except TimeoutError:
+            raise InvalidRequestError(
+                f"preparing the constrained output took over {self.settings.prepare_timeout_s} s "
+                "(chat.prepare_timeout_s); simplify the schema",
+                param="response_format",
+                code="schema_too_complex",
+            ) from None
         handle = self.engine.submit(
             GenerationRequest(
                 p.rendered.tokens,
@@ -131,7 +156,7 @@ class LocalBackend:
                 state=cmd.state or target.state,
                 boundaries=p.rendered.boundaries,
                 owner=cmd.caller.owner,
-                constraint=_fitting(p.plan.constraint, params.max_tokens, self.engine),
+                constraint=constraint,
             )
         )
         events = self._events([handle], cmd.n, p.plan.mode, cmd.sampling.logprobs)
@@ -139,6 +164,31 @@ class LocalBackend:
         return Generation(
             events, len(p.rendered.tokens), target.fingerprint, citations, rag_prompt=debug
         )
+
+    def _check_cost(self, cmd: ChatCommand, max_tokens: int | None) -> None:
+        """A constrained output whose shortest valid form cannot fit is refused before
+        anything is built (the figures are arithmetic, from the schemas alone): past the
+        named cap for any tool or format, past what ``max_tokens`` can hold when the
+        output must be constrained. Under ``auto`` a call that cannot fit the budget just
+        leaves a text answer."""
+        spec, cap = cmd.output, self.settings.max_constrained_output_bytes
+        usable = spec.tools if spec.choice != "none" else ()
+        for i, t in enumerate(usable):
+            need = shortest_call_bytes(t.name, t.parameters)
+            if need > cap:
+                raise _too_large(need, cap, f"tools[{i}]")
+        if spec.schema is not None and (need := shortest_json_bytes(spec.schema)) > cap:
+            raise _too_large(need, cap, "response_format")
+        must = shortest_output_bytes(spec)
+        if max_tokens is not None and must is not None:
+            room = max_tokens * self.engine.max_token_bytes
+            if must > room:
+                raise InvalidRequestError(
+                    f"the shortest output this schema allows is at least {must} bytes, more "
+                    f"than {max_tokens} tokens can hold; raise max_tokens or relax the schema",
+                    param="max_tokens",
+                    code="max_tokens_too_small",
+                )
 
     # -- completions -------------------------------------------------------------------------
 
@@ -258,10 +308,29 @@ def _logprob(ev: TokenEvent) -> TokenLogprob:
     )
 
 
-def _fitting(constraint: Constraint | None, budget: int, engine: ChatEngine) -> Constraint | None:
-    """Under ``tool_choice: auto`` a budget too small for any call leaves text only."""
+def _too_large(need: int, cap: int, param: str) -> InvalidRequestError:
+    return InvalidRequestError(
+        f"the shortest output this schema allows is at least {need} bytes; the limit is "
+        f"{cap} (chat.max_constrained_output_bytes)",
+        param=param,
+        code="schema_too_large",
+    )
+
+
+def _fitting(
+    constraint: Constraint | None,
+    spec: OutputSpec,
+    room: int,
+    budget: int,
+    engine: ChatEngine,
+) -> Constraint | None:
+    """Under ``tool_choice: auto`` a budget too small for any call leaves text only. The
+    arithmetic bound (``room`` bytes) is checked first: the shortest call is built and
+    tokenized only when it may fit."""
     if constraint is None or constraint.kind != "auto" or constraint.closer is None:
         return constraint
+    if spec.tools and min(shortest_call_bytes(t.name, t.parameters) for t in spec.tools) > room:
+        return None
     call = constraint.closer.complete(b"")
     if call is not None and len(engine.encode(call.decode("utf-8", "replace"))) > budget:
         return None

@@ -22,6 +22,7 @@ from engines.chat_template import ChatTemplate
 from engines.constraint import (
     Constraint,
     SchemaError,
+    SchemaTooLarge,
     after_thought,
     calls_constraint,
     check_schema,
@@ -94,7 +95,11 @@ def check_tool_schema(schema: Any, settings: ChatSettings, param: str) -> dict[s
             code="schema_too_large",
         )
     try:
-        return check_schema(schema)
+        return check_schema(schema, settings.max_constrained_output_bytes)
+    except SchemaTooLarge as exc:
+        raise InvalidRequestError(
+            f"{exc} (chat.max_constrained_output_bytes)", param=param, code="schema_too_large"
+        ) from exc
     except SchemaError as exc:
         raise InvalidRequestError(str(exc), param=param, code="unsupported_schema") from exc
 

@@ -17,6 +17,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from engines.schema_size import shortest_json_bytes
+
 __all__ = [
     "JSON_OPTIONS",
     "AfterThought",
@@ -27,6 +29,7 @@ __all__ = [
     "JsonCloser",
     "Schema",
     "SchemaError",
+    "SchemaTooLarge",
     "Shortest",
     "after_thought",
     "call_schema",
@@ -560,13 +563,24 @@ def _json_rule(schema: dict[str, Any]) -> str:
     return "%json " + json.dumps({**schema, "x-guidance": JSON_OPTIONS})
 
 
-def check_schema(schema: Any) -> dict[str, Any]:
-    """The schema, or a SchemaError naming what this server cannot guarantee."""
+class SchemaTooLarge(SchemaError):
+    """A schema whose shortest valid document is past the allowed size."""
+
+
+def check_schema(schema: Any, max_min_bytes: int | None = None) -> dict[str, Any]:
+    """The schema, or a SchemaError naming what this server cannot guarantee. With
+    ``max_min_bytes``, a schema whose shortest valid document is larger is refused from
+    arithmetic alone, before that document is ever built."""
     if not isinstance(schema, dict):
         raise SchemaError("the schema must be a JSON object")
     if unsupported := unsupported_features(schema):
         raise SchemaError("unsupported schema features: " + ", ".join(unsupported[:8]))
     _check_refs(schema, schema)
+    if max_min_bytes is not None and (need := shortest_json_bytes(schema)) > max_min_bytes:
+        raise SchemaTooLarge(
+            f"the shortest document this schema allows is at least {need} bytes; the limit "
+            f"is {max_min_bytes}"
+        )
     minimal_value(schema, schema)
     return schema
 

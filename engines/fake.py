@@ -157,6 +157,7 @@ class FakeChatEngine:
         self.script = list(opts.script)
         self.context_length = opts.context_length
         self.chat_template = opts.chat_template
+        self.max_token_bytes = 4  # a token is a character
         self.state_names: list[str] = []
         self.healthy = True
         self._next = 0

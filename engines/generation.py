@@ -84,6 +84,7 @@ class ChatEngine(Protocol):
     context_length: int
     state_names: list[str]
     chat_template: dict[str, Any] | None  # the template's settings (None: the default)
+    max_token_bytes: int  # the longest token's bytes (bounds what max_tokens can write)
 
     def encode(self, text: str) -> list[int]: ...
 

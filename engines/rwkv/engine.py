@@ -108,6 +108,7 @@ class RWKVChatEngine:
         )
         self.tokenizer = world_tokenizer()
         self.chat_template = opts.chat_template
+        self.max_token_bytes = max(len(t) for t in self.tokenizer.idx2token.values())
         self.context_length = opts.context_length
         self.max_batch_size = opts.max_batch_size
         self.max_queued = opts.max_queued
