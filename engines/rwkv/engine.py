@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import codecs
 import contextlib
-import functools
 import logging
 import threading
 import time
@@ -42,21 +41,13 @@ from engines.rwkv.graphs import DecodeGraphs
 from engines.rwkv.model import LoadedRWKV, load_rwkv, load_state_file
 from engines.rwkv.options import RWKVOptions
 from engines.rwkv.pool import RowPool
+from engines.rwkv.tokenizer import world_tokenizer
 from engines.rwkv.wkv import Wkv
 
+# world_tokenizer stays importable from here: the chat tests count tokens with it.
 __all__ = ["RWKVChatEngine", "world_tokenizer"]
 
 log = logging.getLogger(__name__)
-
-
-@functools.lru_cache(maxsize=1)
-def world_tokenizer() -> Any:
-    """The RWKV World tokenizer that ships in the package (loaded once per process)."""
-    from importlib.resources import files
-
-    from rwkv.rwkv_tokenizer import TRIE_TOKENIZER
-
-    return TRIE_TOKENIZER(str(files("rwkv") / "rwkv_vocab_v20230424.txt"))
 
 
 @dataclass(eq=False)
