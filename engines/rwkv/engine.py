@@ -112,7 +112,7 @@ class RWKVChatEngine:
             # A mismatched State is a startup error, never a silent zero state.
             self.initial_states[name] = load_state_file(resolved, self.lm)
         self.state_names = sorted(n for n in self.initial_states if n)
-        self._build_paths(opts)
+        self._build_paths(opts, info.id)
         self.info = ModelInfo(
             id=info.id,
             kind="chat",
@@ -128,6 +128,8 @@ class RWKVChatEngine:
                 "states": self.state_names,
                 "decode": self.decode_path,
                 "prefill": self.prefill_path,
+                # Why the fla kernel gave way to the torch form (None: it did not).
+                "prefill_fallback": self.wkv.fallback_reason,
                 "max_batch_size": self.max_batch_size,
             },
         )
@@ -167,13 +169,20 @@ class RWKVChatEngine:
             for j, t in enumerate(self.lm.zero_state())
         }
 
-    def _build_paths(self, opts: RWKVOptions) -> None:
+    def _build_paths(self, opts: RWKVOptions, name: str) -> None:
         import torch
 
         device = self.lm.device
         self._parts = [f"s{j}" for j in range(3 * self.lm.n_layer)]
         kernel = opts.prefill_kernel
-        self.wkv = Wkv(device, "torch" if kernel == "rwkv-cuda" else kernel, opts.wkv_chunk)
+        self.wkv = Wkv(
+            device,
+            "torch" if kernel == "rwkv-cuda" else kernel,
+            opts.wkv_chunk,
+            fla_chunk=opts.fla_chunk,
+            name=name,
+        )
+        self.wkv.on_fallback = self._wkv_fell_back
         self.forward = Forward(self.lm, self.wkv)
         self._package_prefill = kernel == "rwkv-cuda"
         if self._package_prefill and not opts.cuda_kernels:
@@ -197,13 +206,24 @@ class RWKVChatEngine:
         self.decode_path = "eager"
         if device.startswith("cuda") and opts.cuda_graphs:
             try:
-                graphs = DecodeGraphs(self._eager_decode, opts.max_batch_size)
+                graphs = DecodeGraphs(
+                    self._eager_decode,
+                    opts.max_batch_size,
+                    capture_error_mode=opts.cuda_graph_capture_mode,
+                )
                 graphs.capture()
             except RuntimeError as exc:  # capture unsupported here: eager decode it is
                 log.warning("CUDA graph capture failed (%s); decoding eagerly", exc)
             else:
                 self.graphs = graphs
                 self.decode_path = "cuda-graphs"
+
+    def _wkv_fell_back(self, reason: str) -> None:
+        """The fla kernel failed: the model list says the torch form runs, and why."""
+        self.prefill_path = f"{self.wkv.backend}-chunked"
+        if hasattr(self, "info"):
+            self.info.extra["prefill"] = self.prefill_path
+            self.info.extra["prefill_fallback"] = reason
 
     def _vocab(self) -> int:
         head = self.lm.model.w if self.lm.version == "x060" else self.lm.model.z
