@@ -50,6 +50,10 @@ __all__ = ["RWKVChatEngine", "world_tokenizer"]
 log = logging.getLogger(__name__)
 
 
+# A token's log-probability and its top alternatives (text, log-probability, bytes).
+_Logprob = tuple[float, tuple[TopLogprob, ...]]
+
+
 @dataclass(eq=False)
 class _Handle:
     request: GenerationRequest
@@ -518,7 +522,7 @@ class RWKVChatEngine:
             return
         for j, seq in enumerate(new):
             if not seq.finished:
-                self._emit_token(seq, tokens[j], logprobs[j] if logprobs is not None else None)
+                self._emit_token(seq, tokens[j], logprobs[j])
         self._compact()
 
     # -- decode ----------------------------------------------------------------------------
@@ -532,7 +536,7 @@ class RWKVChatEngine:
 
     def _sample(
         self, start: int, end: int, logits: Any, seqs: list[_Seq], masks: Any = None
-    ) -> tuple[list[int], Any | None]:
+    ) -> tuple[list[int], list[_Logprob | None]]:
         """Sample rows ``[start, end)`` of the decode pool (``seqs`` are their owners);
         constrained rows sample within their grammar and may be overridden to close it."""
         pool = self.decode_pool
@@ -547,6 +551,7 @@ class RWKVChatEngine:
             penalised=penalised,
             want_logprobs=any(p.logprobs for p in params),
             kinds=frozenset(sampler.kind(p) for p in params),
+            max_top_k=max(p.top_k for p in params),
         )
         pool.tensors["last_token"][start:end, 0].copy_(tokens)
         picked = tokens.tolist()
@@ -564,7 +569,37 @@ class RWKVChatEngine:
                 if chosen != picked[j]:
                     picked[j] = chosen
                     pool.tensors["last_token"][s.row, 0] = chosen
-        return picked, logprobs
+        if logprobs is None:
+            return picked, [None] * len(picked)
+        return picked, self._logprobs(logprobs, picked, seqs, start)
+
+    def _logprobs(
+        self, logprobs: Any, picked: list[int], seqs: list[_Seq], start: int
+    ) -> list[_Logprob | None]:
+        """Each asking row's chosen log-probability and top alternatives, gathered for
+        the whole batch on the device and brought to the host in one transfer."""
+        import torch
+
+        want = [(s.row - start, s.handle.request.params) for s in seqs]
+        want = [(j, p) for j, p in want if p.logprobs]
+        n = max(p.top_logprobs for _, p in want)
+        chosen = torch.tensor(picked, device=logprobs.device)[:, None]
+        parts = [logprobs.gather(1, chosen)]
+        if n:
+            values, ids = torch.topk(logprobs, n, dim=-1)
+            parts += [values, ids.to(logprobs.dtype)]  # ids < 2**24: exact in fp32
+        host = torch.cat(parts, dim=1).tolist()
+        out: list[_Logprob | None] = [None] * len(picked)
+        for j, p in want:
+            row = host[j]
+            alternatives = (
+                (row[1 + i], self._bytes(int(row[1 + n + i]))) for i in range(p.top_logprobs)
+            )
+            tops = tuple(
+                TopLogprob(b.decode("utf-8", errors="replace"), v, list(b)) for v, b in alternatives
+            )
+            out[j] = (row[0], tops)
+        return out
 
     def _decode_step(self) -> None:
         B = len(self._batch)
@@ -574,7 +609,7 @@ class RWKVChatEngine:
         for seq in list(self._batch):
             if not seq.finished:
                 row = seq.row
-                self._emit_token(seq, tokens[row], logprobs[row] if logprobs is not None else None)
+                self._emit_token(seq, tokens[row], logprobs[row])
         self._compact()
 
     def _compact(self) -> None:
@@ -587,9 +622,7 @@ class RWKVChatEngine:
 
     # -- events ----------------------------------------------------------------------------
 
-    def _emit_token(self, seq: _Seq, token: int, logprobs: Any) -> None:
-        import torch
-
+    def _emit_token(self, seq: _Seq, token: int, logprob: _Logprob | None) -> None:
         params = seq.handle.request.params
         seq.generated += 1
         self.stats["generated_tokens"] += 1
@@ -598,16 +631,8 @@ class RWKVChatEngine:
         piece = raw.decode("utf-8", errors="replace")
         lp: float | None = None
         tops: tuple[TopLogprob, ...] = ()
-        if params.logprobs and logprobs is not None:
-            lp = float(logprobs[token])
-            if params.top_logprobs:
-                values, ids = torch.topk(logprobs, params.top_logprobs)
-                tops = tuple(
-                    TopLogprob(b.decode("utf-8", errors="replace"), float(v), list(b))
-                    for v, b in zip(
-                        values.tolist(), (self._bytes(int(t)) for t in ids.tolist()), strict=True
-                    )
-                )
+        if params.logprobs and logprob is not None:
+            lp, tops = logprob
         if token == 0:  # end of text
             self._finish(seq, "stop", flush=seq.guided is not None)
             return
