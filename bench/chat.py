@@ -138,12 +138,13 @@ class OverHTTP:
             )
         )
         self.log = tmp / "server.log"
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "gateway.cli", "serve", "--config", str(cfg)],
-            stdout=self.log.open("wb"),
-            stderr=subprocess.STDOUT,
-            cwd=str(ROOT),
-        )
+        with self.log.open("wb") as log_file:  # the child keeps its own descriptor
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "gateway.cli", "serve", "--config", str(cfg)],
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                cwd=str(ROOT),
+            )
         base = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + start_timeout
         while time.monotonic() < deadline:

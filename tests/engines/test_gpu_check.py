@@ -100,3 +100,15 @@ def test_the_gpu_check_stops_at_a_failing_part_and_says_which(tmp_path: Path) ->
     summary = json.loads((tmp_path / "gpu-check.json").read_text())
     assert summary["parts"]["install"]["status"] == "failed"
     assert "verify" not in summary["parts"]
+
+
+def test_the_chat_benchmark_stops_waiting_when_its_server_dies(tmp_path: Path) -> None:
+    """A server that exits during start-up (its model file is missing) is reported at once,
+    with its log, instead of being polled for the whole start-up timeout."""
+    sys.path.insert(0, str(ROOT))
+    from bench.chat import OverHTTP
+
+    missing = tmp_path / "missing.pth"
+    with pytest.raises(RuntimeError, match="exited with") as info:
+        OverHTTP(missing, {"strategy": "cpu fp32"}, 1, tmp_path, _free_port(), 240.0)
+    assert "missing" in str(info.value)
