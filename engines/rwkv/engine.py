@@ -187,6 +187,7 @@ class RWKVChatEngine:
             name=name,
         )
         self.wkv.on_fallback = self._wkv_fell_back
+        self.wkv.probe(self.lm.version, self.lm.n_head, self.lm.head_size, self.lm.dtype, device)
         self.forward = Forward(self.lm, self.wkv)
         self._package_prefill = kernel == "rwkv-cuda"
         if self._package_prefill and not opts.cuda_kernels:

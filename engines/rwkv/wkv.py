@@ -216,6 +216,49 @@ class Wkv:
         if self.on_fallback is not None:
             self.on_fallback(self.fallback_reason)
 
+    def probe(self, version: str, H: int, N: int, dtype: Any, device: str) -> None:
+        """Run the kernel once at load on a small padded batch of the model's head shape
+        and compare it with the torch form: a kernel that cannot compile here, or computes
+        something else, falls back before the first request (and /v1/models says so)."""
+        import torch
+
+        if self.backend != "fla":
+            return
+        g = torch.Generator(device="cpu").manual_seed(0)
+        P, T = 2, 24
+
+        def rand(*shape: int) -> Any:
+            return torch.randn(*shape, generator=g).to(device)
+
+        r, k, v = rand(P, T, H, N), rand(P, T, H, N), rand(P, T, H, N)
+        lengths = torch.tensor([T, T // 3], device=device)
+        s0 = 0.1 * rand(P, H, N, N)
+        if version == "x070":
+            logw = -0.606531 * torch.sigmoid(rand(P, T, H, N))
+            kk = torch.nn.functional.normalize(rand(P, T, H, N), dim=-1)
+            a, b = -kk, kk * torch.sigmoid(rand(P, T, H, N))
+            r, logw, k, v, a, b = (t.to(dtype) for t in (r, logw, k, v, a, b))
+            o, s = self.rwkv7(s0, r, logw, k, v, a, b, lengths)
+            mw, mk, mv, ma, mb = _masked(lengths, T, logw, k, v, a, b)
+            ref_o, ref_s = wkv7_chunked(s0, r, mw, mk, mv, ma, mb, self.chunk)
+        else:
+            logw = -torch.exp(rand(P, T, H, N).clamp(max=1.0))
+            u = rand(H, N).to(dtype)
+            r, logw, k, v = (t.to(dtype) for t in (r, logw, k, v))
+            o, s = self.rwkv6(s0, r, logw, k, v, u, lengths)
+            mw, mk, mv = _masked(lengths, T, logw, k, v)
+            ref_o, ref_s = wkv6_chunked(s0, r, mw, mk, mv, u, self.chunk)
+        if self.backend != "fla":  # the kernel raised: the fallback has happened
+            return
+        valid = torch.arange(T, device=device)[None, :] < lengths[:, None]
+        scale = 1.0 + float(ref_o[valid].abs().max())
+        err = max(float((o[valid] - ref_o[valid]).abs().max()), float((s - ref_s).abs().max()))
+        # fp16/bf16 inputs through two different orders of summation: a loose bound that
+        # still tells a working kernel from a wrong one.
+        if err > 0.05 * scale:
+            log.warning(_FALLBACK, self.name or "?", f"differs from the torch form by {err:.3g}")
+            self._fall_back(ValueError(f"the kernel differs from the torch form by {err:.3g}"))
+
     def rwkv7(
         self,
         s0: Any,

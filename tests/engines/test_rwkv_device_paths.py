@@ -17,7 +17,7 @@ from engines.rwkv.forward import Forward
 from engines.rwkv.graphs import DecodeGraphs
 from engines.rwkv.model import load_rwkv
 from engines.rwkv.options import RWKVOptions
-from engines.rwkv.wkv import Wkv, wkv6_chunked, wkv7_chunked
+from engines.rwkv.wkv import Wkv, wkv6_chunked, wkv7_chunked, wkv7_sequential
 from engines.rwkv_tiny import write_rwkv_checkpoint
 
 
@@ -185,3 +185,69 @@ def test_a_failing_rwkv6_kernel_falls_back_too() -> None:
     ref_o, ref_s = wkv6_chunked(s0, r, logw, k, v, u, 16)
     assert wkv.backend == "torch"
     assert torch.equal(o, ref_o) and torch.equal(s, ref_s)
+
+
+def _fla7_by_recurrence(
+    r: torch.Tensor,
+    w: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    a: torch.Tensor,
+    b: torch.Tensor,
+    *,
+    initial_state: torch.Tensor,
+    cu_seqlens_cpu: torch.Tensor | None = None,
+    lower_bound: float | None = None,
+    **kwargs: Any,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``chunk_rwkv7``'s contract (key-row states, packed rows, the decay bound it is
+    promised) computed by the token-by-token recurrence."""
+    assert lower_bound is not None and float(w.min()) >= lower_bound
+    assert float(w.max()) < 0  # no padding position reaches the kernel
+    bounds = cu_seqlens_cpu.tolist() if cu_seqlens_cpu is not None else None
+    rows = [(slice(None), i) for i in range(r.shape[0])] if bounds is None else []
+    if bounds is not None:
+        rows = [(slice(bounds[i], bounds[i + 1]), i) for i in range(len(bounds) - 1)]
+    outs, states = [], []
+    for span, i in rows:
+        batch = slice(i, i + 1) if bounds is None else slice(0, 1)
+        o, s = wkv7_sequential(
+            initial_state[i : i + 1].transpose(-1, -2),
+            *(t[batch, span] for t in (r, w, k, v, a, b)),
+        )
+        outs.append(o)
+        states.append(s)
+    out = torch.cat(outs, dim=1 if bounds is not None else 0)
+    return out, torch.cat(states).transpose(-1, -2)
+
+
+def test_prefill_rows_reach_the_kernel_packed_with_their_decay_bound_kept() -> None:
+    wkv = Wkv("cuda", "fla", 16, kernels=(_fla7_by_recurrence, _raising))
+    wkv.probe("x070", 2, 8, torch.float32, "cpu")
+    assert wkv.backend == "fla" and wkv.fallback_reason is None
+    s0, r, logw, k, v, a, b = _wkv7_inputs(3, 21, 2, 8)
+    lengths = torch.tensor([21, 5, 13])
+    o, s = wkv.rwkv7(s0, r, logw, k, v, a, b, lengths)
+    whole, _ = wkv.rwkv7(s0, r, logw, k, v, a, b)
+    assert wkv.backend == "fla"
+    for i, n in enumerate(lengths.tolist()):
+        ref_o, ref_s = wkv7_chunked(
+            s0[i : i + 1], *(t[i : i + 1, :n] for t in (r, logw, k, v, a, b)), 16
+        )
+        assert torch.allclose(o[i, :n], ref_o[0], atol=1e-4)
+        assert torch.allclose(s[i], ref_s[0], atol=1e-4)
+    ref_whole, _ = wkv7_chunked(s0, r, logw, k, v, a, b, 16)
+    assert torch.allclose(whole, ref_whole, atol=1e-4)
+
+
+def test_a_kernel_that_fails_or_computes_something_else_falls_back_at_load() -> None:
+    raising = Wkv("cuda", "fla", 16, kernels=(_raising, _raising))
+    raising.probe("x060", 2, 8, torch.float32, "cpu")
+    assert raising.backend == "torch" and "RuntimeError" in (raising.fallback_reason or "")
+
+    def zeros(r: torch.Tensor, *args: Any, initial_state: torch.Tensor, **kw: Any) -> Any:
+        return torch.zeros_like(r), torch.zeros_like(initial_state)
+
+    wrong = Wkv("cuda", "fla", 16, kernels=(zeros, zeros))
+    wrong.probe("x070", 2, 8, torch.float32, "cpu")
+    assert wrong.backend == "torch" and "differs" in (wrong.fallback_reason or "")
