@@ -188,6 +188,7 @@ class Wkv:
         self.on_fallback: Callable[[str], None] | None = None
         self._fla7: Any = None
         self._fla6: Any = None
+        self._packing: tuple[Any, int, Any, Any, Any] | None = None
         # The Triton interpreter runs fla's kernels on CPU tensors (the kernels' CI lane).
         usable = device.startswith("cuda") or (
             kernel == "fla" and os.environ.get("TRITON_INTERPRET") == "1"
@@ -332,9 +333,14 @@ class Wkv:
             cu_seqlens_cpu=cu_cpu,
         )
 
-    @staticmethod
     def _packed(
-        call: Callable[..., Any], s0: Any, lengths: Any | None, r: Any, logw: Any, *rest: Any
+        self,
+        call: Callable[..., Any],
+        s0: Any,
+        lengths: Any | None,
+        r: Any,
+        logw: Any,
+        *rest: Any,
     ) -> tuple[Any, Any]:
         """One kernel call over rows of their own lengths: the real positions of every
         row packed into one sequence with boundaries (``cu_seqlens``)."""
@@ -345,9 +351,13 @@ class Wkv:
         if lengths is None:
             o, s = call(s0, None, None, r, logw, *rest)
             return o.float(), s.float()
-        cu = F.pad(lengths.to(torch.long).cumsum(0), (1, 0))
-        cu_cpu = cu.cpu()  # one host copy per layer: fla plans its chunks on the host
-        valid = torch.arange(T, device=r.device)[None, :] < lengths[:, None]
+        if self._packing is None or self._packing[0] is not lengths or self._packing[1] != T:
+            # Every layer of one forward gets the same lengths tensor: the boundaries (and
+            # the one host copy fla plans its chunks with) are made once per forward.
+            cu = F.pad(lengths.to(torch.long).cumsum(0), (1, 0))
+            valid = torch.arange(T, device=r.device)[None, :] < lengths[:, None]
+            self._packing = (lengths, T, cu, cu.cpu(), valid)
+        _, _, cu, cu_cpu, valid = self._packing
         packed = [t[valid][None] for t in (r, logw, *rest)]
         o, s = call(s0, cu, cu_cpu, *packed)
         out = torch.zeros((P, T, H, N), dtype=torch.float32, device=r.device)
