@@ -78,7 +78,7 @@ GPU_WHEELS := fla-core==0.6.0 rwkv==0.8.32 llguidance==1.9.1 \
 	pydantic-settings==2.16.3 python-dotenv==1.2.4 prometheus-client==0.26.0 \
 	swagger-ui-bundle==1.1.0 defusedxml==0.7.1 pytesseract==0.3.13 \
 	aiohttp==3.14.5 aiohappyeyeballs==2.7.1 aiosignal==1.4.0 frozenlist==1.8.0 \
-	multidict==7.2.1 propcache==0.5.4 yarl==1.25.1
+	multidict==7.2.1 propcache==0.5.4 yarl==1.25.1 typing-extensions==4.16.0
 GPU_PLATFORMS := manylinux_2_31_x86_64 manylinux_2_28_x86_64 manylinux_2_17_x86_64 \
 	manylinux2014_x86_64
 gpu-wheels: $(VENV)/.installed
