@@ -7,7 +7,7 @@ DATA ?= .data
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: serve test lint typecheck pytest bench clean venv dev tiny system
+.PHONY: serve test lint typecheck pytest bench clean venv dev tiny system gpu-wheels
 
 system: $(VENV)/.system
 
@@ -73,6 +73,29 @@ test: lint typecheck pytest
 
 bench: $(VENV)/.dev
 	$(PY) bench/embeddings.py
+
+# Wheels a GPU machine without a package index needs for bench/gpu_check.sh, beyond what it
+# has (torch, triton, numpy, einops, httpx, pyyaml, rich, click ...): CPython 3.12, manylinux
+# x86_64, no dependency resolution (each one is named). Pure wheels are py3-none-any; the
+# compiled ones match manylinux_2_17/2_28 (httptools, msgspec, pydantic-core, aiohttp and its
+# C-extension deps) or manylinux_2_31 (llguidance ships only that).
+WHEELS ?= .whl
+GPU_WHEELS := fla-core==0.6.0 rwkv==0.8.32 llguidance==1.9.1 \
+	litestar==2.25.0 litestar-htmx==0.5.0 rich-click==1.9.9 polyfactory==3.5.0 faker==40.63.0 \
+	httpx2==2.16.2 httpcore2==2.16.2 truststore==0.10.5 sniffio==1.3.1 \
+	uvicorn==0.55.0 httptools==0.9.0 msgspec==0.23.0 multipart==2.0.1 \
+	pydantic==2.14.4 pydantic-core==2.50.5 annotated-types==0.8.0 typing-inspection==0.4.5 \
+	pydantic-settings==2.16.3 python-dotenv==1.2.4 prometheus-client==0.26.0 \
+	swagger-ui-bundle==1.1.0 defusedxml==0.7.1 pytesseract==0.3.13 \
+	aiohttp==3.14.5 aiohappyeyeballs==2.7.1 aiosignal==1.4.0 frozenlist==1.8.0 \
+	multidict==7.2.1 propcache==0.5.4 yarl==1.25.1 typing-extensions==4.16.0
+GPU_PLATFORMS := manylinux_2_31_x86_64 manylinux_2_28_x86_64 manylinux_2_17_x86_64 \
+	manylinux2014_x86_64
+gpu-wheels: $(VENV)/.installed
+	mkdir -p $(WHEELS)
+	$(PIP) download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+	  $(addprefix --platform ,$(GPU_PLATFORMS)) -d $(WHEELS) $(GPU_WHEELS)
+	@ls $(WHEELS)/*.whl | wc -l | xargs echo wheels: && du -sh $(WHEELS)
 
 clean:
 	rm -rf $(VENV) $(DATA) .pytest_cache .mypy_cache .ruff_cache

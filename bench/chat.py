@@ -109,11 +109,18 @@ class InProcess:
 class OverHTTP:
     """A real `rwkv-rag serve` process, streamed /v1/completions with token-id prompts."""
 
-    def __init__(self, path: Path, options: dict[str, Any], threads: int, tmp: Path) -> None:
+    def __init__(
+        self,
+        path: Path,
+        options: dict[str, Any],
+        threads: int,
+        tmp: Path,
+        port: int = 18900,
+        start_timeout: float = 900.0,
+    ) -> None:
         import httpx
         import yaml
 
-        port = 18900
         cfg = tmp / "chat-bench.yaml"
         model = {"id": "bench", "kind": "chat", "engine": "rwkv", "path": str(path)}
         cfg.write_text(
@@ -131,15 +138,21 @@ class OverHTTP:
             )
         )
         self.log = tmp / "server.log"
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "gateway.cli", "serve", "--config", str(cfg)],
-            stdout=self.log.open("wb"),
-            stderr=subprocess.STDOUT,
-            cwd=str(ROOT),
-        )
+        with self.log.open("wb") as log_file:  # the child keeps its own descriptor
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "gateway.cli", "serve", "--config", str(cfg)],
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                cwd=str(ROOT),
+            )
         base = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 900
+        deadline = time.monotonic() + start_timeout
         while time.monotonic() < deadline:
+            if self.proc.poll() is not None:  # the server died: no point waiting
+                raise RuntimeError(
+                    f"the server exited with {self.proc.returncode} before it was healthy:\n"
+                    + self.log.read_text()[-3000:]
+                )
             try:
                 if httpx.get(base + "/health", timeout=2).status_code == 200:
                     break
@@ -147,7 +160,11 @@ class OverHTTP:
                 pass
             time.sleep(0.5)
         else:
-            raise RuntimeError(self.log.read_text()[-3000:])
+            self.proc.kill()
+            raise RuntimeError(
+                f"the server was not healthy after {start_timeout:.0f} s:\n"
+                + self.log.read_text()[-3000:]
+            )
         self.client = httpx.AsyncClient(
             base_url=base, timeout=900, limits=httpx.Limits(max_connections=1024)
         )
@@ -220,37 +237,44 @@ async def ttft(client: Any) -> dict[str, float]:
     return {"uncached": uncached * 1e3, "cached": cached * 1e3}
 
 
-async def measure(args: argparse.Namespace, path: Path, tmp: Path) -> dict[str, Any]:
+async def measure(
+    args: argparse.Namespace, path: Path, tmp: Path, out: dict[str, Any], save: Any
+) -> None:
+    """Fills ``out`` part by part, calling ``save()`` after each (a timeout keeps them)."""
     streams = [int(s) for s in args.streams.split(",")]
     options = engine_options(args, max(streams))
-    out: dict[str, Any] = {}
     local = InProcess(path, options)
     try:
         await local.run(prompt_tokens(12, 0), 8)
         out["decode_tok_s"] = await decode_rates(local, streams, args.tokens)
+        save()
         out["prefill_tok_s"] = await prefill_rates(local, args.prefill_tokens)
+        save()
         out["ttft_2k_ms"] = await ttft(local)
         out["paths"] = {
             "decode": local.engine.decode_path,
             "prefill": local.engine.prefill_path,
+            "prefill_fallback": local.engine.info.extra.get("prefill_fallback"),
         }
+        save()
         if args.constrained:
             from bench.constrained import constrained_rates
 
             out["constrained"] = await constrained_rates(local, [1, 8], args.tokens)
+            save()
     finally:
         local.close()
     if not args.no_http:
-        remote = OverHTTP(path, options, args.threads, tmp)
+        remote = OverHTTP(path, options, args.threads, tmp, args.port, args.server_start_timeout)
         try:
             await remote.run(prompt_tokens(12, 0), 8)
             ends = sorted({streams[0], streams[-1]})
             over = await decode_rates(remote, ends, args.tokens)
             out["http_tok_s"] = over
             out["http_ratio"] = {s: over[s] / out["decode_tok_s"][s] for s in ends}
+            save()
         finally:
             remote.close()
-    return out
 
 
 def main() -> None:
@@ -268,6 +292,10 @@ def main() -> None:
     ap.add_argument("--token-budget", type=int, default=2048)
     ap.add_argument("--package-tokens", type=int, default=64)
     ap.add_argument("--no-http", action="store_true")
+    ap.add_argument("--port", type=int, default=18900, help="the HTTP part's server port")
+    ap.add_argument(
+        "--server-start-timeout", type=float, default=900.0, help="seconds to wait for /health"
+    )
     ap.add_argument("--no-graphs", action="store_true")
     ap.add_argument("--constrained", action="store_true")
     ap.add_argument("--model-dir", default=None)
@@ -295,9 +323,16 @@ def main() -> None:
             "strategy": strategy,
             "threads": args.threads,
         }
+        out = Path(args.out or ROOT / f"bench/results/chat-{args.device}.json")
+        out.parent.mkdir(parents=True, exist_ok=True)
+
+        def save() -> None:
+            out.write_text(json.dumps(result, indent=2, default=str))
+
         result["package_tok_s"] = package_tok_s(path, strategy, args.package_tokens)
         print(f"package PIPELINE.generate: {result['package_tok_s']:.1f} tok/s", flush=True)
-        result.update(asyncio.run(measure(args, path, tmp)))
+        save()
+        asyncio.run(measure(args, path, tmp, result, save))
     print()
     print(f"{'measure':<46}{'value':>14}")
     print(f"{'package PIPELINE.generate tok/s (1 stream)':<46}{result['package_tok_s']:>14.1f}")
@@ -311,9 +346,7 @@ def main() -> None:
         print(f"{f'HTTP / in process, {s} streams':<46}{v:>14.2f}")
     for k, v in result.get("constrained", {}).items():
         print(f"{f'constrained: {k}':<46}{v:>14.2f}")
-    out = Path(args.out or ROOT / f"bench/results/chat-{args.device}.json")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2, default=str))
+    save()
 
 
 if __name__ == "__main__":

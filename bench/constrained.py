@@ -49,7 +49,7 @@ DOC = {
 
 
 def _world_vocab() -> tuple[Any, list[bytes]]:
-    from engines.rwkv.engine import world_tokenizer
+    from engines.rwkv.tokenizer import world_tokenizer
 
     tok = world_tokenizer()
     vocab = [b""] * 65536

@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import codecs
 import contextlib
-import functools
 import logging
 import threading
 import time
@@ -42,21 +41,17 @@ from engines.rwkv.graphs import DecodeGraphs
 from engines.rwkv.model import LoadedRWKV, load_rwkv, load_state_file
 from engines.rwkv.options import RWKVOptions
 from engines.rwkv.pool import RowPool
+from engines.rwkv.tokenizer import world_tokenizer
 from engines.rwkv.wkv import Wkv
 
+# world_tokenizer stays importable from here: the chat tests count tokens with it.
 __all__ = ["RWKVChatEngine", "world_tokenizer"]
 
 log = logging.getLogger(__name__)
 
 
-@functools.lru_cache(maxsize=1)
-def world_tokenizer() -> Any:
-    """The RWKV World tokenizer that ships in the package (loaded once per process)."""
-    from importlib.resources import files
-
-    from rwkv.rwkv_tokenizer import TRIE_TOKENIZER
-
-    return TRIE_TOKENIZER(str(files("rwkv") / "rwkv_vocab_v20230424.txt"))
+# A token's log-probability and its top alternatives (text, log-probability, bytes).
+_Logprob = tuple[float, tuple[TopLogprob, ...]]
 
 
 @dataclass(eq=False)
@@ -123,7 +118,7 @@ class RWKVChatEngine:
             # A mismatched State is a startup error, never a silent zero state.
             self.initial_states[name] = load_state_file(resolved, self.lm)
         self.state_names = sorted(n for n in self.initial_states if n)
-        self._build_paths(opts)
+        self._build_paths(opts, info.id)
         self.info = ModelInfo(
             id=info.id,
             kind="chat",
@@ -139,6 +134,8 @@ class RWKVChatEngine:
                 "states": self.state_names,
                 "decode": self.decode_path,
                 "prefill": self.prefill_path,
+                # Why the fla kernel gave way to the torch form (None: it did not).
+                "prefill_fallback": self.wkv.fallback_reason,
                 "max_batch_size": self.max_batch_size,
             },
         )
@@ -178,13 +175,21 @@ class RWKVChatEngine:
             for j, t in enumerate(self.lm.zero_state())
         }
 
-    def _build_paths(self, opts: RWKVOptions) -> None:
+    def _build_paths(self, opts: RWKVOptions, name: str) -> None:
         import torch
 
         device = self.lm.device
         self._parts = [f"s{j}" for j in range(3 * self.lm.n_layer)]
         kernel = opts.prefill_kernel
-        self.wkv = Wkv(device, "torch" if kernel == "rwkv-cuda" else kernel, opts.wkv_chunk)
+        self.wkv = Wkv(
+            device,
+            "torch" if kernel == "rwkv-cuda" else kernel,
+            opts.wkv_chunk,
+            fla_chunk=opts.fla_chunk,
+            name=name,
+        )
+        self.wkv.on_fallback = self._wkv_fell_back
+        self.wkv.probe(self.lm.version, self.lm.n_head, self.lm.head_size, self.lm.dtype, device)
         self.forward = Forward(self.lm, self.wkv)
         self._package_prefill = kernel == "rwkv-cuda"
         if self._package_prefill and not opts.cuda_kernels:
@@ -208,13 +213,24 @@ class RWKVChatEngine:
         self.decode_path = "eager"
         if device.startswith("cuda") and opts.cuda_graphs:
             try:
-                graphs = DecodeGraphs(self._eager_decode, opts.max_batch_size)
+                graphs = DecodeGraphs(
+                    self._eager_decode,
+                    opts.max_batch_size,
+                    capture_error_mode=opts.cuda_graph_capture_mode,
+                )
                 graphs.capture()
             except RuntimeError as exc:  # capture unsupported here: eager decode it is
                 log.warning("CUDA graph capture failed (%s); decoding eagerly", exc)
             else:
                 self.graphs = graphs
                 self.decode_path = "cuda-graphs"
+
+    def _wkv_fell_back(self, reason: str) -> None:
+        """The fla kernel failed: the model list says the torch form runs, and why."""
+        self.prefill_path = f"{self.wkv.backend}-chunked"
+        if hasattr(self, "info"):
+            self.info.extra["prefill"] = self.prefill_path
+            self.info.extra["prefill_fallback"] = reason
 
     def _vocab(self) -> int:
         head = self.lm.model.w if self.lm.version == "x060" else self.lm.model.z
@@ -509,7 +525,7 @@ class RWKVChatEngine:
             return
         for j, seq in enumerate(new):
             if not seq.finished:
-                self._emit_token(seq, tokens[j], logprobs[j] if logprobs is not None else None)
+                self._emit_token(seq, tokens[j], logprobs[j])
         self._compact()
 
     # -- decode ----------------------------------------------------------------------------
@@ -523,7 +539,7 @@ class RWKVChatEngine:
 
     def _sample(
         self, start: int, end: int, logits: Any, seqs: list[_Seq], masks: Any = None
-    ) -> tuple[list[int], Any | None]:
+    ) -> tuple[list[int], list[_Logprob | None]]:
         """Sample rows ``[start, end)`` of the decode pool (``seqs`` are their owners);
         constrained rows sample within their grammar and may be overridden to close it."""
         pool = self.decode_pool
@@ -538,6 +554,7 @@ class RWKVChatEngine:
             penalised=penalised,
             want_logprobs=any(p.logprobs for p in params),
             kinds=frozenset(sampler.kind(p) for p in params),
+            max_top_k=max(p.top_k for p in params),
         )
         pool.tensors["last_token"][start:end, 0].copy_(tokens)
         picked = tokens.tolist()
@@ -555,7 +572,37 @@ class RWKVChatEngine:
                 if chosen != picked[j]:
                     picked[j] = chosen
                     pool.tensors["last_token"][s.row, 0] = chosen
-        return picked, logprobs
+        if logprobs is None:
+            return picked, [None] * len(picked)
+        return picked, self._logprobs(logprobs, picked, seqs, start)
+
+    def _logprobs(
+        self, logprobs: Any, picked: list[int], seqs: list[_Seq], start: int
+    ) -> list[_Logprob | None]:
+        """Each asking row's chosen log-probability and top alternatives, gathered for
+        the whole batch on the device and brought to the host in one transfer."""
+        import torch
+
+        want = [(s.row - start, s.handle.request.params) for s in seqs]
+        want = [(j, p) for j, p in want if p.logprobs]
+        n = max(p.top_logprobs for _, p in want)
+        chosen = torch.tensor(picked, device=logprobs.device)[:, None]
+        parts = [logprobs.gather(1, chosen)]
+        if n:
+            values, ids = torch.topk(logprobs, n, dim=-1)
+            parts += [values, ids.to(logprobs.dtype)]  # ids < 2**24: exact in fp32
+        host = torch.cat(parts, dim=1).tolist()
+        out: list[_Logprob | None] = [None] * len(picked)
+        for j, p in want:
+            row = host[j]
+            alternatives = (
+                (row[1 + i], self._bytes(int(row[1 + n + i]))) for i in range(p.top_logprobs)
+            )
+            tops = tuple(
+                TopLogprob(b.decode("utf-8", errors="replace"), v, list(b)) for v, b in alternatives
+            )
+            out[j] = (row[0], tops)
+        return out
 
     def _decode_step(self) -> None:
         B = len(self._batch)
@@ -565,7 +612,7 @@ class RWKVChatEngine:
         for seq in list(self._batch):
             if not seq.finished:
                 row = seq.row
-                self._emit_token(seq, tokens[row], logprobs[row] if logprobs is not None else None)
+                self._emit_token(seq, tokens[row], logprobs[row])
         self._compact()
 
     def _compact(self) -> None:
@@ -578,9 +625,7 @@ class RWKVChatEngine:
 
     # -- events ----------------------------------------------------------------------------
 
-    def _emit_token(self, seq: _Seq, token: int, logprobs: Any) -> None:
-        import torch
-
+    def _emit_token(self, seq: _Seq, token: int, logprob: _Logprob | None) -> None:
         params = seq.handle.request.params
         seq.generated += 1
         self.stats["generated_tokens"] += 1
@@ -589,16 +634,8 @@ class RWKVChatEngine:
         piece = raw.decode("utf-8", errors="replace")
         lp: float | None = None
         tops: tuple[TopLogprob, ...] = ()
-        if params.logprobs and logprobs is not None:
-            lp = float(logprobs[token])
-            if params.top_logprobs:
-                values, ids = torch.topk(logprobs, params.top_logprobs)
-                tops = tuple(
-                    TopLogprob(b.decode("utf-8", errors="replace"), float(v), list(b))
-                    for v, b in zip(
-                        values.tolist(), (self._bytes(int(t)) for t in ids.tolist()), strict=True
-                    )
-                )
+        if params.logprobs and logprob is not None:
+            lp, tops = logprob
         if token == 0:  # end of text
             self._finish(seq, "stop", flush=seq.guided is not None)
             return

@@ -1,7 +1,8 @@
 """RWKV x060 / x070 forward for ``P`` sequences of ``T`` tokens over the package's weights.
 
 One implementation serves both phases: decode (``T = 1``, every running sequence, one
-step) and prefill (``T`` tokens of several prompts, their lengths padded and masked).
+step) and prefill (``T`` tokens of several prompts, their lengths padded; the WKV
+backend keeps each row's state at its own length).
 States are pool views (``[P, ...]`` per part) updated in place, so a decode step reads and
 writes the same memory every time (what a CUDA graph needs). For ``T > 1`` the WKV
 recurrence runs chunked (``engines.rwkv.wkv``): the work is matrix-matrix.
@@ -30,6 +31,14 @@ class Forward:
                 raise ValueError("batched decode needs a float strategy (no i8)")
         else:
             self.w = lm.model.z
+        # The package keeps x060's embedding on the CPU (its forward looks up one token at
+        # a time by a host index); the batched step looks up device tensors of tokens, so
+        # the table lives where the step computes, in its dtype (for x070 this is no copy).
+        self.emb = self.w["emb.weight"].to(device=lm.device, dtype=lm.dtype)
+
+    def embed(self, tokens: Any) -> Any:
+        """``[P, T, C]`` rows of the embedding, on the computing device."""
+        return self.emb[tokens.to(self.emb.device)]
 
     def __call__(self, tokens: Any, st: list[Any], lengths: Any | None = None) -> Any:
         """Logits ``[P, V]`` after each row's last real token (``lengths`` [P], device
@@ -59,14 +68,6 @@ class Forward:
             return x[:, -1]
         return x[torch.arange(x.shape[0], device=x.device), lengths - 1]
 
-    @staticmethod
-    def _mask(lengths: Any | None, P: int, T: int, device: Any) -> Any | None:
-        import torch
-
-        if lengths is None:
-            return None
-        return (torch.arange(T, device=device)[None, :] < lengths[:, None])[..., None]
-
     # -- x070 ------------------------------------------------------------------------------
 
     def _x070(self, tokens: Any, st: list[Any], lengths: Any | None) -> Any:
@@ -76,8 +77,7 @@ class Forward:
         z, lm = self.w, self.lm
         P, T = tokens.shape
         C, H, N = lm.n_embd, lm.n_head, lm.head_size
-        mask = self._mask(lengths, P, T, tokens.device)
-        x = z["emb.weight"][tokens]
+        x = self.embed(tokens)
         v_first = x
         for i in range(lm.n_layer):
             b, a_, f = f"blocks.{i}.", f"blocks.{i}.att.", f"blocks.{i}.ffn."
@@ -101,7 +101,7 @@ class Forward:
                     z[a_ + "v0"] + (xv @ z[a_ + "v1"]) @ z[a_ + "v2"]
                 )
             logw = -0.606531 * torch.sigmoid((z[a_ + "w0"] + ww).float())
-            o = self._wkv7(st, i, r, logw, k, v, kk, aa, mask, (P, T, H, N))
+            o = self._wkv7(st, i, r, logw, k, v, kk, aa, lengths, (P, T, H, N))
             st[i * 3].copy_(self._last(xx, lengths))
             out = F.group_norm(
                 o.to(dtype=x.dtype).reshape(P * T, C),
@@ -133,7 +133,7 @@ class Forward:
         v: Any,
         kk: Any,
         aa: Any,
-        mask: Any | None,
+        lengths: Any | None,
         shape: tuple[int, int, int, int],
     ) -> Any:
         """The WKV output ``[P, T, H, N]`` (fp32); the layer's state updated in place."""
@@ -148,10 +148,8 @@ class Forward:
             sab = s @ ab.float()
             s.mul_(w).add_(sab).add_(vk.float())
             return (s.to(dtype=r.dtype) @ r.view(P, H, N, 1)).view(P, 1, H, N).float()
-        if mask is not None:
-            logw, k, v, kk = logw * mask, k * mask, v * mask, kk * mask
         rq, wq, kq, vq, aq, bq = (t.reshape(P, T, H, N) for t in (r, logw, k, v, -kk, kk * aa))
-        o, new = self.wkv.rwkv7(s, rq, wq, kq, vq, aq, bq)
+        o, new = self.wkv.rwkv7(s, rq, wq, kq, vq, aq, bq, lengths)
         s.copy_(new)
         return o
 
@@ -165,8 +163,7 @@ class Forward:
         P, T = tokens.shape
         C, H = lm.n_embd, lm.n_head
         N = C // H
-        mask = self._mask(lengths, P, T, tokens.device)
-        x = w["emb.weight"][tokens].to(dtype=lm.dtype, device=lm.device)
+        x = self.embed(tokens)
         for i in range(lm.n_layer):
             b, a_, f = f"blocks.{i}.", f"blocks.{i}.att.", f"blocks.{i}.ffn."
             xx = F.layer_norm(x, (C,), weight=w[b + "ln1.weight"], bias=w[b + "ln1.bias"])
@@ -186,7 +183,7 @@ class Forward:
             g = F.silu(gx @ w[a_ + "gate.weight"])
             td = torch.tanh(wx @ w[a_ + "time_decay_w1"]) @ w[a_ + "time_decay_w2"]
             logw = -torch.exp(w[a_ + "time_decay"].view(C) + td.float())
-            o = self._wkv6(st, i, r, logw, k, v, w[a_ + "time_first"], mask, (P, T, H, N))
+            o = self._wkv6(st, i, r, logw, k, v, w[a_ + "time_first"], lengths, (P, T, H, N))
             st[i * 3].copy_(self._last(xx, lengths))
             out = F.group_norm(
                 o.reshape(P * T, C),
@@ -221,7 +218,7 @@ class Forward:
         k: Any,
         v: Any,
         time_first: Any,
-        mask: Any | None,
+        lengths: Any | None,
         shape: tuple[int, int, int, int],
     ) -> Any:
         P, T, H, N = shape
@@ -231,9 +228,7 @@ class Forward:
             out = r.view(P, H, 1, N) @ (time_first * kv + s)
             s.mul_(logw.exp().view(P, H, N, 1)).add_(kv)
             return out.view(P, 1, H, N)
-        if mask is not None:
-            logw, k, v = logw * mask, k * mask, v * mask
         rq, wq, kq, vq = (t.reshape(P, T, H, N) for t in (r, logw, k, v))
-        o, new = self.wkv.rwkv6(s, rq, wq, kq, vq, time_first.reshape(H, N))
+        o, new = self.wkv.rwkv6(s, rq, wq, kq, vq, time_first.reshape(H, N), lengths)
         s.copy_(new)
         return o

@@ -18,6 +18,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 from engines.constraint import Constraint
+from engines.rwkv.tokenizer import world_tokenizer
 
 __all__ = ["Guided", "MaskWorker", "check_grammar", "ll_tokenizer"]
 
@@ -32,8 +33,6 @@ _CLOSE_MARGIN = 512
 def ll_tokenizer() -> Any:
     """llguidance's view of the RWKV World vocabulary (built once per process)."""
     import llguidance
-
-    from engines.rwkv.engine import world_tokenizer
 
     tok = world_tokenizer()
     vocab = 65536

@@ -47,6 +47,14 @@ class RWKVOptions(BaseModel):
         ),
     )
     cuda_graphs: bool = Field(True, description="Capture the decode step as CUDA graphs.")
+    cuda_graph_capture_mode: Literal["thread_local", "global", "relaxed"] = Field(
+        "thread_local",
+        description=(
+            "CUDA's stream-capture mode for the decode graphs: thread_local lets other "
+            "threads (models loading beside this one) use the GPU during a capture; global "
+            "makes their unsafe calls fail the capture."
+        ),
+    )
     prefill_kernel: Literal["auto", "fla", "rwkv-cuda", "torch"] = Field(
         "auto",
         description=(
@@ -55,6 +63,9 @@ class RWKVOptions(BaseModel):
         ),
     )
     wkv_chunk: int = Field(16, ge=1, le=128, description="Tokens per chunk of the torch WKV.")
+    fla_chunk: Literal[16, 32, 64] = Field(
+        64, description="Tokens per chunk of fla's RWKV-7 prefill kernel."
+    )
     stalled_reader_timeout_s: float = Field(
         30.0,
         gt=0,

@@ -110,10 +110,13 @@ def sample(
     penalised: bool,
     want_logprobs: bool,
     kinds: frozenset[str] = frozenset({"greedy", "full", "cut"}),
+    max_top_k: int | None = None,
 ) -> tuple[Any, Any | None]:
     """Tokens ``[B]`` for the first ``B = len(logits)`` rows (device tensor) and, when
     asked, their log-probabilities ``[B, V]`` (before temperature, after penalties).
-    ``kinds`` (what the rows need, known on the host) skips the work no row needs."""
+    ``kinds`` (what the rows need, known on the host) skips the work no row needs;
+    ``max_top_k``, the rows' largest ``top_k`` (known on the host; None: read from the
+    pool), sizes the candidates of truncated sampling."""
     import torch
 
     B = logits.shape[0]
@@ -133,7 +136,7 @@ def sample(
         u = uniform(view("seed"), view("step")).to(torch.float32)
         needs_cut = (view("top_p") < 1.0) | (view("top_k") > 0)
         drawn = (
-            _truncated(probs, u, view("top_p"), view("top_k"))
+            _truncated(probs, u, view("top_p"), view("top_k"), max_top_k)
             if "cut" in kinds
             else _inverse_cdf(probs, u)
         )
@@ -156,19 +159,22 @@ def _inverse_cdf(probs: Any, u: Any) -> Any:
     return idx.clamp(max=probs.shape[-1] - 1)
 
 
-def _truncated(probs: Any, u: Any, top_p: Any, top_k: Any) -> Any:
-    """Inverse-CDF sampling within each row's top-k / nucleus (exact: rows whose nucleus
-    is wider than the pre-selected candidates are sorted in full)."""
+def _truncated(probs: Any, u: Any, top_p: Any, top_k: Any, max_top_k: int | None) -> Any:
+    """Inverse-CDF sampling within each row's top-k / nucleus, over a top-k preselection
+    of ``max(CANDIDATES, largest top_k)`` candidates rather than a sort of the whole
+    vocabulary. Exact: a row that truncates by top-p alone and whose nucleus is wider than
+    the candidates is sorted in full (one host check per step tells whether any is)."""
     import torch
 
     V = probs.shape[-1]
-    k = V if probs.device.type == "cuda" else min(CANDIDATES, V)
+    if max_top_k is None:
+        max_top_k = int(top_k.max())
+    k = min(V, max(CANDIDATES, max_top_k))
     cand_p, cand_i = torch.topk(probs, k, dim=-1)
     if k < V:
-        wide = (top_k == 0) & (cand_p.sum(-1) < top_p)
-        if bool(wide.any()):  # CPU only: a host check costs nothing there
+        wide = (top_k <= 0) & (top_p < 1.0) & (cand_p.sum(-1) < top_p)
+        if bool(wide.any()):
             rows = wide.nonzero().flatten()
-            # Only the rows whose nucleus is wider than the candidates are sorted in full.
             full_p, full_i = torch.sort(probs[rows], dim=-1, descending=True)
             cand_p = torch.cat([cand_p, torch.zeros_like(probs[:, : V - k])], dim=-1)
             cand_i = torch.cat([cand_i, torch.zeros_like(cand_i[:, :1]).expand(-1, V - k)], dim=-1)

@@ -21,8 +21,9 @@ import pytest
 from engines.base import ModelInfo
 from engines.constraint import JSON_OPTIONS, JsonCloser, calls_constraint, json_constraint
 from engines.generation import FinishEvent, GenerationRequest, SamplingParams
-from engines.rwkv.engine import RWKVChatEngine, world_tokenizer
+from engines.rwkv.engine import RWKVChatEngine
 from engines.rwkv.grammar import MaskWorker, ll_tokenizer
+from engines.rwkv.tokenizer import world_tokenizer
 
 SCHEMAS: list[dict[str, Any]] = [
     {
