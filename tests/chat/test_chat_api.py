@@ -9,7 +9,7 @@ import httpx
 import openai
 import pytest
 
-from engines.rwkv.engine import world_tokenizer
+from engines.rwkv.tokenizer import world_tokenizer
 from tests.conftest import RunningServer
 
 MODELS = ["rwkv6-tiny", "rwkv7-tiny"]

@@ -9,7 +9,7 @@ import httpx
 import openai
 import pytest
 
-from engines.rwkv.engine import world_tokenizer
+from engines.rwkv.tokenizer import world_tokenizer
 from gateway.app import create_app
 from gateway.settings import Settings
 from tests.chat.conftest import chat_models
