@@ -22,6 +22,7 @@ from gateway.errors import exception_handlers
 from gateway.logging import logging_config
 from gateway.middleware import (
     AuthMiddleware,
+    ConsoleHeadersMiddleware,
     JsonGuardMiddleware,
     MetricsMiddleware,
     RequestLogMiddleware,
@@ -164,6 +165,11 @@ def create_app(settings: Settings | None = None, engines: EngineRegistry | None 
         from gateway.routes import ui
 
         route_handlers.extend(ui.routes(settings.ui.cache_max_age_s))
+    console_headers: list[tuple[bytes, bytes]] = []
+    if full and settings.ui.enabled:
+        from gateway.routes.ui import SECURITY_HEADERS
+
+        console_headers = SECURITY_HEADERS
     openapi, doc_routes = _openapi()
     limits = settings.limits
     app = Litestar(
@@ -172,6 +178,7 @@ def create_app(settings: Settings | None = None, engines: EngineRegistry | None 
         exception_handlers=exception_handlers,
         middleware=[
             RequestLogMiddleware,
+            DefineMiddleware(ConsoleHeadersMiddleware, headers=console_headers),
             DefineMiddleware(MetricsMiddleware, metrics=metrics),
             DefineMiddleware(AuthMiddleware, api_keys=settings.api_keys),
             DefineMiddleware(

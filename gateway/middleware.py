@@ -309,3 +309,29 @@ class RequestLogMiddleware:
                 },
             )
             request_id.reset(token)
+
+
+class ConsoleHeadersMiddleware:
+    """The console's pages and assets (under ``prefix``) go out with its security headers
+    (a strict CSP, no framing, no content-type sniffing). Static files are answered
+    below the router, so the headers are added here, on the way out."""
+
+    def __init__(
+        self, app: ASGIApp, prefix: str = "/ui", headers: list[tuple[bytes, bytes]] | None = None
+    ) -> None:
+        self.app = app
+        self.prefix = prefix
+        self.headers = headers or []
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = str(scope.get("path", ""))
+        if scope["type"] != ScopeType.HTTP or not (path == "/" or path.startswith(self.prefix)):
+            await self.app(scope, receive, send)
+            return
+
+        async def send_wrapper(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", []), *self.headers]
+            await send(message)
+
+        await self.app(scope, receive, send_wrapper)

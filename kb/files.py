@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import time
+import unicodedata
 import uuid
 from pathlib import Path
 
@@ -13,11 +14,29 @@ from kb.backend import KnowledgeBackend
 from kb.config import KnowledgeSettings
 from kb.types import FileRecord
 
-__all__ = ["Files", "new_file_id"]
+__all__ = ["Files", "new_file_id", "safe_filename"]
+
+# A file name is shown in lists, citations and Content-Disposition headers: it keeps no
+# control characters (CR/LF would split a header), no path, and a bounded length.
+MAX_FILENAME_BYTES = 255
 
 
 def new_file_id() -> str:
     return f"file-{uuid.uuid4().hex}"
+
+
+def safe_filename(name: str, default: str = "upload.bin") -> str:
+    """``name`` without control or format characters, path parts or surrounding space,
+    cut to ``MAX_FILENAME_BYTES`` of UTF-8 (``default`` when nothing is left)."""
+    cleaned = "".join(
+        " " if ch in "\r\n\t" else ch
+        for ch in name
+        if unicodedata.category(ch)[0] != "C" or ch in "\r\n\t"
+    )
+    cleaned = " ".join(cleaned.replace("\\", "/").rsplit("/", 1)[-1].split())
+    data = cleaned.encode()[:MAX_FILENAME_BYTES]
+    cleaned = data.decode("utf-8", "ignore").strip()
+    return cleaned if cleaned not in ("", ".", "..") else default
 
 
 class Files:
@@ -43,7 +62,7 @@ class Files:
         """Record a fully written upload and move its bytes into place."""
         record = FileRecord(
             id=file_id,
-            filename=filename,
+            filename=safe_filename(filename),
             bytes=size,
             purpose=purpose,
             sha256=digest,

@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-__all__ = ["STATIC", "routes"]
+__all__ = ["SECURITY_HEADERS", "STATIC", "routes"]
 
 from litestar import get
 from litestar.datastructures import CacheControlHeader, State
@@ -19,6 +19,19 @@ from gateway.state import ctx_of
 STATIC = Path(__file__).resolve().parent.parent / "ui" / "static"
 # The settings that turn web-search ingestion on (kb/config.py, WebSearchSettings).
 WEB_SEARCH_SETTINGS = ["knowledge.web_search.provider", "knowledge.web_search.url"]
+# The console runs only its own files and talks only to this gateway: no inline script or
+# style, no framing (clickjacking), no content-type guessing.
+CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; "
+    "frame-ancestors 'none'"
+)
+SECURITY_HEADERS = [
+    (b"content-security-policy", CSP.encode()),
+    (b"x-frame-options", b"DENY"),
+    (b"x-content-type-options", b"nosniff"),
+    (b"referrer-policy", b"no-referrer"),
+]
 
 
 @get("/", include_in_schema=False, sync_to_thread=False)

@@ -6,7 +6,7 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
-from gateway.schemas.common import NonEmptyStr
+from gateway.schemas.common import Metadata, NonEmptyStr
 from gateway.schemas.knowledge import KnowledgeField
 
 __all__ = [
@@ -86,7 +86,7 @@ class ChatCompletionRequest(_Sampling, kw_only=True):
     prediction: dict[str, Any] | None = None
     parallel_tool_calls: bool | None = None
     reasoning_effort: str | None = None
-    metadata: dict[str, Any] | None = None
+    metadata: Metadata | None = None
     store: bool | None = None
     service_tier: str | None = None
 

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 import msgspec
 
 from gateway.schemas.chat import Penalty, PositiveInt, Temperature, TopP
-from gateway.schemas.common import NonEmptyStr
+from gateway.schemas.common import Metadata, NonEmptyStr
 from gateway.schemas.knowledge import KnowledgeField
 
 __all__ = ["DeletedResponse", "ResponseRequest"]
@@ -35,7 +35,7 @@ class ResponseRequest(msgspec.Struct, kw_only=True):
     store: bool = True
     stream: bool = False
     include: list[str] | None = None
-    metadata: dict[str, str] | None = None
+    metadata: Metadata | None = None  # 16 keys of 64 characters, values of 512
     user: str | None = None
     truncation: str | None = None
     background: bool | None = None

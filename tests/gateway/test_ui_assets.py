@@ -47,3 +47,18 @@ async def test_a_store_lists_its_jobs() -> None:
         assert [j["id"] for j in listed] == [job["id"]] and listed[0]["kind"] == "reembed"
         missing = await http.get("/v1/vector_stores/vs_nope/jobs")
         assert missing.status_code == 404 and missing.json()["error"]["param"] == "vector_store_id"
+
+
+async def test_the_console_forbids_framing_sniffing_and_foreign_scripts() -> None:
+    app = create_app(fake_settings())
+    async with asgi_client(app) as http:
+        for path in ("/ui/", "/ui/app.js", "/ui/app.css", "/ui/config.json"):
+            r = await http.get(path)
+            assert r.status_code == 200, path
+            csp = r.headers["content-security-policy"]
+            assert "script-src 'self'" in csp and "frame-ancestors 'none'" in csp
+            assert "unsafe-inline" not in csp and "unsafe-eval" not in csp
+            assert r.headers["x-frame-options"] == "DENY"
+            assert r.headers["x-content-type-options"] == "nosniff"
+        # The API itself is not the console: its JSON is not framed by a page policy.
+        assert "content-security-policy" not in (await http.get("/health")).headers

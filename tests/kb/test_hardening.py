@@ -355,3 +355,40 @@ def test_stored_urls_drop_secrets_but_keep_the_page() -> None:
     assert stored_url("https://h.example/a?x=1&api_key=k&X-Amz-Signature=s") == (
         "https://h.example/a?x=1"
     )
+
+
+async def test_a_file_name_with_control_characters_is_stored_clean_and_downloads() -> None:
+    from gateway.app import create_app
+    from tests.conftest import asgi_client, fake_settings
+
+    async with asgi_client(create_app(fake_settings())) as http:
+        name = "report\r\nX-Injected: 1\u202e.txt"
+        up = await http.post(
+            "/v1/files",
+            files={"file": (name, b"hello")},
+            data={"purpose": "assistants"},
+        )
+        assert up.status_code == 200, up.text
+        stored = up.json()["filename"]
+        assert stored == "report X-Injected: 1.txt"
+        got = await http.get(f"/v1/files/{up.json()['id']}/content")
+        assert got.status_code == 200 and got.content == b"hello"
+        assert "x-injected" not in {k.lower() for k in got.headers}
+        listed = (await http.get("/v1/files")).json()["data"]
+        assert [f["filename"] for f in listed] == [stored]
+
+
+async def test_metadata_is_bounded_as_the_openai_api_bounds_it() -> None:
+    from gateway.app import create_app
+    from tests.conftest import asgi_client, fake_settings
+
+    async with asgi_client(create_app(fake_settings())) as http:
+        too_many = {f"k{i}": "v" for i in range(17)}
+        for metadata in (too_many, {"k" * 65: "v"}, {"k": "v" * 513}):
+            r = await http.post(
+                "/v1/responses", json={"model": "x", "input": "hi", "metadata": metadata}
+            )
+            assert r.status_code == 400, r.text
+            assert r.json()["error"]["type"] == "invalid_request_error"
+            r = await http.post("/v1/vector_stores", json={"name": "bounded", "metadata": metadata})
+            assert r.status_code == 400, r.text
