@@ -237,6 +237,24 @@ class KnowledgeSettings(BaseModel):
         ),
     )
     rrf_k: float = Field(60.0, gt=0, description="Reciprocal rank fusion constant.")
+    keyword_stemming: bool = Field(
+        True,
+        description=(
+            'Search English words by their stems ("installing" finds "install"); CJK '
+            "bigrams and other scripts are matched as written. Stores made before the "
+            "stemmed index existed are rebuilt in the background at startup and search "
+            "unstemmed until that finishes."
+        ),
+    )
+    keyword_rebuild_batch: int = Field(
+        500,
+        ge=1,
+        le=100_000,
+        description=(
+            "Chunks copied into the stemmed keyword index per transaction by the "
+            "background rebuild (ingestion waits for at most one batch)."
+        ),
+    )
     sparse_weight: float = Field(
         1.0,
         ge=0,

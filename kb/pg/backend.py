@@ -38,6 +38,7 @@ from kb.filters import Filter
 from kb.keywords import cjk_bigrams, query_grams, query_words
 from kb.pg.filters import compile_filter
 from kb.pg.schema import MIGRATIONS
+from kb.pg.stemmed import StemmedIndexMixin
 from kb.rows import (
     batch_from,
     chunk_from,
@@ -109,7 +110,7 @@ def _vec(v: np.ndarray) -> str:
     return "[" + ",".join(f"{float(x):.7g}" for x in np.asarray(v, dtype=np.float32)) + "]"
 
 
-class PostgresBackend:
+class PostgresBackend(StemmedIndexMixin):
     name = "postgres"
     shared = True
 
@@ -233,6 +234,8 @@ class PostgresBackend:
     def startup(self) -> None:
         try:
             self._ensure_schema()
+            if self.settings.keyword_stemming:
+                self.start_stemmed_rebuild(self.settings.keyword_rebuild_batch)
         except Exception as exc:  # noqa: BLE001 - served as 503 until the database is back
             log.error(
                 "knowledge base database unreachable at startup",
@@ -243,10 +246,11 @@ class PostgresBackend:
         return None
 
     def close(self) -> None:
+        self.stop_stemmed_rebuild()
         self.pool.close()
 
     def wait_maintenance(self) -> None:
-        return None
+        self.wait_stemmed_rebuild()
 
     # -- files --------------------------------------------------------------------------
 
@@ -983,8 +987,12 @@ class PostgresBackend:
     ) -> list[tuple[int, float]]:
         results: dict[int, float] = {}
         words = query_words(text)
+        column = "tsv"
+        if words and self.settings.keyword_stemming and self.stemmed_index_ready(conn):
+            # The query's words as the index's stems (the same configuration made both).
+            column, words = "stem_tsv", _stems(conn, words)
         if words:
-            for chunk_id, score in self._bm25(conn, cid, "tsv", words, k, files):
+            for chunk_id, score in self._bm25(conn, cid, column, words, k, files):
                 results[chunk_id] = score
         grams = query_grams(text)
         if grams:
@@ -1112,6 +1120,14 @@ def token_lengths(text: str, cjk: str) -> tuple[int, int]:
     """Tokens in the text and in its CJK bigram column: BM25's document lengths (the
     SQLite index counts them alike)."""
     return len(_WORD.findall(text)), len(cjk.split())
+
+
+def _stems(conn: Any, words: list[str]) -> list[str]:
+    row = conn.execute(
+        "SELECT array(SELECT lexeme FROM unnest(to_tsvector('kb_stem', %s))) AS l",
+        (" ".join(words),),
+    ).fetchone()
+    return [str(x) for x in row["l"]]
 
 
 def _tsquery(lexemes: list[str]) -> str:
