@@ -229,11 +229,30 @@ class KnowledgeSettings(BaseModel):
     search_candidates: int = Field(
         50, ge=1, le=1000, description="Hits each of dense and keyword search contribute."
     )
-    fusion: Literal["rrf", "relative", "dbsf"] = Field(
-        "relative",
+    fusion: Literal["convex", "rrf", "relative", "dbsf"] = Field(
+        "convex",
         description=(
-            "How dense and BM25 lists are fused: `relative` (weighted min-max normalised "
-            "scores), `dbsf` (scores normalised by mean +- 3 sigma) or `rrf` (reciprocal rank)."
+            "How dense and BM25 lists are fused: `convex` (a weighted sum of absolute "
+            "scores: the cosine on the model's probe scale and the saturated BM25), "
+            "`relative` (weighted min-max normalised scores), `dbsf` (scores normalised by "
+            "mean +- 3 sigma) or `rrf` (reciprocal rank)."
+        ),
+    )
+    convex_dense_share: float = Field(
+        0.5,
+        ge=0,
+        le=1,
+        description=(
+            "`convex` fusion: the dense score's share of the fused score (the BM25 score "
+            "has the rest), before the trust and list weights scale it."
+        ),
+    )
+    convex_bm25_half: float = Field(
+        4.0,
+        gt=0,
+        description=(
+            "`convex` fusion: the BM25 score that counts as half of a full keyword match "
+            "(bm25 / (bm25 + half))."
         ),
     )
     rrf_k: float = Field(60.0, gt=0, description="Reciprocal rank fusion constant.")

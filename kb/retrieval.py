@@ -183,7 +183,15 @@ class Retriever:
         for text, c in zip(queries, cands, strict=True):
             # Language-aware: the dense list counts as far as the model reads the query's
             # script (an English-only embedder on a Chinese query leans on keywords).
-            trust = probe.trust(script_of(text)) if q.weights is None else 1.0
+            script = script_of(text)
+            trust = probe.trust(script) if q.weights is None else 1.0
+            fusion = q.fusion or self.settings.fusion
+            calibrated = None
+            if fusion == "convex" and c.dense:
+                z = probe.z(np.array([s for _, s in c.dense], dtype=np.float64), script)
+                calibrated = [
+                    (cid, float(v)) for (cid, _), v in zip(c.dense, np.atleast_1d(z), strict=True)
+                ]
             per_query.append(
                 fuse(
                     c.dense,
@@ -193,10 +201,13 @@ class Retriever:
                     if keyword_w
                     else dense_w,
                     keyword_weight=keyword_w,
-                    fusion=q.fusion or self.settings.fusion,
+                    fusion=fusion,
                     rrf_k=self.settings.rrf_k,
                     sparse=c.sparse if sparse_w else None,
                     sparse_weight=sparse_w,
+                    dense_calibrated=calibrated,
+                    convex_alpha=self.settings.convex_dense_share,
+                    bm25_half=self.settings.convex_bm25_half,
                 )
             )
         if len(per_query) == 1:
