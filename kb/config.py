@@ -229,13 +229,24 @@ class KnowledgeSettings(BaseModel):
     search_candidates: int = Field(
         50, ge=1, le=1000, description="Hits each of dense and keyword search contribute."
     )
-    fusion: Literal["convex", "rrf", "relative", "dbsf"] = Field(
-        "convex",
+    fusion: Literal["calibrated", "convex", "rrf", "relative", "dbsf"] = Field(
+        "calibrated",
         description=(
-            "How dense and BM25 lists are fused: `convex` (a weighted sum of absolute "
-            "scores: the cosine on the model's probe scale and the saturated BM25), "
+            "How dense and BM25 lists are fused: `calibrated` (every candidate of both "
+            "lists ranked by the absolute score's log-odds, kb/scoring.py, plus the "
+            "saturated BM25 score times `calibrated_bm25_weight`), `convex` (a weighted "
+            "sum of the cosine on the model's probe scale and the saturated BM25), "
             "`relative` (weighted min-max normalised scores), `dbsf` (scores normalised by "
-            "mean +- 3 sigma) or `rrf` (reciprocal rank)."
+            "mean +- 3 sigma) or `rrf` (reciprocal rank). Chosen on the evaluation sets' "
+            "dev queries (bench/eval/fusion.py)."
+        ),
+    )
+    calibrated_bm25_weight: float = Field(
+        8.0,
+        ge=0,
+        description=(
+            "`calibrated` fusion: weight of the saturated BM25 score added to the score "
+            "model's log-odds when ordering hybrid hits (the reported score leaves it out)."
         ),
     )
     convex_dense_share: float = Field(
@@ -247,12 +258,12 @@ class KnowledgeSettings(BaseModel):
             "has the rest), before the trust and list weights scale it."
         ),
     )
-    convex_bm25_half: float = Field(
-        4.0,
+    bm25_half: float = Field(
+        16.0,
         gt=0,
         description=(
-            "`convex` fusion: the BM25 score that counts as half of a full keyword match "
-            "(bm25 / (bm25 + half))."
+            "`calibrated` and `convex` fusion: the BM25 score that counts as half of a "
+            "full keyword match (bm25 / (bm25 + half))."
         ),
     )
     rrf_k: float = Field(60.0, gt=0, description="Reciprocal rank fusion constant.")

@@ -9,11 +9,14 @@ index before stemming), each 50 deep, with every candidate's store-independent f
 - ``rrf``: weighted reciprocal rank fusion;
 - ``convex``: a weighted convex combination of calibrated scores, the dense list's
   probe-scaled cosine and the keyword list's saturated BM25 (``bm25 / (bm25 + half)``),
-  a hit absent from a list scoring 0 there.
+  a hit absent from a list scoring 0 there;
+- ``calibrated``: every candidate of both lists by the absolute score's log-odds (the
+  probe-scaled cosine and the query's term coverage, kb/scoring.py) plus a weight times
+  the saturated BM25 (weight 0: the absolute score alone).
 
 Run after bench/eval/build.py (the stores are built on first use, as kb_eval's):
 
-    python bench/eval/fusion.py            # writes bench/results/kb_fusion.json
+    python bench/eval/fusion.py [SET,SET...]   # writes bench/results/kb_fusion.json
 """
 
 from __future__ import annotations
@@ -35,11 +38,12 @@ sys.path.insert(0, str(ROOT))
 from bench.eval.stores import SETS, load_set, open_store, set_names  # noqa: E402
 from kb.backend import CandidateQuery  # noqa: E402
 from kb.config import KnowledgeSettings  # noqa: E402
-from kb.fusion import fuse  # noqa: E402
+from kb.fusion import bm25_confidence, fuse  # noqa: E402
 from kb.probe import Probe, probe_from_vectors, probe_sentences  # noqa: E402
-from kb.scoring import script_of  # noqa: E402
+from kb.scoring import ScoreModel, coverage, query_terms, script_of  # noqa: E402
 
 N = 50
+MODEL = ScoreModel()
 Row = dict[str, Any]
 Ranker = Callable[[Row], list[int]]
 
@@ -69,6 +73,7 @@ async def dump(name: str, provider: Any, probe: Probe) -> list[Row]:
         cos = dict(zip(got.tolist(), (mat @ vec[0]).tolist(), strict=True))
         chunks = backend.chunks(ids)
         script = script_of(item["q"])
+        terms = query_terms(item["q"])
         rows.append(
             {
                 "set": name,
@@ -77,6 +82,8 @@ async def dump(name: str, provider: Any, probe: Probe) -> list[Row]:
                 "trust": probe.trust(script),
                 "doc": {c: files[chunks[c].file_id] for c in ids},
                 "z": {c: float(probe.z(cos[c], script)) for c in ids},
+                "cov": {c: coverage(terms, chunks[c].text) for c in ids},
+                "script": script,
                 **lists,
             }
         )
@@ -142,12 +149,34 @@ def convex(key: str, alpha: float, half: float, power: float = 2.0) -> Ranker:
     return rank
 
 
+def calibrated(key: str, weight: float, half: float) -> Ranker:
+    """kb/retrieval.py's ``calibrated`` fusion: every candidate of both lists by the score
+    model's log-odds (kb/scoring.py) plus ``weight`` x the saturated BM25 score."""
+
+    def rank(r: Row) -> list[int]:
+        bm25 = dict(r[key])
+        ids = list(dict.fromkeys([c for c, _ in r["dense"]] + list(bm25)))
+        z = np.clip(np.array([r["z"][c] for c in ids]), -1.0, 2.0)
+        cov = np.array([r["cov"][c] for c in ids])
+        x = MODEL.logits(z, r["trust"], cov, r["script"]) + weight * np.array(
+            [bm25_confidence(bm25.get(c, 0.0), half) for c in ids]
+        )
+        return [ids[j] for j in sorted(range(len(ids)), key=lambda j: (-x[j], ids[j]))]
+
+    return rank
+
+
 def grid() -> dict[str, dict[str, Ranker]]:
     out: dict[str, dict[str, Ranker]] = {
         "rrf": {
             f"k={k:g} wd={wd:g}": rrf("stem", k, wd)
             for k in (1, 5, 10, 20, 60)
             for wd in (0.5, 0.75, 1.0, 1.5, 2.0)
+        },
+        "calibrated": {
+            f"bm25 weight={w:g} half={h:g}": calibrated("stem", w, h)
+            for w in (0, 1, 2, 4, 8, 16)
+            for h in (2, 4, 8, 16)
         },
         "convex": {
             f"alpha={a:g} half={h:g}": convex("stem", a, h)
@@ -185,15 +214,19 @@ async def main() -> None:
     provider = minilm_provider()
     vecs, _ = await provider.embed("minilm", probe_sentences())
     probe = probe_from_vectors(np.asarray(vecs))
-    cache = SETS / "fusion-features.pkl"
-    if cache.exists():
-        rows = pickle.loads(cache.read_bytes())  # noqa: S301 - our own cache file
-    else:
-        rows = []
-        for name in set_names():
-            rows += await dump(name, provider, probe)
-            print(f"dumped {name}", flush=True)
-        cache.write_bytes(pickle.dumps(rows))
+    wanted = [s for s in (sys.argv[1].split(",") if len(sys.argv) > 1 else []) if s]
+    rows = []
+    for name in set_names():
+        if wanted and name not in wanted:
+            continue
+        cache = SETS / f"fusion-features-{name}.pkl"
+        if cache.exists():
+            rows += pickle.loads(cache.read_bytes())  # noqa: S301 - our own cache file
+            continue
+        got = await dump(name, provider, probe)
+        cache.write_bytes(pickle.dumps(got))
+        rows += got
+        print(f"dumped {name}", flush=True)
     sets = sorted({r["set"] for r in rows})
     dev = [r for r in rows if r["split"] == "dev"]
     chosen = {m: choose(dev, sets, opts) for m, opts in grid().items()}
