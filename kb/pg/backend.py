@@ -119,6 +119,7 @@ class PostgresBackend(StemmedIndexMixin):
         from psycopg_pool import ConnectionPool
 
         self.settings = settings or KnowledgeSettings()
+        self.stemming = self.settings.keyword_stemming
         pg = self.settings.postgres
         self.dsn_shown = redact_dsn(dsn)
         self._timeout = pg.connect_timeout_s
@@ -234,7 +235,7 @@ class PostgresBackend(StemmedIndexMixin):
     def startup(self) -> None:
         try:
             self._ensure_schema()
-            if self.settings.keyword_stemming:
+            if self.stemming:
                 self.start_stemmed_rebuild(self.settings.keyword_rebuild_batch)
         except Exception as exc:  # noqa: BLE001 - served as 503 until the database is back
             log.error(
@@ -988,7 +989,7 @@ class PostgresBackend(StemmedIndexMixin):
         results: dict[int, float] = {}
         words = query_words(text)
         column = "tsv"
-        if words and self.settings.keyword_stemming and self.stemmed_index_ready(conn):
+        if words and self.stemming and self.stemmed_index_ready(conn):
             # The query's words as the index's stems (the same configuration made both).
             column, words = "stem_tsv", _stems(conn, words)
         if words:
