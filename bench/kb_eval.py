@@ -15,6 +15,7 @@ import argparse
 import asyncio
 import json
 import math
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -62,6 +63,7 @@ async def evaluate(
     backend: Any = kb.backend
     rows: dict[str, dict[str, list[dict[str, float]]]] = {m: {"dev": [], "test": []} for m in modes}
     calib: list[tuple[float, bool]] = []
+    took: dict[str, list[float]] = {m: [] for m in modes}
     for item in data["queries"]:
         relevant = set(item["relevant"])
         for mode in modes:
@@ -73,7 +75,9 @@ async def evaluate(
                 fusion="relative" if mode in BEFORE else None,
             )
             backend.stemming = mode not in BEFORE
+            t = time.perf_counter()
             out = await kb.search(cid, query)
+            took[mode].append(time.perf_counter() - t)
             backend.stemming = True
             docs = list(dict.fromkeys(by_file[h.file_id] for h in out.hits))
             rows[mode][item["split"]].append(metrics(docs, relevant))
@@ -86,6 +90,7 @@ async def evaluate(
     }
     for mode in modes:
         result[mode] = {s: _mean(rows[mode][s]) for s in ("dev", "test")}
+        result[mode]["search_ms_p50"] = round(1000 * statistics.median(took[mode]), 1)
     above = [rel for s, rel in calib if s >= 0.5]
     below = [rel for s, rel in calib if s < 0.2]
     result["calibration"] = {
@@ -167,7 +172,10 @@ async def main() -> None:
             name, load_set(name), provider, _reranker(args.reranker), settings, tag=tag
         )
         print(f"{name}: {time.perf_counter() - t:.0f}s", flush=True)
-    print(f"\n{'set':<14}{'split':<6}{'mode':<18}{'recall@5':>9}{'ndcg@10':>9}{'mrr@10':>8}")
+    print(
+        f"\n{'set':<14}{'split':<6}{'mode':<18}{'recall@5':>9}{'ndcg@10':>9}{'mrr@10':>8}"
+        f"{'p50 ms':>8}"
+    )
     for name, res in results.items():
         for split in ("dev", "test"):
             for mode in (*MODES, *BEFORE, "sparse", "hybrid+rerank"):
@@ -176,6 +184,7 @@ async def main() -> None:
                     print(
                         f"{name:<14}{split:<6}{mode:<18}{m['recall@5']:>9.3f}"
                         f"{m['ndcg@10']:>9.3f}{m['mrr@10']:>8.3f}"
+                        f"{res[mode]['search_ms_p50']:>8.1f}"
                     )
         print(f"{name:<14}calibration: {res['calibration']}")
     out = {

@@ -234,7 +234,8 @@ class KnowledgeSettings(BaseModel):
         description=(
             "How dense and BM25 lists are fused: `calibrated` (every candidate of both "
             "lists ranked by the absolute score's log-odds, kb/scoring.py, plus the "
-            "saturated BM25 score times `calibrated_bm25_weight`), `convex` (a weighted "
+            "saturated BM25 score times `calibrated_bm25_weight`; stores with BGE-M3 sparse "
+            "weights use `relative`), `convex` (a weighted "
             "sum of the cosine on the model's probe scale and the saturated BM25), "
             "`relative` (weighted min-max normalised scores), `dbsf` (scores normalised by "
             "mean +- 3 sigma) or `rrf` (reciprocal rank). Chosen on the evaluation sets' "

@@ -88,7 +88,13 @@ class Retriever:
         vectors, lexical = await embed_both(self.provider, col.embedding_model, queries)
         vectors = np.asarray(vectors, dtype=np.float32)
         cands = await self._candidates(col, queries, vectors, lexical, q, allowed, want)
-        if q.mode == "hybrid" and (q.fusion or self.settings.fusion) == "calibrated":
+        # BGE-M3's sparse list has no absolute scale to join the calibrated order: stores
+        # with it fuse their three lists by min-max (``relative``) as before.
+        if (
+            q.mode == "hybrid"
+            and (q.fusion or self.settings.fusion) == "calibrated"
+            and not any(c.sparse for c in cands)
+        ):
             hits = await self._fuse_calibrated(
                 col, cands, queries, vectors, q, want, probe, allowed
             )
@@ -346,8 +352,8 @@ class Retriever:
         s = self.settings
         pool: dict[int, Hit] = {}
         for c in cands:
-            n = len({i for i, _ in c.dense} | {i for i, _ in c.keyword} | {i for i, _ in c.sparse})
-            for h in fuse(c.dense, c.keyword, n, sparse=c.sparse or None):
+            n = len({i for i, _ in c.dense} | {i for i, _ in c.keyword})
+            for h in fuse(c.dense, c.keyword, n):
                 pool.setdefault(h.chunk_id, h)
         if not pool:
             return []
