@@ -1,7 +1,9 @@
 """Retrieval quality on the evaluation sets (bench/eval/build.py makes them from text on
 this machine; SOURCES.md lists them): recall@5, nDCG@10 and MRR@10 of dense, keyword,
 hybrid and (with ``--reranker``) hybrid+rerank, on each set's dev and test queries, with
-the default offline models. Also the calibration of the reported score (how often a hit
+the default offline models; "keyword (before)" and "hybrid (before)" are the unstemmed
+index and min-max (``relative``) fusion, as searched before stemming and calibrated
+fusion, on the same stores. Also the calibration of the reported score (how often a hit
 scoring >= 0.5 is relevant). Prints the table and writes bench/results/kb_eval.json.
 
     python bench/eval/build.py && python bench/kb_eval.py
@@ -13,6 +15,7 @@ import argparse
 import asyncio
 import json
 import math
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -26,6 +29,8 @@ from kb.config import KnowledgeSettings  # noqa: E402
 from kb.retrieval import SearchQuery  # noqa: E402
 
 MODES = ("dense", "keyword", "hybrid")
+# The index and fusion before stemming and calibrated fusion, on the same stores.
+BEFORE = ("keyword (before)", "hybrid (before)")
 
 
 def metrics(ranked: list[str], relevant: set[str]) -> dict[str, float]:
@@ -52,21 +57,28 @@ async def evaluate(
     kb, cid, by_file = await open_store(
         name, data, provider, settings, root=root or SETS, tag=tag, reranker=reranker
     )
-    modes = list(MODES) + (["sparse"] if tag != "minilm" else [])
+    modes = list(MODES) + list(BEFORE) + (["sparse"] if tag != "minilm" else [])
     if reranker is not None:
         modes.append("hybrid+rerank")
+    backend: Any = kb.backend
     rows: dict[str, dict[str, list[dict[str, float]]]] = {m: {"dev": [], "test": []} for m in modes}
     calib: list[tuple[float, bool]] = []
+    took: dict[str, list[float]] = {m: [] for m in modes}
     for item in data["queries"]:
         relevant = set(item["relevant"])
         for mode in modes:
             query = SearchQuery(
                 (item["q"],),
                 20,
-                mode="hybrid" if mode == "hybrid+rerank" else mode,  # type: ignore[arg-type]
+                mode=mode.split(" ")[0].split("+")[0],  # type: ignore[arg-type]
                 rerank=mode == "hybrid+rerank",
+                fusion="relative" if mode in BEFORE else None,
             )
+            backend.stemming = mode not in BEFORE
+            t = time.perf_counter()
             out = await kb.search(cid, query)
+            took[mode].append(time.perf_counter() - t)
+            backend.stemming = True
             docs = list(dict.fromkeys(by_file[h.file_id] for h in out.hits))
             rows[mode][item["split"]].append(metrics(docs, relevant))
             if mode == "hybrid":
@@ -78,6 +90,7 @@ async def evaluate(
     }
     for mode in modes:
         result[mode] = {s: _mean(rows[mode][s]) for s in ("dev", "test")}
+        result[mode]["search_ms_p50"] = round(1000 * statistics.median(took[mode]), 1)
     above = [rel for s, rel in calib if s >= 0.5]
     below = [rel for s, rel in calib if s < 0.2]
     result["calibration"] = {
@@ -159,15 +172,19 @@ async def main() -> None:
             name, load_set(name), provider, _reranker(args.reranker), settings, tag=tag
         )
         print(f"{name}: {time.perf_counter() - t:.0f}s", flush=True)
-    print(f"\n{'set':<14}{'split':<6}{'mode':<15}{'recall@5':>9}{'ndcg@10':>9}{'mrr@10':>8}")
+    print(
+        f"\n{'set':<14}{'split':<6}{'mode':<18}{'recall@5':>9}{'ndcg@10':>9}{'mrr@10':>8}"
+        f"{'p50 ms':>8}"
+    )
     for name, res in results.items():
         for split in ("dev", "test"):
-            for mode in (*MODES, "sparse", "hybrid+rerank"):
+            for mode in (*MODES, *BEFORE, "sparse", "hybrid+rerank"):
                 if mode in res:
                     m = res[mode][split]
                     print(
-                        f"{name:<14}{split:<6}{mode:<15}{m['recall@5']:>9.3f}"
+                        f"{name:<14}{split:<6}{mode:<18}{m['recall@5']:>9.3f}"
                         f"{m['ndcg@10']:>9.3f}{m['mrr@10']:>8.3f}"
+                        f"{res[mode]['search_ms_p50']:>8.1f}"
                     )
         print(f"{name:<14}calibration: {res['calibration']}")
     out = {

@@ -229,14 +229,63 @@ class KnowledgeSettings(BaseModel):
     search_candidates: int = Field(
         50, ge=1, le=1000, description="Hits each of dense and keyword search contribute."
     )
-    fusion: Literal["rrf", "relative", "dbsf"] = Field(
-        "relative",
+    fusion: Literal["calibrated", "convex", "rrf", "relative", "dbsf"] = Field(
+        "calibrated",
         description=(
-            "How dense and BM25 lists are fused: `relative` (weighted min-max normalised "
-            "scores), `dbsf` (scores normalised by mean +- 3 sigma) or `rrf` (reciprocal rank)."
+            "How dense and BM25 lists are fused: `calibrated` (every candidate of both "
+            "lists ranked by the absolute score's log-odds, kb/scoring.py, plus the "
+            "saturated BM25 score times `calibrated_bm25_weight`; stores with BGE-M3 sparse "
+            "weights use `relative`), `convex` (a weighted "
+            "sum of the cosine on the model's probe scale and the saturated BM25), "
+            "`relative` (weighted min-max normalised scores), `dbsf` (scores normalised by "
+            "mean +- 3 sigma) or `rrf` (reciprocal rank). Chosen on the evaluation sets' "
+            "dev queries (bench/eval/fusion.py)."
+        ),
+    )
+    calibrated_bm25_weight: float = Field(
+        8.0,
+        ge=0,
+        description=(
+            "`calibrated` fusion: weight of the saturated BM25 score added to the score "
+            "model's log-odds when ordering hybrid hits (the reported score leaves it out)."
+        ),
+    )
+    convex_dense_share: float = Field(
+        0.5,
+        ge=0,
+        le=1,
+        description=(
+            "`convex` fusion: the dense score's share of the fused score (the BM25 score "
+            "has the rest), before the trust and list weights scale it."
+        ),
+    )
+    bm25_half: float = Field(
+        16.0,
+        gt=0,
+        description=(
+            "`calibrated` and `convex` fusion: the BM25 score that counts as half of a "
+            "full keyword match (bm25 / (bm25 + half))."
         ),
     )
     rrf_k: float = Field(60.0, gt=0, description="Reciprocal rank fusion constant.")
+    keyword_stemming: bool = Field(
+        True,
+        description=(
+            'Search English words by their stems ("installing" finds "install"); CJK '
+            "bigrams and other scripts are matched as written. Stores made before the "
+            "stemmed index existed are rebuilt in the background at startup and search "
+            "unstemmed until that finishes."
+        ),
+    )
+    keyword_rebuild_batch: int = Field(
+        500,
+        ge=1,
+        le=100_000,
+        description=(
+            "Chunks copied into the stemmed keyword index per transaction by the "
+            "background rebuild (ingestion waits for at most one batch)."
+        ),
+    )
     sparse_weight: float = Field(
         1.0,
         ge=0,

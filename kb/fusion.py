@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["Hit", "bm25_confidence", "fuse", "rrf", "score_fusion"]
+__all__ = ["Hit", "bm25_confidence", "convex_fusion", "fuse", "rrf", "score_fusion"]
 
 # The BM25 score (FTS5, higher = better) that reads as an even-odds match.
 BM25_HALF = 4.0
@@ -57,9 +57,13 @@ def fuse(
     rrf_k: float = 60.0,
     sparse: list[tuple[int, float]] | None = None,
     sparse_weight: float = 1.0,
+    dense_calibrated: list[tuple[int, float]] | None = None,
+    convex_alpha: float = 0.5,
+    bm25_half: float = BM25_HALF,
 ) -> list[Hit]:
     """The ``k`` best chunks of the candidate lists (any may be empty): dense, BM25 and,
-    for BGE-M3 stores, the lexical (sparse) list."""
+    for BGE-M3 stores, the lexical (sparse) list. ``dense_calibrated``: the dense list's
+    scores on an absolute [0, 1] scale (the probe's), read by ``convex`` fusion."""
     sparse = sparse or []
     d_rank = {c: r for r, (c, _) in enumerate(dense, start=1)}
     k_rank = {c: r for r, (c, _) in enumerate(keyword, start=1)}
@@ -70,6 +74,17 @@ def fuse(
         fused = rrf(lists, k=rrf_k, weights=weights)
         top = sum(weights) / (rrf_k + 1) or 1.0
         fused = [(c, s / top) for c, s in fused]
+    elif fusion == "convex":
+        fused = convex_fusion(
+            dense_calibrated if dense_calibrated is not None else dense,
+            keyword,
+            alpha=convex_alpha,
+            half=bm25_half,
+            dense_weight=dense_weight,
+            keyword_weight=keyword_weight,
+            sparse=sparse,
+            sparse_weight=sparse_weight,
+        )
     else:
         fused = score_fusion(
             dense, keyword, dense_weight, keyword_weight, fusion, sparse, sparse_weight
@@ -100,6 +115,38 @@ def fuse(
 def bm25_confidence(score: float, half: float = BM25_HALF) -> float:
     """A BM25 score squashed into [0, 1): ``half`` maps to 0.5."""
     return score / (score + half) if score > 0 else 0.0
+
+
+def convex_fusion(
+    dense: list[tuple[int, float]],
+    keyword: list[tuple[int, float]],
+    *,
+    alpha: float,
+    half: float,
+    dense_weight: float = 1.0,
+    keyword_weight: float = 1.0,
+    sparse: list[tuple[int, float]] | None = None,
+    sparse_weight: float = 1.0,
+) -> list[tuple[int, float]]:
+    """A convex combination of absolute scores: ``alpha`` x the dense list's calibrated
+    score (in [0, 1]) + ``1 - alpha`` x the saturated BM25 score, each list's share
+    scaled by its weight and the total renormalised to [0, 1]; a chunk absent from a
+    list scores 0 there. Unlike min-max fusion a chunk's fused score does not depend on
+    the other hits, so a list whose best hit is weak cannot look confident. The sparse
+    list (BGE-M3), on no fixed scale, joins min-max normalised."""
+    a = alpha * dense_weight if dense else 0.0
+    b = (1.0 - alpha) * keyword_weight if keyword else 0.0
+    sp = _normalise(sparse or [], "relative")
+    c = (1.0 - alpha) * sparse_weight if sp else 0.0
+    total = (a + b + c) or 1.0
+    scores: dict[int, float] = {}
+    for cid, s in dense:
+        scores[cid] = a * min(1.0, max(0.0, s)) / total
+    for cid, s in keyword:
+        scores[cid] = scores.get(cid, 0.0) + b * bm25_confidence(s, half) / total
+    for cid, s in sp.items():
+        scores[cid] = scores.get(cid, 0.0) + c * s / total
+    return sorted(scores.items(), key=lambda kv: (-kv[1], kv[0]))
 
 
 def _normalise(items: list[tuple[int, float]], how: str) -> dict[int, float]:

@@ -17,7 +17,7 @@ from core.errors import InvalidRequestError
 from kb.backend import CandidateQuery, Candidates, KnowledgeBackend
 from kb.config import KnowledgeSettings
 from kb.filters import Filter
-from kb.fusion import Hit, fuse
+from kb.fusion import Hit, bm25_confidence, fuse
 from kb.ports import EmbeddingProvider, Reranker, embed_both
 from kb.probe import Probe, probe_from_vectors, probe_sentences
 from kb.scoring import ScoreModel, coverage, query_terms, script_of
@@ -88,12 +88,24 @@ class Retriever:
         vectors, lexical = await embed_both(self.provider, col.embedding_model, queries)
         vectors = np.asarray(vectors, dtype=np.float32)
         cands = await self._candidates(col, queries, vectors, lexical, q, allowed, want)
-        fused = self._fuse(cands, queries, q, want, probe)
-        hits = await self._hydrate(col, fused, allowed)
-        if use_rerank and hits:
-            hits = await self._rerank(queries, hits)
+        # BGE-M3's sparse list has no absolute scale to join the calibrated order: stores
+        # with it fuse their three lists by min-max (``relative``) as before.
+        if (
+            q.mode == "hybrid"
+            and (q.fusion or self.settings.fusion) == "calibrated"
+            and not any(c.sparse for c in cands)
+        ):
+            hits = await self._fuse_calibrated(
+                col, cands, queries, vectors, q, want, probe, allowed
+            )
+            hits = await self._rerank(queries, hits) if use_rerank and hits else hits
         else:
-            hits = await self._score(col, queries, vectors, hits, probe)
+            fused = self._fuse(cands, queries, q, want, probe)
+            hits = await self._hydrate(col, fused, allowed)
+            if use_rerank and hits:
+                hits = await self._rerank(queries, hits)
+            else:
+                hits = await self._score(col, queries, vectors, hits, probe)
         return SearchOutcome(queries, [h for h in hits if h.score >= q.score_threshold][: q.k])
 
     async def probe(self, model: str) -> Probe:
@@ -183,7 +195,17 @@ class Retriever:
         for text, c in zip(queries, cands, strict=True):
             # Language-aware: the dense list counts as far as the model reads the query's
             # script (an English-only embedder on a Chinese query leans on keywords).
-            trust = probe.trust(script_of(text)) if q.weights is None else 1.0
+            script = script_of(text)
+            trust = probe.trust(script) if q.weights is None else 1.0
+            fusion = q.fusion or self.settings.fusion
+            if fusion == "calibrated":  # dense, keyword or sparse alone: the list's order
+                fusion = "relative"
+            calibrated = None
+            if fusion == "convex" and c.dense:
+                z = probe.z(np.array([s for _, s in c.dense], dtype=np.float64), script)
+                calibrated = [
+                    (cid, float(v)) for (cid, _), v in zip(c.dense, np.atleast_1d(z), strict=True)
+                ]
             per_query.append(
                 fuse(
                     c.dense,
@@ -193,10 +215,13 @@ class Retriever:
                     if keyword_w
                     else dense_w,
                     keyword_weight=keyword_w,
-                    fusion=q.fusion or self.settings.fusion,
+                    fusion=fusion,
                     rrf_k=self.settings.rrf_k,
                     sparse=c.sparse if sparse_w else None,
                     sparse_weight=sparse_w,
+                    dense_calibrated=calibrated,
+                    convex_alpha=self.settings.convex_dense_share,
+                    bm25_half=self.settings.bm25_half,
                 )
             )
         if len(per_query) == 1:
@@ -259,6 +284,40 @@ class Retriever:
             )
         return out
 
+    async def _logits(
+        self,
+        col: Collection,
+        queries: list[str],
+        vectors: np.ndarray,
+        hits: list[SearchHit],
+        probe: Probe,
+        weights: tuple[float, float] = (1.0, 1.0),
+    ) -> np.ndarray:
+        """The score model's log-odds of each hit per query (queries x hits)."""
+        got, mat = await asyncio.to_thread(self.backend.vectors, col.id, {h.chunk_id for h in hits})
+        row = {int(c): i for i, c in enumerate(got.tolist())}
+        cos = np.zeros((len(queries), len(hits)), dtype=np.float64)
+        if len(got):
+            sims = vectors @ mat.T  # (queries, stored)
+            for j, h in enumerate(hits):
+                if h.chunk_id in row:
+                    cos[:, j] = sims[:, row[h.chunk_id]]
+        out = np.zeros((len(queries), len(hits)), dtype=np.float64)
+        for i, text in enumerate(queries):
+            terms = query_terms(text)
+            cov = np.array([coverage(terms, h.text) for h in hits])
+            script = script_of(text)
+            z = np.clip(np.asarray(probe.z(cos[i], script), dtype=np.float64), -1.0, 2.0)
+            out[i] = self.score_model.logits(
+                z,
+                probe.trust(script),
+                cov,
+                script,
+                dense_weight=weights[0],
+                lexical_weight=weights[1],
+            )
+        return out
+
     async def _score(
         self,
         col: Collection,
@@ -271,22 +330,55 @@ class Retriever:
         order stays the fusion's."""
         if not hits:
             return hits
-        got, mat = await asyncio.to_thread(self.backend.vectors, col.id, {h.chunk_id for h in hits})
-        row = {int(c): i for i, c in enumerate(got.tolist())}
-        cos = np.zeros((len(queries), len(hits)), dtype=np.float64)
-        if len(got):
-            sims = vectors @ mat.T  # (queries, stored)
-            for j, h in enumerate(hits):
-                if h.chunk_id in row:
-                    cos[:, j] = sims[:, row[h.chunk_id]]
-        best = np.zeros(len(hits))
-        for i, text in enumerate(queries):
-            terms = query_terms(text)
-            cov = np.array([coverage(terms, h.text) for h in hits])
-            script = script_of(text)
-            z = np.clip(np.asarray(probe.z(cos[i], script), dtype=np.float64), -1.0, 2.0)
-            best = np.maximum(best, self.score_model.scores(z, probe.trust(script), cov, script))
+        best = _sigmoid((await self._logits(col, queries, vectors, hits, probe)).max(axis=0))
         return [replace(h, score=round(float(s), 6)) for h, s in zip(hits, best, strict=True)]
+
+    async def _fuse_calibrated(
+        self,
+        col: Collection,
+        cands: list[Candidates],
+        queries: list[str],
+        vectors: np.ndarray,
+        q: SearchQuery,
+        want: int,
+        probe: Probe,
+        allowed: set[str] | None,
+    ) -> list[SearchHit]:
+        """``calibrated`` fusion: every candidate of both lists is ranked by the score
+        model's log-odds (the cosine on the probe's scale and the query's term coverage,
+        both absolute) plus the saturated BM25 score, weighted; the reported score is
+        the model's alone, as in every mode. It reads each candidate's text and vector,
+        so it runs after hydrating the whole candidate pool (a hundred chunks or so)."""
+        s = self.settings
+        pool: dict[int, Hit] = {}
+        for c in cands:
+            n = len({i for i, _ in c.dense} | {i for i, _ in c.keyword})
+            for h in fuse(c.dense, c.keyword, n):
+                pool.setdefault(h.chunk_id, h)
+        if not pool:
+            return []
+        hits = await self._hydrate(col, list(pool.values()), allowed)
+        dense_w, keyword_w = q.weights or (s.dense_weight, s.keyword_weight)
+        logits = await self._logits(col, queries, vectors, hits, probe, (dense_w, keyword_w))
+        order = logits.copy()
+        for i, c in enumerate(cands):
+            bm25 = dict(c.keyword)
+            order[i] += (
+                keyword_w
+                * s.calibrated_bm25_weight
+                * np.array([bm25_confidence(bm25.get(h.chunk_id, 0.0), s.bm25_half) for h in hits])
+            )
+        key = order.max(axis=0)
+        score = _sigmoid(
+            logits.max(axis=0)
+            if (dense_w, keyword_w) == (1.0, 1.0)
+            else (await self._logits(col, queries, vectors, hits, probe)).max(axis=0)
+        )
+        ranked = sorted(range(len(hits)), key=lambda j: (-key[j], hits[j].chunk_id))[:want]
+        return [
+            replace(hits[j], score=round(float(score[j]), 6), fused_score=round(float(key[j]), 6))
+            for j in ranked
+        ]
 
     async def _rerank(self, queries: list[str], hits: list[SearchHit]) -> list[SearchHit]:
         if self.reranker is None:
@@ -298,6 +390,10 @@ class Retriever:
         ]
         ranked.sort(key=lambda h: -h.score)
         return ranked
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    return np.asarray(1.0 / (1.0 + np.exp(-x)), dtype=np.float64)
 
 
 def _attributes(raw: dict[str, object]) -> Attributes:

@@ -98,7 +98,22 @@ class ScoreModel:
 
     weights: dict[str, Weights] = field(default_factory=lambda: dict(FITTED))
 
-    def scores(self, z: np.ndarray, trust: float, cov: np.ndarray, script: str) -> np.ndarray:
+    def logits(
+        self,
+        z: np.ndarray,
+        trust: float,
+        cov: np.ndarray,
+        script: str,
+        *,
+        dense_weight: float = 1.0,
+        lexical_weight: float = 1.0,
+    ) -> np.ndarray:
+        """The model's log-odds; the weights scale its two evidence terms (1, 1 is the
+        fitted model, which ``scores`` uses)."""
         w = self.weights[script]
-        x = w.bias + w.w_dense * trust * z + w.w_lex * cov
+        x = w.bias + dense_weight * w.w_dense * trust * z + lexical_weight * w.w_lex * cov
+        return np.asarray(x, dtype=np.float64)
+
+    def scores(self, z: np.ndarray, trust: float, cov: np.ndarray, script: str) -> np.ndarray:
+        x = self.logits(z, trust, cov, script)
         return np.asarray(1.0 / (1.0 + np.exp(-x)), dtype=np.float64)

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import shutil
@@ -43,6 +44,10 @@ async def open_store(
     if cached and done.exists():
         meta = json.loads(done.read_text())
         kb = KnowledgeBase.open_backend(where, provider, settings, **kw)
+        # A store kept from an older release: finish its migrations' background work
+        # (the stemmed keyword index) before it is measured.
+        await asyncio.to_thread(kb.backend.startup)
+        await asyncio.to_thread(kb.backend.wait_maintenance)
         return kb, meta["store"], meta["files"]
     if cached:
         shutil.rmtree(where, ignore_errors=True)

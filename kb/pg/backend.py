@@ -42,6 +42,7 @@ class PostgresBackend(SqlCollections, FilesMixin, ChunksMixin, SqlJobs, KeywordM
 
     def __init__(self, dsn: str, settings: KnowledgeSettings | None = None) -> None:
         super().__init__(dsn, settings)
+        self.stemming = self.settings.keyword_stemming
         self._stats_cache = {}
         self._df_cache = {}
         self._tmp = Path(tempfile.mkdtemp(prefix="rwkv-rag-uploads-"))
@@ -51,6 +52,8 @@ class PostgresBackend(SqlCollections, FilesMixin, ChunksMixin, SqlJobs, KeywordM
     def startup(self) -> None:
         try:
             self._ensure_schema()
+            if self.stemming:
+                self.start_stemmed_rebuild(self.settings.keyword_rebuild_batch)
         except Exception as exc:  # noqa: BLE001 - served as 503 until the database is back
             log.error(
                 "knowledge base database unreachable at startup",
@@ -61,10 +64,11 @@ class PostgresBackend(SqlCollections, FilesMixin, ChunksMixin, SqlJobs, KeywordM
         return None
 
     def close(self) -> None:
+        self.stop_stemmed_rebuild()
         self.pool.close()
 
     def wait_maintenance(self) -> None:
-        return None
+        self.wait_stemmed_rebuild()
 
     def create_collection(self, c: Collection) -> None:
         super().create_collection(c)

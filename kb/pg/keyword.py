@@ -11,6 +11,7 @@ from typing import Any
 from kb.keywords import query_grams, query_words
 from kb.pg.db import Database
 from kb.pg.filters import file_scope
+from kb.pg.stemmed import StemmedIndexMixin
 
 __all__ = ["KeywordMixin"]
 
@@ -21,12 +22,21 @@ _COMMON_SHARE = 0.05
 _PRESCORED = 400  # candidates the exact BM25 reads when there are many
 
 
+def _stems(conn: Any, words: list[str]) -> list[str]:
+    row = conn.execute(
+        "SELECT array(SELECT lexeme FROM unnest(to_tsvector('kb_stem', %s))) AS l",
+        (" ".join(words),),
+    ).fetchone()
+    return [str(x) for x in row["l"]]
+
+
 def _tsquery(lexemes: list[str]) -> str:
     """An OR tsquery of literal lexemes (quoted, so no operator in them is read)."""
     return " | ".join("'" + lex.replace("\\", "\\\\").replace("'", "''") + "'" for lex in lexemes)
 
 
-class KeywordMixin(Database):
+class KeywordMixin(Database, StemmedIndexMixin):
+    stemming = True  # the backend sets it from ``knowledge.keyword_stemming``
     # (store, column) -> (when, chunks, mean length); (store, column, lexeme) -> (when, df).
     _stats_cache: dict[tuple[str, str], tuple[float, int, float]]
     _df_cache: dict[tuple[str, str, str], tuple[float, int]]
@@ -141,8 +151,12 @@ class KeywordMixin(Database):
     ) -> list[tuple[int, float]]:
         results: dict[int, float] = {}
         words = query_words(text)
+        column = "tsv"
+        if words and self.stemming and self.stemmed_index_ready(conn):
+            # The query's words as the index's stems (the same configuration made both).
+            column, words = "stem_tsv", _stems(conn, words)
         if words:
-            for chunk_id, score in self._bm25(conn, cid, "tsv", words, k, files):
+            for chunk_id, score in self._bm25(conn, cid, column, words, k, files):
                 results[chunk_id] = score
         grams = query_grams(text)
         if grams:

@@ -5,8 +5,11 @@ new migration). Column names follow the SQLite schema so kb/rows.py reads both.
   one HNSW expression index per dimension in use, ``(embedding::vector(d))`` over the rows
   ``WHERE dims = d``, created when a store of that size appears;
 - keywords: ``tsvector`` columns generated from the text (``simple`` configuration: no
-  stemming, as the SQLite index) and from its CJK character bigrams, each with GIN, ranked
-  by BM25 computed in SQL from term statistics;
+  stemming) and from its CJK character bigrams, each with GIN, ranked by BM25 computed in
+  SQL from term statistics; since migration 2 also ``stem_tsv``, the text under
+  ``kb_stem`` (English Snowball stems for ASCII words, ``simple`` for every other
+  script), which replaces ``tsv`` in searches once a background rebuild has filled it
+  (kb/pg/stemmed.py);
 - uploaded bytes: in ``file_parts`` (``bytea`` parts), so every replica reads them.
 """
 
@@ -136,5 +139,35 @@ MIGRATIONS: list[str] = [
         embedding vector NOT NULL,
         PRIMARY KEY (job_id, chunk_id)
     );
+    """,
+    # 2: stemmed English words. A trigger fills ``stem_tsv`` for new rows; rows stored
+    # before are filled, and the GIN index built concurrently, by the background rebuild
+    # (kb/pg/stemmed.py), which marks ``keyword_rebuild`` done. Adding nullable columns
+    # rewrites nothing, so the migration is instant on a large table.
+    """
+    CREATE TEXT SEARCH DICTIONARY kb_english_stem (TEMPLATE = snowball, Language = english);
+    CREATE TEXT SEARCH CONFIGURATION kb_stem (COPY = simple);
+    ALTER TEXT SEARCH CONFIGURATION kb_stem
+        ALTER MAPPING FOR asciiword, asciihword, hword_asciipart WITH kb_english_stem;
+    ALTER TABLE chunks ADD COLUMN stem_tsv tsvector;
+    ALTER TABLE chunks ADD COLUMN stem_tsv_len INTEGER;
+    CREATE FUNCTION kb_chunks_stem() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+        NEW.stem_tsv := to_tsvector('kb_stem', NEW.text);
+        NEW.stem_tsv_len := NEW.tsv_len;
+        RETURN NEW;
+    END
+    $$;
+    CREATE TRIGGER chunks_stem BEFORE INSERT OR UPDATE OF text, tsv_len ON chunks
+        FOR EACH ROW EXECUTE FUNCTION kb_chunks_stem();
+    CREATE TABLE keyword_rebuild (name TEXT PRIMARY KEY, done BOOLEAN NOT NULL);
+    INSERT INTO keyword_rebuild VALUES ('stem_tsv', NOT EXISTS (SELECT 1 FROM chunks));
+    DO $$
+    BEGIN
+        IF NOT EXISTS (SELECT 1 FROM chunks) THEN
+            CREATE INDEX chunks_stem_tsv ON chunks USING gin(stem_tsv);
+        END IF;
+    END
+    $$;
     """,
 ]

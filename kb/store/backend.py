@@ -41,6 +41,7 @@ class SqliteBackend(SqlCollections, FilesMixin, ChunksMixin, SqlJobs, KeywordMix
         self.indexes = IndexManager(self, directory / "indexes", self.settings, self._dims)
         self._write_locks: dict[str, threading.Lock] = {}
         self._locks_guard = threading.Lock()
+        self.stemming = self.settings.keyword_stemming
 
     def _dims(self, cid: str) -> int | None:
         col = self.collection(cid)
@@ -57,11 +58,14 @@ class SqliteBackend(SqlCollections, FilesMixin, ChunksMixin, SqlJobs, KeywordMix
 
     def startup(self) -> None:
         self.release_leases()
+        if self.stemming:
+            self.start_stemmed_rebuild(self.settings.keyword_rebuild_batch)
 
     def flush(self) -> None:
         self.indexes.flush()
 
     def close(self) -> None:
+        self.stop_stemmed_rebuild()
         self.indexes.wait_upgrades(timeout=30)
         self.flush()
         super().close()
@@ -126,6 +130,7 @@ class SqliteBackend(SqlCollections, FilesMixin, ChunksMixin, SqlJobs, KeywordMix
 
     def wait_maintenance(self) -> None:
         self.indexes.wait_upgrades()
+        self.wait_stemmed_rebuild()
 
     # -- search ---------------------------------------------------------------------------
 

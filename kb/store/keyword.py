@@ -1,10 +1,12 @@
-"""Keyword search on two FTS5 indexes kept by triggers: ``unicode61`` over the text (words,
-for alphabetic scripts) and ``unicode61`` over a shadow column of CJK character bigrams."""
+"""Keyword search on FTS5 indexes kept by triggers: words of the text (``porter`` stemmed
+once ``chunks_stem`` is complete, kb/store/stemmed.py; ``unicode61`` before) and
+``unicode61`` over a shadow column of CJK character bigrams."""
 
 from __future__ import annotations
 
 from kb.keywords import query_grams, query_words
-from kb.store.db import Database, json_list
+from kb.store.db import json_list
+from kb.store.stemmed import StemmedIndexMixin
 
 __all__ = ["KeywordMixin"]
 
@@ -13,7 +15,9 @@ def _match(terms: list[str]) -> str:
     return " OR ".join('"' + t.replace('"', '""') + '"' for t in terms)
 
 
-class KeywordMixin(Database):
+class KeywordMixin(StemmedIndexMixin):
+    stemming = True  # the backend sets it from ``knowledge.keyword_stemming``
+
     def _fts(
         self, table: str, match: str, cid: str, k: int, allowed: set[int] | None
     ) -> list[tuple[int, float]]:
@@ -66,7 +70,8 @@ class KeywordMixin(Database):
         if not words:
             return []
         results: dict[int, float] = {}
-        for chunk_id, score in self._fts("chunks_fts", _match(words), cid, k, allowed):
+        table = "chunks_stem" if self.stemming and self.stemmed_index_ready() else "chunks_fts"
+        for chunk_id, score in self._fts(table, _match(words), cid, k, allowed):
             results[chunk_id] = score
         grams = query_grams(query)
         if grams:

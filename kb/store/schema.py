@@ -139,4 +139,31 @@ MIGRATIONS: list[str] = [
     ) WITHOUT ROWID;
     CREATE INDEX chunk_sparse_chunk ON chunk_sparse(chunk_id);
     """,
+    # 5: a stemmed English word index (``porter`` over ``unicode61``: "installing" meets
+    # "install"; CJK runs and other scripts pass through the Porter step unchanged). Its
+    # triggers keep new chunks in it; the chunks already stored are copied in, in batches
+    # up to ``high``, by a background rebuild (kb/store/stemmed.py) while searches keep
+    # reading ``chunks_fts``. A deletion reaches the new index only for rows it holds.
+    """
+    CREATE VIRTUAL TABLE chunks_stem USING fts5(
+        text, content='chunks', content_rowid='id',
+        tokenize='porter unicode61 remove_diacritics 2'
+    );
+    CREATE TABLE keyword_rebuild (
+        name TEXT PRIMARY KEY,
+        upto INTEGER NOT NULL,
+        high INTEGER NOT NULL
+    );
+    INSERT INTO keyword_rebuild (name, upto, high)
+        SELECT 'chunks_stem', 0, coalesce(max(id), 0) FROM chunks;
+    CREATE TRIGGER chunks_stem_ai AFTER INSERT ON chunks BEGIN
+        INSERT INTO chunks_stem(rowid, text) VALUES (new.id, new.text);
+    END;
+    CREATE TRIGGER chunks_stem_ad AFTER DELETE ON chunks
+    WHEN old.id > (SELECT high FROM keyword_rebuild WHERE name = 'chunks_stem')
+        OR old.id <= (SELECT upto FROM keyword_rebuild WHERE name = 'chunks_stem')
+    BEGIN
+        INSERT INTO chunks_stem(chunks_stem, rowid, text) VALUES ('delete', old.id, old.text);
+    END;
+    """,
 ]
