@@ -228,7 +228,8 @@ async def test_stored_responses_can_be_read_listed_and_deleted(sdk: openai.Async
     items = await sdk.responses.input_items.list(r.id)
     (item,) = items.data
     assert item.type == "message" and item.role == "user"  # type: ignore[union-attr]
-    await sdk.responses.delete(r.id)
+    deleted = await sdk.responses.with_raw_response.delete(r.id)
+    assert deleted.http_response.json() == {"id": r.id, "object": "response", "deleted": True}
     with pytest.raises(openai.NotFoundError):
         await sdk.responses.retrieve(r.id)
     unstored = await sdk.responses.create(model="fake-plain", input="x", store=False)
