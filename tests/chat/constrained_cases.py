@@ -17,9 +17,10 @@ import json
 from typing import Any
 
 import jsonschema
+import openai
 from hypothesis import strategies as st
 
-__all__ = ["check_answer", "requests", "schemas"]
+__all__ = ["check_answer", "requests", "schemas", "send"]
 
 _NAMES = ["a", "b", "city", "n", "tags", "x_y", "q", "when", "ok", "id"]
 
@@ -191,3 +192,41 @@ def check_answer(
     if schema is not None:
         assert content is not None, finish_reason
         jsonschema.validate(json.loads(content), schema)
+
+
+def _plain(client: openai.OpenAI, req: dict[str, Any]) -> list[str]:
+    out = client.chat.completions.create(model="rwkv6-tiny", **req)
+    assert len(out.choices) == req["n"]
+    for c in out.choices:
+        calls = [(t.function.name, t.function.arguments) for t in c.message.tool_calls or []]
+        check_answer(req, c.finish_reason, c.message.content, calls)
+    return [c.finish_reason for c in out.choices]
+
+
+def _streamed(client: openai.OpenAI, req: dict[str, Any]) -> list[str]:
+    text: dict[int, str] = {}
+    calls: dict[int, dict[int, list[str]]] = {}
+    reasons: dict[int, str] = {}
+    for chunk in client.chat.completions.create(model="rwkv7-tiny", stream=True, **req):
+        for c in chunk.choices:
+            if c.delta.content:
+                text[c.index] = text.get(c.index, "") + c.delta.content
+            for t in c.delta.tool_calls or []:
+                slot = calls.setdefault(c.index, {}).setdefault(t.index, ["", ""])
+                if t.function and t.function.name:
+                    slot[0] += t.function.name
+                if t.function and t.function.arguments:
+                    slot[1] += t.function.arguments
+            if c.finish_reason:
+                reasons[c.index] = c.finish_reason
+    assert sorted(reasons) == list(range(req["n"]))
+    for i, reason in reasons.items():
+        pairs = [(name, args) for _, (name, args) in sorted(calls.get(i, {}).items())]
+        check_answer(req, reason, text.get(i), pairs)
+    return list(reasons.values())
+
+
+def send(client: openai.OpenAI, req: dict[str, Any], stream: bool) -> list[str]:
+    """Send ``req`` (plain to rwkv6-tiny, streamed to rwkv7-tiny), check every choice;
+    the choices' finish reasons. API errors propagate."""
+    return (_streamed if stream else _plain)(client, req)

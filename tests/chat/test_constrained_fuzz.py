@@ -15,7 +15,7 @@ import openai
 import pytest
 from hypothesis import HealthCheck, given, settings
 
-from tests.chat.constrained_cases import check_answer, requests
+from tests.chat.constrained_cases import requests, send
 from tests.conftest import RunningServer
 
 FUZZ = settings(
@@ -31,38 +31,6 @@ def _client(server: RunningServer) -> openai.OpenAI:
     return openai.OpenAI(api_key="x", base_url=server.base_url + "/v1", max_retries=0)
 
 
-def _plain(client: openai.OpenAI, req: dict[str, Any]) -> list[str]:
-    out = client.chat.completions.create(model="rwkv6-tiny", **req)
-    assert len(out.choices) == req["n"]
-    for c in out.choices:
-        calls = [(t.function.name, t.function.arguments) for t in c.message.tool_calls or []]
-        check_answer(req, c.finish_reason, c.message.content, calls)
-    return [c.finish_reason for c in out.choices]
-
-
-def _streamed(client: openai.OpenAI, req: dict[str, Any]) -> list[str]:
-    text: dict[int, str] = {}
-    calls: dict[int, dict[int, list[str]]] = {}
-    reasons: dict[int, str] = {}
-    for chunk in client.chat.completions.create(model="rwkv7-tiny", stream=True, **req):
-        for c in chunk.choices:
-            if c.delta.content:
-                text[c.index] = text.get(c.index, "") + c.delta.content
-            for t in c.delta.tool_calls or []:
-                slot = calls.setdefault(c.index, {}).setdefault(t.index, ["", ""])
-                if t.function and t.function.name:
-                    slot[0] += t.function.name
-                if t.function and t.function.arguments:
-                    slot[1] += t.function.arguments
-            if c.finish_reason:
-                reasons[c.index] = c.finish_reason
-    assert sorted(reasons) == list(range(req["n"]))
-    for i, reason in reasons.items():
-        pairs = [(name, args) for _, (name, args) in sorted(calls.get(i, {}).items())]
-        check_answer(req, reason, text.get(i), pairs)
-    return list(reasons.values())
-
-
 @pytest.mark.timeout(300)
 @pytest.mark.parametrize("stream", [False, True], ids=["plain", "streamed"])
 def test_every_constrained_answer_validates_or_is_a_client_error(
@@ -75,7 +43,7 @@ def test_every_constrained_answer_validates_or_is_a_client_error(
     @given(req=requests())
     def case(req: dict[str, Any]) -> None:
         try:
-            seen.extend((_streamed if stream else _plain)(client, req))
+            seen.extend(send(client, req, stream))
         except openai.APIStatusError as exc:
             assert 400 <= exc.status_code < 500, (exc.status_code, exc.body)
             assert isinstance(exc.body, dict) and exc.body.get("type"), exc.body
