@@ -396,3 +396,22 @@ async def test_bad_responses_requests_are_4xx(
     for path in ("/v1/responses/resp_nope", "/v1/responses/resp_nope/input_items"):
         missing = await http.get(path)
         assert missing.status_code == 404 and missing.json()["error"]["param"] == "response_id"
+
+
+@pytest.mark.parametrize("limit", [1, 2])
+async def test_max_tool_calls_bounds_the_calls_of_a_turn(
+    sdk: openai.AsyncOpenAI, limit: int
+) -> None:
+    for seed in range(3):
+        r = await sdk.responses.create(
+            model="rwkv7-tiny",
+            input="Weather in Paris and Rome?",
+            tools=[FN_TOOL],  # type: ignore[list-item]
+            tool_choice="required",
+            max_tool_calls=limit,
+            max_output_tokens=200,
+            temperature=1.0,
+            extra_body={"seed": seed},
+        )
+        calls = [item for item in r.output if item.type == "function_call"]
+        assert 1 <= len(calls) <= limit
