@@ -9,6 +9,7 @@ are not.
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 from collections.abc import AsyncIterator
@@ -37,6 +38,16 @@ def _check(response: httpx.Response, path: str) -> dict[str, Any]:
     )
     assert not errors, [f"{list(e.path)}: {e.message}" for e in errors]
     return body
+
+
+async def _ingested(http: httpx.AsyncClient, vs: str, fid: str) -> httpx.Response:
+    """The store file once its ingestion ended (a bounded wait)."""
+    for _ in range(400):
+        got = await http.get(f"/v1/vector_stores/{vs}/files/{fid}")
+        if got.status_code != 200 or got.json()["status"] != "in_progress":
+            return got
+        await asyncio.sleep(0.05)
+    raise AssertionError("the ingestion did not end in 20 s")
 
 
 @pytest.fixture
@@ -72,8 +83,9 @@ async def test_files_and_vector_stores_answers_match_the_published_spec(
     assert _check(added, "POST /v1/vector_stores/{vector_store_id}/files")["attributes"] == (
         attributes
     )
-    got = await http.get(f"/v1/vector_stores/{vs}/files/{fid}")
+    got = await _ingested(http, vs, fid)
     body = _check(got, "GET /v1/vector_stores/{vector_store_id}/files/{file_id}")
+    assert body["status"] == "completed", body
     assert body["attributes"]["year"] == 2024 and isinstance(body["attributes"]["year"], int)
     listed = _check(
         await http.get(f"/v1/vector_stores/{vs}/files"),
