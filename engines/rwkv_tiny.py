@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 __all__ = ["write_rwkv_checkpoint", "write_state_file"]
 
@@ -142,8 +142,8 @@ def write_rwkv_checkpoint(
     build = {"x060": _x060, "x070": _x070}[version]
     sd = build(n_layer, n_embd, vocab, gen)
     if end_bias > 0:
-        bias = sd["ln_out.bias"]
-        sd["head.weight"][0] = bias / bias.norm() * end_bias  # type: ignore[index]
+        bias, head = cast(torch.Tensor, sd["ln_out.bias"]), cast(torch.Tensor, sd["head.weight"])
+        head[0] = bias / bias.norm() * end_bias
     out = {k: v.to(torch.bfloat16).contiguous() for k, v in sd.items()}  # type: ignore[attr-defined]
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save(out, str(path))
