@@ -31,14 +31,9 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.harness import InProcess, prompt_tokens, sync  # noqa: E402 - after the path
+
 PROMPT = "The history of the river city begins with a small market where traders met"
-
-
-def sync(device: str) -> None:
-    if device == "cuda":
-        import torch
-
-        torch.cuda.synchronize()
 
 
 def package_tok_s(path: Path, strategy: str, tokens: int) -> float:
@@ -70,40 +65,6 @@ def engine_options(args: argparse.Namespace, max_batch: int) -> dict[str, Any]:
         "prefix_cache_bytes": 4 * 2**30,
         "cuda_graphs": not args.no_graphs,
     }
-
-
-class InProcess:
-    def __init__(self, path: Path, options: dict[str, Any]) -> None:
-        from engines.base import ModelInfo
-        from engines.rwkv.engine import RWKVChatEngine
-
-        self.engine = RWKVChatEngine(ModelInfo("bench", "chat", "rwkv"), path, options)
-
-    async def run(
-        self,
-        tokens: list[int],
-        max_tokens: int,
-        bounds: list[int] | None = None,
-        constraint: Any = None,
-    ) -> tuple[float, float, int]:
-        """(seconds to first token, seconds total, tokens generated)."""
-        from engines.generation import GenerationRequest, SamplingParams, TokenEvent
-
-        params = SamplingParams(max_tokens=max_tokens, top_p=0.85)
-        req = GenerationRequest(tokens, params, boundaries=bounds or [])
-        if constraint is not None:
-            req.constraint = constraint
-        started = time.perf_counter()
-        first, count = 0.0, 0
-        async for ev in self.engine.generate(req):
-            if isinstance(ev, TokenEvent):
-                count += 1
-                if count == 1:
-                    first = time.perf_counter() - started
-        return first, time.perf_counter() - started, count
-
-    def close(self) -> None:
-        self.engine.close()
 
 
 class OverHTTP:
@@ -200,11 +161,6 @@ class OverHTTP:
     def close(self) -> None:
         self.proc.terminate()
         self.proc.wait(30)
-
-
-def prompt_tokens(n: int, salt: int) -> list[int]:
-    """``n`` distinct-ish token ids (a random model reads anything)."""
-    return [(salt * 7919 + i * 104729) % 65000 + 1 for i in range(n)]
 
 
 async def decode_rates(client: Any, streams: list[int], tokens: int) -> dict[int, float]:

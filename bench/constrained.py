@@ -8,8 +8,15 @@
   constrained rows vs unconstrained rows on the same model (the masks are computed on a
   worker thread while the forward runs; goal: <= 10% cost at 8 streams).
 
+- ``sweep`` (``--sweep N``): N random constrained requests per mode (plain and
+  streamed; the cases of ``tests/chat/test_constrained_fuzz.py``, more of them) against a
+  real server on the tiny random models: how many choices were checked, how many the
+  budget cut (``length``), how many requests were refused with a 4xx, and any violation
+  (a choice that failed its schema, a 5xx or a broken stream), with the time taken.
+
 Run alone (``python bench/constrained.py``) or as ``bench/chat.py --constrained``.
-Prints a table and writes ``bench/results/constrained-<device>.json``.
+Prints a table and writes ``bench/results/constrained-<device>.json``
+(``constrained-sweep.json`` for ``--sweep``).
 """
 
 from __future__ import annotations
@@ -102,7 +109,7 @@ def mask_ms() -> dict[str, dict[str, float]]:
 
 async def constrained_rates(client: Any, streams: list[int], tokens: int) -> dict[str, float]:
     """Aggregate tok/s, plain vs json_schema-constrained, at each stream count."""
-    from bench.chat import prompt_tokens
+    from bench.harness import prompt_tokens
     from engines.constraint import json_constraint
 
     constraint = json_constraint(SCHEMA, prefix=" ")
@@ -125,8 +132,84 @@ async def constrained_rates(client: Any, streams: list[int], tokens: int) -> dic
     return out
 
 
+def _sweep_mode(client: Any, stream: bool, examples: int, seed: int) -> dict[str, Any]:
+    import openai
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import seed as fixed_seed
+
+    from tests.chat.constrained_cases import requests, send
+
+    counts = {"requests": 0, "choices": 0, "length": 0, "4xx": 0, "violations": 0}
+    failures: list[str] = []
+
+    @fixed_seed(seed)
+    @settings(
+        max_examples=examples,
+        deadline=None,
+        database=None,
+        suppress_health_check=list(HealthCheck),
+    )
+    @given(req=requests())
+    def case(req: dict[str, Any]) -> None:
+        counts["requests"] += 1
+        try:
+            reasons = send(client, req, stream)
+        except openai.APIStatusError as exc:
+            if exc.status_code < 500:
+                counts["4xx"] += 1
+                return
+            counts["violations"] += 1
+            failures.append(f"{exc.status_code}: {json.dumps(req)[:300]}")
+            return
+        except (AssertionError, ValueError, openai.APIError) as exc:
+            counts["violations"] += 1
+            failures.append(f"{type(exc).__name__} {exc}: {json.dumps(req)[:300]}")
+            return
+        counts["choices"] += len(reasons)
+        counts["length"] += reasons.count("length")
+
+    started = time.perf_counter()
+    case()
+    return {**counts, "seconds": round(time.perf_counter() - started, 1), "failures": failures[:10]}
+
+
+def sweep(examples: int, seed: int) -> dict[str, Any]:
+    """Random requests through a real server; counts per mode (see the module doc)."""
+    import openai
+
+    from engines.tiny import make_tiny_models
+    from tests.chat.conftest import chat_models
+    from tests.conftest import start_server, stop_server
+
+    out: dict[str, Any] = {"examples_per_mode": examples, "seed": seed}
+    with tempfile.TemporaryDirectory() as tmp:
+        tiny = Path(tmp) / "tiny"
+        tiny.mkdir()
+        make_tiny_models(tiny)
+        config = {
+            "models": chat_models(tiny),
+            "load_in_background": False,
+            "torch_threads": 1,
+            "log_level": "WARNING",
+        }
+        server = start_server(config, Path(tmp))
+        try:
+            client = openai.OpenAI(
+                api_key="x", base_url=server.base_url + "/v1", max_retries=0, timeout=300
+            )
+            for stream in (False, True):
+                mode = "streamed" if stream else "plain"
+                out[mode] = _sweep_mode(client, stream, examples, seed)
+                print(f"{mode}: {out[mode]}", flush=True)
+        finally:
+            stop_server(server)
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
+    ap.add_argument("--sweep", type=int, default=0, help="random requests per mode (0: none)")
+    ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     ap.add_argument("--layers", type=int, default=6)
     ap.add_argument("--embd", type=int, default=512)
@@ -134,10 +217,27 @@ def main() -> None:
     ap.add_argument("--tokens", type=int, default=64)
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
+    if args.sweep:
+        result = sweep(args.sweep, args.seed)
+        print()
+        print(
+            f"{'mode':<10}{'requests':>10}{'choices':>10}{'length':>8}{'4xx':>6}"
+            f"{'violations':>12}{'seconds':>9}"
+        )
+        for mode in ("plain", "streamed"):
+            r = result[mode]
+            print(
+                f"{mode:<10}{r['requests']:>10}{r['choices']:>10}{r['length']:>8}"
+                f"{r['4xx']:>6}{r['violations']:>12}{r['seconds']:>9}"
+            )
+        target = Path(args.out or ROOT / "bench/results/constrained-sweep.json")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(json.dumps(result, indent=2))
+        return
 
     import torch
 
-    from bench.chat import InProcess
+    from bench.harness import InProcess
     from engines.rwkv_tiny import write_rwkv_checkpoint
 
     torch.set_num_threads(args.threads)

@@ -53,3 +53,11 @@ class ChatSettings(BaseModel):
         ge=256,
         description="Largest JSON Schema (a tool's parameters, a response format), as JSON.",
     )
+    max_schema_properties: int = Field(
+        1000,
+        ge=1,
+        le=2000,
+        description="Most properties one object of a JSON Schema may declare (the grammar "
+        "parser holds a few items per optional property at each step; beyond this a schema "
+        "is refused with 400 rather than risk a parser limit mid-answer).",
+    )

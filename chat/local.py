@@ -129,7 +129,7 @@ class LocalBackend:
         try:
             constraint = await asyncio.wait_for(
                 asyncio.to_thread(
-                    _fitting,
+                    _prepared,
                     p.plan.constraint,
                     cmd.output,
                     min(
@@ -157,6 +157,7 @@ class LocalBackend:
                 boundaries=p.rendered.boundaries,
                 owner=cmd.caller.owner,
                 constraint=constraint,
+                prepared=True,
             )
         )
         events = self._events([handle], cmd.n, p.plan.mode, cmd.sampling.logprobs)
@@ -315,6 +316,20 @@ def _too_large(need: int, cap: int, param: str) -> InvalidRequestError:
         param=param,
         code="schema_too_large",
     )
+
+
+def _prepared(
+    constraint: Constraint | None,
+    spec: OutputSpec,
+    room: int,
+    budget: int,
+    engine: ChatEngine,
+) -> Constraint | None:
+    """The constraint to generate under, checked by the engine (in a worker thread)."""
+    fitting = _fitting(constraint, spec, room, budget, engine)
+    if fitting is not None:
+        engine.prepare(fitting, budget)
+    return fitting
 
 
 def _fitting(

@@ -63,6 +63,12 @@ class OutputSpec:
     named: str | None = None
     parallel: bool = True
     schema: dict[str, Any] | None = None  # a JSON response format
+    max_calls: int | None = None  # most calls in one turn (None: any; 1 without parallel)
+
+    @property
+    def call_limit(self) -> int | None:
+        """The most calls one output may hold (None: any number)."""
+        return 1 if not self.parallel else self.max_calls
 
 
 @dataclass(frozen=True)
@@ -94,6 +100,14 @@ def check_tool_schema(schema: Any, settings: ChatSettings, param: str) -> dict[s
             param=param,
             code="schema_too_large",
         )
+    widest = _widest_object(schema)
+    if widest > settings.max_schema_properties:
+        raise InvalidRequestError(
+            f"an object of the schema has {widest} properties; "
+            f"the limit is {settings.max_schema_properties}",
+            param=param,
+            code="schema_too_large",
+        )
     try:
         return check_schema(schema, settings.max_constrained_output_bytes)
     except SchemaTooLarge as exc:
@@ -102,6 +116,19 @@ def check_tool_schema(schema: Any, settings: ChatSettings, param: str) -> dict[s
         ) from exc
     except SchemaError as exc:
         raise InvalidRequestError(str(exc), param=param, code="unsupported_schema") from exc
+
+
+def _widest_object(node: Any, depth: int = 0) -> int:
+    """The most properties any one object of the schema declares."""
+    if depth > 64:
+        return 0
+    if isinstance(node, list):
+        return max((_widest_object(v, depth + 1) for v in node), default=0)
+    if not isinstance(node, dict):
+        return 0
+    props = node.get("properties")
+    own = len(props) if isinstance(props, dict) else 0
+    return max([own, *(_widest_object(v, depth + 1) for v in node.values())])
 
 
 def function_tool(
@@ -221,6 +248,7 @@ def _call_plan(spec: OutputSpec, tpl: ChatTemplate) -> Plan:
     constraint = calls_constraint(
         [(t.name, t.parameters) for t in chosen],
         parallel=spec.parallel and spec.choice == "required",
+        max_calls=spec.call_limit,
     )
     turn = tpl.tools_turn([t.describe() for t in chosen], required=True)
     gen = tpl.generation_prompt + tpl.lead + tpl.call_fence[0]
@@ -244,6 +272,7 @@ def plan(spec: OutputSpec, tpl: ChatTemplate, effort: str | None) -> Plan:
         constraint = calls_constraint(
             [(t.name, t.parameters) for t in active],
             parallel=spec.parallel,
+            max_calls=spec.call_limit,
             fence=(lead + head, tail),
             text_start=lead,
             alt_schema=spec.schema,

@@ -22,6 +22,7 @@ from engines.schema_size import shortest_json_bytes
 __all__ = [
     "JSON_OPTIONS",
     "AfterThought",
+    "Answer",
     "CallsCloser",
     "Closer",
     "Constraint",
@@ -30,7 +31,6 @@ __all__ = [
     "Schema",
     "SchemaError",
     "SchemaTooLarge",
-    "Shortest",
     "after_thought",
     "call_schema",
     "calls_constraint",
@@ -86,19 +86,40 @@ class SchemaError(ValueError):
 
 
 class Closer(Protocol):
-    """The shortest text that ends a constrained output validly."""
+    """The texts that end a constrained output validly, shortest first."""
+
+    def endings(self, out: bytes) -> list[bytes] | None:
+        """Candidate bytes to append to ``out``, shortest first (None: ``out`` is in a
+        part with no closing due, such as the free-text branch of ``tool_choice: auto``).
+        Several candidates stand where ``out`` is still a prefix of more than one branch;
+        the engine takes the shortest one its grammar matcher accepts."""
+        ...
 
     def complete(self, out: bytes) -> bytes | None:
-        """Bytes to append to ``out`` (None: ``out`` is in a part with no closing due,
-        such as the free-text branch of ``tool_choice: auto``)."""
+        """The shortest candidate ending (see ``endings``)."""
         ...
+
+
+class _Closer:
+    """``complete`` from ``endings``."""
+
+    def endings(self, out: bytes) -> list[bytes] | None:
+        raise NotImplementedError
+
+    def complete(self, out: bytes) -> bytes | None:
+        found = self.endings(out)
+        return found[0] if found else None
+
+
+def _shortest_first(found: list[bytes]) -> list[bytes]:
+    return sorted(dict.fromkeys(found), key=len)
 
 
 @dataclass(frozen=True)
 class Constraint:
     grammar: str  # llguidance grammar (already serialised)
     closer: Closer | None = None  # closes the output early when the budget runs out
-    kind: str = "json"  # json | tool | auto
+    kind: str = "json"  # json | tool | answer (calls or a JSON answer) | auto (calls or text)
     description: str = field(default="", compare=False)
 
 
@@ -449,38 +470,42 @@ def _finish_utf8(data: bytes) -> bytes:
 
 
 @dataclass(frozen=True)
-class Framed:
+class Framed(_Closer):
     """A closer for output ``prefix + inner + suffix`` (a fence around a JSON part)."""
 
     inner: Closer
     prefix: bytes = b""
     suffix: bytes = b""
 
-    def complete(self, out: bytes) -> bytes | None:
+    def endings(self, out: bytes) -> list[bytes] | None:
         if out.startswith(self.prefix):
             body = out[len(self.prefix) :]
             # Past the JSON part already (in the suffix): finish the suffix.
             for cut in range(len(self.suffix), 0, -1):
                 if body.endswith(self.suffix[:cut]):
-                    rest = self.inner.complete(body[: len(body) - cut])
-                    if rest == b"":
-                        return self.suffix[cut:]
-            tail = self.inner.complete(body)
-            return None if tail is None else tail + self.suffix
+                    done = self.inner.endings(body[: len(body) - cut])
+                    if done is not None and b"" in done:
+                        return [self.suffix[cut:]]
+            tails = self.inner.endings(body)
+            return None if tails is None else [t + self.suffix for t in tails]
         if self.prefix.startswith(out):
-            tail = self.inner.complete(b"")
-            return None if tail is None else self.prefix[len(out) :] + tail + self.suffix
+            tails = self.inner.endings(b"")
+            rest = self.prefix[len(out) :]
+            return None if tails is None else [rest + t + self.suffix for t in tails]
         return None
 
 
 @dataclass(frozen=True)
-class Schema:
+class Schema(_Closer):
     """A closer for one JSON document of ``schema``."""
 
     schema: dict[str, Any]
 
-    def complete(self, out: bytes) -> bytes:
-        return JsonCloser(self.schema).complete(out)
+    def endings(self, out: bytes) -> list[bytes] | None:
+        try:
+            return [JsonCloser(self.schema).complete(out)]
+        except (ValueError, IndexError, KeyError, TypeError, UnicodeDecodeError):
+            return []  # not a prefix of a document: this closer has no ending for it
 
 
 def call_schema(name: str, parameters: dict[str, Any]) -> dict[str, Any]:
@@ -494,42 +519,70 @@ def call_schema(name: str, parameters: dict[str, Any]) -> dict[str, Any]:
 
 
 @dataclass(frozen=True)
-class CallsCloser:
+class CallsCloser(_Closer):
     """A closer for function calls: one call ``{"name":..,"arguments":..}`` of any of
-    ``tools`` (name -> parameters schema) or, with ``parallel``, a JSON array of them."""
+    ``tools`` (name -> parameters schema) or, with ``parallel``, a JSON array of at most
+    ``max_calls`` of them (None: any number)."""
 
     tools: tuple[tuple[str, dict[str, Any]], ...]
     parallel: bool = False
+    max_calls: int | None = None
 
-    def _closers(self) -> list[tuple[bytes, JsonCloser]]:
-        out = []
+    def _call(self, elem: bytes) -> list[bytes]:
+        """The endings of one call's prefix ``elem``, one per function it may still be."""
+        found: list[bytes] = []
         for name, params in self.tools:
             head = ('{"name":' + json.dumps(name, ensure_ascii=False)).encode()
-            out.append((head, JsonCloser(call_schema(name, params))))
-        return out
-
-    def _call(self, elem: bytes) -> bytes:
-        """The shortest ending of one call's prefix ``elem``."""
-        best: bytes | None = None
-        for head, closer in self._closers():
             if head.startswith(elem) or elem.startswith(head):
-                tail = closer.complete(elem)
-                if best is None or len(tail) < len(best):
-                    best = tail
-        if best is None:
-            raise SchemaError("the output names no declared function")
-        return best
+                found.extend(Schema(call_schema(name, params)).endings(elem) or [])
+        return _shortest_first(found)
 
-    def complete(self, out: bytes) -> bytes:
+    def endings(self, out: bytes) -> list[bytes] | None:
         if not (self.parallel and out.startswith(b"[")):
             return self._call(out)
         depth, start = _array_position(out)
         if depth == 0:  # the array is closed
-            return b""
+            return [b""]
         elem = out[start:]
         if elem and depth == 1:  # between calls, after a complete one
-            return b"]"
-        return self._call(elem) + b"]"
+            return [b"]"]
+        return [t + b"]" for t in self._call(elem)]
+
+
+@dataclass(frozen=True)
+class Answer(_Closer):
+    """The closer of ``tool_choice: auto``: the output is a fenced block of calls
+    (``calls``, whose prefix is the lead and the fence's head), or an answer after
+    ``lead``: a JSON document (``doc``) or free text (``doc`` None, nothing to close).
+    Each ending continues the branch the output is on; while the output is still a
+    prefix of both, both branches' endings stand."""
+
+    calls: Framed
+    lead: bytes
+    doc: Closer | None = None
+
+    def _on_calls(self, out: bytes) -> bool:
+        return out.startswith(self.calls.prefix) or self.calls.prefix.startswith(out)
+
+    def _on_doc(self, out: bytes) -> bool:
+        if self.lead.startswith(out):
+            return True
+        if not out.startswith(self.lead) or out.startswith(self.calls.prefix):
+            return False
+        return out[len(self.lead) :][:1] in _JSON_STARTS
+
+    def endings(self, out: bytes) -> list[bytes] | None:
+        found: list[bytes] = []
+        if self._on_calls(out):
+            found.extend(self.calls.endings(out) or [])
+        if self.doc is None:
+            return _shortest_first(found) if self._on_calls(out) else None
+        if self._on_doc(out):
+            found.extend(Framed(self.doc, self.lead).endings(out) or [])
+        return _shortest_first(found)
+
+
+_JSON_STARTS = frozenset(bytes([c]) for c in b'{["-0123456789tfn')
 
 
 def _array_position(out: bytes) -> tuple[int, int]:
@@ -612,71 +665,68 @@ def calls_constraint(
     tools: list[tuple[str, dict[str, Any]]],
     *,
     parallel: bool,
+    max_calls: int | None = None,
     fence: tuple[str, str] | None = None,
     text_start: str | None = None,
     alt_schema: dict[str, Any] | None = None,
 ) -> Constraint:
-    """Function calls of ``tools``; with ``fence``, the calls sit between its two parts.
-    With ``text_start`` the output may instead be an answer (``tool_choice: auto``) that
-    starts with it: free text not starting like the fence, or, with ``alt_schema``, a JSON
-    document of that schema."""
+    """Function calls of ``tools`` (with ``parallel``, a JSON array of at most
+    ``max_calls`` of them; one call when ``max_calls`` is 1); with ``fence``, the calls
+    sit between its two parts. With ``text_start`` the output may instead be an answer
+    (``tool_choice: auto``) that starts with it: free text not starting like the fence,
+    or, with ``alt_schema``, a JSON document of that schema."""
     for _, params in tools:
         check_schema(params)
+    if max_calls is not None and max_calls < 1:
+        raise SchemaError("at least one call must be allowed")
+    parallel = parallel and max_calls != 1
     calls = [f"call{i}" for i in range(len(tools))]
     lines = ["call: " + " | ".join(calls)]
     lines += [f"call{i}: " + _json_rule(call_schema(n, p)) for i, (n, p) in enumerate(tools)]
-    lines.append('calls: call | "[" call ("," call)* "]"' if parallel else "calls: call")
-    inner: Closer = CallsCloser(tuple(tools), parallel)
+    more = "*" if max_calls is None else f"{{0,{max_calls - 1}}}"
+    lines.append(f'calls: call | "[" call ("," call){more} "]"' if parallel else "calls: call")
+    inner = CallsCloser(tuple(tools), parallel, max_calls if parallel else 1)
     if fence is None:
         return Constraint("\n".join(["start: calls", *lines]), inner, kind="tool")
     head, tail = fence
     block = f"{_lark_literal(head)} calls {_lark_literal(tail)}"
-    closer: Closer = Framed(inner, head.encode(), tail.encode())
+    framed = Framed(inner, head.encode(), tail.encode())
     if text_start is None:
-        return Constraint("\n".join([f"start: {block}", *lines]), closer, kind="tool")
+        return Constraint("\n".join([f"start: {block}", *lines]), framed, kind="tool")
     start = f"{_lark_literal(text_start)} " if text_start else ""
     if alt_schema is not None:
         check_schema(alt_schema)
         lines.append("doc: " + _json_rule(alt_schema))
-        answer = f"{start}doc"
-        closer = Shortest((closer, Framed(Schema(alt_schema), text_start.encode())))
-    else:
-        lead = head[len(text_start) :][:1] if head.startswith(text_start) else ""
-        lines.append(f"TEXT: /{_regex_not(lead)}[\\s\\S]*/" if lead else "TEXT: /[\\s\\S]+/")
-        answer = f"{start}TEXT"
-    return Constraint("\n".join([f"start: {block} | {answer}", *lines]), closer, kind="auto")
+        closer = Answer(framed, text_start.encode(), Schema(alt_schema))
+        # Every output of this grammar is JSON (calls or a document): it always has an
+        # ending due, so it is held to its budget like a JSON format ("answer").
+        grammar = "\n".join([f"start: {block} | {start}doc", *lines])
+        return Constraint(grammar, closer, kind="answer")
+    lead = head[len(text_start) :][:1] if head.startswith(text_start) else ""
+    lines.append(f"TEXT: /{_regex_not(lead)}[\\s\\S]*/" if lead else "TEXT: /[\\s\\S]+/")
+    grammar = "\n".join([f"start: {block} | {start}TEXT", *lines])
+    return Constraint(grammar, Answer(framed, text_start.encode()), kind="auto")
 
 
 @dataclass(frozen=True)
-class Shortest:
-    """The shortest ending any of several closers gives (alternative answer forms)."""
-
-    closers: tuple[Closer, ...]
-
-    def complete(self, out: bytes) -> bytes | None:
-        found = [t for c in self.closers if (t := c.complete(out)) is not None]
-        return min(found, key=len) if found else None
-
-
-@dataclass(frozen=True)
-class AfterThought:
+class AfterThought(_Closer):
     """A closer for ``lead`` + a thought ending in ``end``, then what ``inner`` closes."""
 
     inner: Closer
     end: bytes = b"</think>"
     lead: bytes = b">"
 
-    def complete(self, out: bytes) -> bytes | None:
+    def endings(self, out: bytes) -> list[bytes] | None:
         cut = out.find(self.end)
         if cut >= 0:
-            return self.inner.complete(out[cut + len(self.end) :])
-        after = self.inner.complete(b"")
+            return self.inner.endings(out[cut + len(self.end) :])
+        after = self.inner.endings(b"")
         if after is None:  # free text may follow: end the thought, nothing more is due
-            after = b""
+            after = [b""]
         for n in range(len(self.end) - 1, 0, -1):  # the end tag already begun
             if out.endswith(self.end[:n]):
-                return self.end[n:] + after
-        return (self.lead if not out else b"") + self.end + after
+                return [self.end[n:] + a for a in after]
+        return [(self.lead if not out else b"") + self.end + a for a in after]
 
 
 def after_thought(c: Constraint, end: str = "</think>", lead: str = ">") -> Constraint:

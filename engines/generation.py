@@ -46,6 +46,8 @@ class GenerationRequest:
     owner: str | None = None
     # A grammar the output must follow (tool calls, response formats).
     constraint: Constraint | None = None
+    # The constraint was checked by ``ChatEngine.prepare`` already (off the event loop).
+    prepared: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +91,11 @@ class ChatEngine(Protocol):
     def encode(self, text: str) -> list[int]: ...
 
     def decode(self, tokens: list[int]) -> str: ...
+
+    def prepare(self, constraint: Constraint, max_tokens: int) -> None:
+        """Check a constraint against the engine (its grammar, the budget its shortest
+        output needs); raises a 400 when it cannot be served. May take time."""
+        ...
 
     def submit(self, request: GenerationRequest) -> Any:
         """Queue a request; raises at once (400/429) when it cannot be taken."""

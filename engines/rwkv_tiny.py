@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 __all__ = ["write_rwkv_checkpoint", "write_state_file"]
 
@@ -128,13 +128,22 @@ def write_rwkv_checkpoint(
     n_embd: int = 128,
     vocab: int = VOCAB,
     seed: int = 0,
+    end_bias: float = 0.0,
 ) -> Path:
-    """Write a random ``x060`` or ``x070`` checkpoint (bf16, released key layout)."""
+    """Write a random ``x060`` or ``x070`` checkpoint (bf16, released key layout).
+
+    ``end_bias`` > 0 points the head's row of token 0 (end of text) along the output
+    norm's bias, so every hidden state scores it about ``end_bias`` times that bias's
+    length: random text then ends by itself within a few dozen tokens, greedy or
+    sampled, while every other weight stays random."""
     import torch
 
     gen = torch.Generator().manual_seed(seed)
     build = {"x060": _x060, "x070": _x070}[version]
     sd = build(n_layer, n_embd, vocab, gen)
+    if end_bias > 0:
+        bias, head = cast(torch.Tensor, sd["ln_out.bias"]), cast(torch.Tensor, sd["head.weight"])
+        head[0] = bias / bias.norm() * end_bias
     out = {k: v.to(torch.bfloat16).contiguous() for k, v in sd.items()}  # type: ignore[attr-defined]
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save(out, str(path))

@@ -8,7 +8,9 @@ code), so tests and the demo never touch a model hub:
 - ``tiny-bge-m3/``: an XLM-RoBERTa encoder with a Unigram tokenizer and BGE-M3's
   ``colbert_linear.pt`` / ``sparse_linear.pt`` heads, loadable by BGEM3FlagModel;
 - ``rwkv6-tiny-random.pth`` / ``rwkv7-tiny-random.pth``: RWKV x060/x070 checkpoints and
-  a State file that fits both (see ``engines.rwkv_tiny``).
+  a State file that fits both (see ``engines.rwkv_tiny``);
+- ``rwkv6-tiny-ending.pth`` / ``rwkv7-tiny-ending.pth``: the same shapes whose head
+  favours the end-of-text token, so a turn ends by itself within a few dozen tokens.
 """
 
 from __future__ import annotations
@@ -351,11 +353,17 @@ def write_tiny_bge_m3(out: Path, seed: int = 0) -> Path:
     return out
 
 
-def _rwkv(version: str) -> Callable[[Path, int], Path]:
+# The "-ending" checkpoints score the end-of-text token high enough that random text ends
+# by itself within a few dozen tokens (greedy or sampled): turns that finish, for agent
+# loops and "stop" paths, on otherwise random weights.
+ENDING_BIAS = 7.0
+
+
+def _rwkv(version: str, end_bias: float = 0.0) -> Callable[[Path, int], Path]:
     def write(out: Path, seed: int) -> Path:
         from engines.rwkv_tiny import write_rwkv_checkpoint
 
-        return write_rwkv_checkpoint(out, version, seed=seed)
+        return write_rwkv_checkpoint(out, version, seed=seed, end_bias=end_bias)
 
     return write
 
@@ -378,6 +386,8 @@ TINY_WRITERS: dict[str, Callable[[Path, int], Path]] = {
     "tiny-bge-m3": write_tiny_bge_m3,
     "rwkv6-tiny-random.pth": _rwkv("x060"),
     "rwkv7-tiny-random.pth": _rwkv("x070"),
+    "rwkv6-tiny-ending.pth": _rwkv("x060", ENDING_BIAS),
+    "rwkv7-tiny-ending.pth": _rwkv("x070", ENDING_BIAS),
     "rwkv-tiny-random-state.pth": _state,
     "rwkv-tiny-mismatched-state.pth": _bad_state,
 }

@@ -278,8 +278,8 @@ class RWKVChatEngine:
                 param="state",
                 code="state_not_found",
             )
-        if request.constraint is not None:
-            self._check_constraint(request.constraint, request.params.max_tokens)
+        if request.constraint is not None and not request.prepared:
+            self.prepare(request.constraint, request.params.max_tokens)
         handle = _Handle(request, asyncio.get_running_loop(), asyncio.Queue())
         handle.open = set(range(request.n))
         with self._cond:
@@ -291,8 +291,9 @@ class RWKVChatEngine:
             self._cond.notify()
         return handle
 
-    def _check_constraint(self, constraint: Constraint, max_tokens: int) -> None:
-        """A grammar llguidance can build, and a budget that holds its shortest output."""
+    def prepare(self, constraint: Constraint, max_tokens: int) -> None:
+        """A grammar llguidance can build, and a budget that holds its shortest output
+        (work proportional to the schema: callers run it off the event loop)."""
         error = check_grammar(constraint.grammar)
         if error:
             raise InvalidRequestError(

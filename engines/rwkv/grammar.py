@@ -5,8 +5,9 @@ constrained rows are computed on a worker thread (llguidance releases the GIL) w
 forward runs, then applied to those rows' logits only, so a constrained row never stalls
 the others. For JSON, the sequence also keeps the JSON bytes so far and, near the end of
 its token budget, closes the document: a sampled token is taken only if the shortest
-completion after it still fits the tokens left; otherwise the completion is forced, token
-by token, and the answer still parses and validates (with ``finish_reason: length``).
+completion after it (checked against the grammar) still fits the tokens left; otherwise
+the completion is forced, token by token, and the answer still parses and validates (with
+``finish_reason: length``). A sequence that cannot be closed so fails instead.
 """
 
 from __future__ import annotations
@@ -20,13 +21,29 @@ from typing import Any
 from engines.constraint import Constraint
 from engines.rwkv.tokenizer import world_tokenizer
 
-__all__ = ["Guided", "MaskWorker", "check_grammar", "ll_tokenizer"]
+__all__ = [
+    "MAX_ITEMS_IN_ROW",
+    "GrammarFailure",
+    "Guided",
+    "MaskWorker",
+    "check_grammar",
+    "ll_tokenizer",
+    "parser_limits",
+]
 
 log = logging.getLogger(__name__)
 
 # Recompute the closing text only this close to the end of the budget (it is cheap, but
 # not free, and far from the end no token can make the completion outgrow the budget).
 _CLOSE_MARGIN = 512
+
+# llguidance's Earley parser holds about four items per optional property of an object
+# in one row; its default cap (2000) breaks objects of ~500 optional properties mid-answer.
+# This cap holds the largest object the gateway admits (ChatSettings
+# ``max_schema_properties``, 1000 by default) with room for nesting around it.
+MAX_ITEMS_IN_ROW = 20_000
+
+_NO_ENDING = [-1]  # no token list: the closer proposed no ending the grammar accepts
 
 
 @functools.lru_cache(maxsize=1)
@@ -62,22 +79,42 @@ def ll_tokenizer() -> Any:
     return llguidance.LLTokenizer(llguidance.TokenizerWrapper(_World()))
 
 
+def parser_limits() -> Any:
+    """llguidance's parser limits with the row limit raised to ``MAX_ITEMS_IN_ROW``."""
+    import llguidance
+
+    return llguidance.LLParserLimits(max_items_in_row=MAX_ITEMS_IN_ROW)
+
+
 def check_grammar(grammar: str) -> str | None:
     """An error message when llguidance cannot build the grammar, else None."""
     import llguidance
 
-    error = llguidance.LLMatcher.validate_grammar(grammar, ll_tokenizer())
+    error = llguidance.LLMatcher.validate_grammar(grammar, ll_tokenizer(), limits=parser_limits())
     return error or None
 
 
+class GrammarFailure(RuntimeError):
+    """A constrained sequence that cannot go on within its grammar (it ends in error)."""
+
+
 class Guided:
-    """One constrained sequence: its matcher, its closer and its output bytes."""
+    """One constrained sequence: its matcher, its closer and its output bytes.
+
+    Every ending the closer proposes is checked against the matcher (the tokens must be
+    accepted and leave the grammar satisfied) before it counts: near the end of the
+    budget a sampled token is kept only if some checked ending after it still fits, and
+    the ending forced is the shortest checked one. A sequence that cannot be closed
+    validly, or whose grammar fails, raises ``GrammarFailure`` rather than emit text
+    that breaks its grammar."""
 
     def __init__(self, constraint: Constraint, max_tokens: int, encode: Any) -> None:
         import llguidance
 
         self.constraint = constraint
-        self.matcher = llguidance.LLMatcher(ll_tokenizer(), constraint.grammar, log_level=0)
+        self.matcher = llguidance.LLMatcher(
+            ll_tokenizer(), constraint.grammar, log_level=0, limits=parser_limits()
+        )
         if self.matcher.is_error():
             raise ValueError(self.matcher.get_error())
         self.closer = constraint.closer
@@ -92,15 +129,42 @@ class Guided:
     def done(self) -> bool:
         return self.matcher.is_stopped() or (self.closed_by_budget and not self.forced)
 
+    def _accepts(self, tokens: list[int]) -> bool:
+        """Whether the matcher takes ``tokens`` now and is then satisfied (its state is
+        left as it was)."""
+        if not tokens:
+            return bool(self.matcher.is_accepting())
+        if self.matcher.validate_tokens(tokens) != len(tokens):
+            return False
+        if not self.matcher.consume_tokens(tokens):
+            raise GrammarFailure(self.matcher.get_error())
+        ok = bool(self.matcher.is_accepting())
+        self.matcher.rollback(len(tokens))
+        return ok
+
     def _closing(self, out: bytes) -> list[int] | None:
-        """Tokens of the shortest valid ending after ``out`` (None: the output is not in a
-        part that needs closing, e.g. the free-text branch of ``auto``)."""
+        """Tokens of the shortest ending after ``out`` that the grammar accepts (None:
+        the output is in a part with nothing to close, e.g. the free text of ``auto``;
+        ``_NO_ENDING`` when no proposed ending is valid)."""
         if self.closer is None:
             return None
-        tail = self.closer.complete(out)
-        if tail is None:
+        tails = self.closer.endings(out)
+        if tails is None:
             return None
-        return list(self.encode_bytes(tail)) if tail else []
+        for tail in tails:
+            tokens = list(self.encode_bytes(tail)) if tail else []
+            if self._accepts(tokens):
+                return tokens
+        return _NO_ENDING
+
+    def _closing_after(self, token: int, token_bytes: bytes) -> list[int] | None:
+        """``_closing`` as if ``token`` were taken (the matcher is left as it was)."""
+        if not self.matcher.consume_token(token):
+            raise GrammarFailure(self.matcher.get_error())
+        try:
+            return self._closing(self.out + token_bytes)
+        finally:
+            self.matcher.rollback(1)
 
     def choose(self, sampled: int, token_bytes: bytes) -> int:
         """The token to emit: the sampled one, or the forced completion near the end."""
@@ -110,12 +174,16 @@ class Guided:
         if self.closer is None or left > _CLOSE_MARGIN:
             return sampled
         if sampled != 0:
-            after = self._closing(self.out + token_bytes)
-            if after is None or len(after) <= left - 1:  # None: free text, nothing to close
-                return sampled
+            after = self._closing_after(sampled, token_bytes)
+            if after is None or (after != _NO_ENDING and len(after) <= left - 1):
+                return sampled  # None: free text, nothing to close
         now = self._closing(self.out)
         if now is None or not now:
             return sampled
+        if now == _NO_ENDING or len(now) > left:
+            raise GrammarFailure(
+                f"no valid ending of the constrained output fits the {left} tokens left"
+            )
         self.forced.extend(now)
         self.closed_by_budget = True
         return self.forced.popleft()
@@ -125,7 +193,7 @@ class Guided:
         if token != 0:
             self.out += token_bytes
         if not self.matcher.consume_token(token):
-            log.warning("constrained sequence left its grammar: %s", self.matcher.get_error())
+            raise GrammarFailure(self.matcher.get_error())
 
 
 class MaskWorker:

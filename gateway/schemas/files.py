@@ -19,5 +19,6 @@ class FileObject(msgspec.Struct):
     purpose: str
     object: Literal["file"] = "file"
     status: str = "processed"
-    expires_at: int | None = None
-    status_details: str | None = None
+    # Absent rather than null: OpenAI's schema types these as integer and string.
+    expires_at: int | msgspec.UnsetType = msgspec.UNSET
+    status_details: str | msgspec.UnsetType = msgspec.UNSET

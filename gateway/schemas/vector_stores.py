@@ -74,12 +74,12 @@ class ExpiresAfter(msgspec.Struct):
 class VectorStoreObject(msgspec.Struct):
     id: str
     created_at: int
-    name: str | None
+    name: str  # "" for a store made without a name (OpenAI's schema has no null here)
     usage_bytes: int
     file_counts: FileCountsObject
     status: str
     metadata: dict[str, str]
-    expires_after: ExpiresAfter | None
+    expires_after: ExpiresAfter | msgspec.UnsetType  # absent when the store never expires
     expires_at: int | None
     last_active_at: int | None
     # Extras: how the store is embedded and held.

@@ -228,7 +228,8 @@ async def test_stored_responses_can_be_read_listed_and_deleted(sdk: openai.Async
     items = await sdk.responses.input_items.list(r.id)
     (item,) = items.data
     assert item.type == "message" and item.role == "user"  # type: ignore[union-attr]
-    await sdk.responses.delete(r.id)
+    deleted = await sdk.responses.with_raw_response.delete(r.id)
+    assert deleted.http_response.json() == {"id": r.id, "object": "response", "deleted": True}
     with pytest.raises(openai.NotFoundError):
         await sdk.responses.retrieve(r.id)
     unstored = await sdk.responses.create(model="fake-plain", input="x", store=False)
@@ -438,3 +439,22 @@ async def test_compact_is_a_404_in_the_error_shape(stack: Any) -> None:
     r = await stack[1].post("/v1/responses/compact", json={"model": "fake-plain", "input": "x"})
     assert r.status_code == 404
     assert r.json()["error"]["code"] == "unknown_url"
+
+
+@pytest.mark.parametrize("limit", [1, 2])
+async def test_max_tool_calls_bounds_the_calls_of_a_turn(
+    sdk: openai.AsyncOpenAI, limit: int
+) -> None:
+    for seed in range(3):
+        r = await sdk.responses.create(
+            model="rwkv7-tiny",
+            input="Weather in Paris and Rome?",
+            tools=[FN_TOOL],  # type: ignore[list-item]
+            tool_choice="required",
+            max_tool_calls=limit,
+            max_output_tokens=200,
+            temperature=1.0,
+            extra_body={"seed": seed},
+        )
+        calls = [item for item in r.output if item.type == "function_call"]
+        assert 1 <= len(calls) <= limit

@@ -455,3 +455,121 @@ async def test_no_nulls_where_the_schema_forbids_them(
         for line in streamed.text.splitlines():
             if line.startswith("data: {"):
                 assert json.loads(line[6:])["service_tier"] == "default"
+
+
+CITY = {
+    "type": "object",
+    "properties": {
+        "name": {"type": "string"},
+        "country": {"type": "string"},
+        "population": {"type": "integer"},
+    },
+    "required": ["name", "country", "population"],
+    "additionalProperties": False,
+}
+SHORT_CITY_TOOL = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "parameters": {
+            "type": "object",
+            "properties": {"city": {"type": "string", "maxLength": 12}},
+            "required": ["city"],
+        },
+    },
+}
+LONG_QUERY_TOOL = {
+    "type": "function",
+    "function": {
+        "name": "search",
+        "parameters": {
+            "type": "object",
+            "properties": {"q": {"type": "string", "minLength": 300}},
+            "required": ["q"],
+        },
+    },
+}
+
+
+@pytest.mark.parametrize("max_tokens", [42, 120])
+async def test_auto_tools_beside_a_json_format_end_validly_when_cut(
+    sdk: openai.AsyncOpenAI, max_tokens: int
+) -> None:
+    """Calls or a schema-valid answer, never the answer's ending glued onto calls."""
+    tools = {"get_weather": SHORT_CITY_TOOL, "search": LONG_QUERY_TOOL}
+    for seed in (10, 11, 12, 13):
+        try:
+            done = await sdk.chat.completions.create(
+                model="rwkv6-tiny",
+                messages=[{"role": "user", "content": "Which city?"}],
+                tools=list(tools.values()),  # type: ignore[arg-type]
+                response_format={
+                    "type": "json_schema",
+                    "json_schema": {"name": "City", "schema": CITY, "strict": True},
+                },
+                max_tokens=max_tokens,
+                seed=seed,
+            )
+        except openai.BadRequestError as exc:  # the budget holds no call and no answer
+            assert exc.param == "max_tokens"
+            continue
+        choice = done.choices[0]
+        if choice.message.tool_calls:
+            assert not choice.message.content
+            for call in choice.message.tool_calls:
+                params = tools[call.function.name]["function"]["parameters"]
+                jsonschema.validate(json.loads(call.function.arguments), params)
+        else:
+            jsonschema.validate(json.loads(choice.message.content or ""), CITY)
+
+
+def _wide(n: int) -> dict[str, Any]:
+    return {"type": "object", "properties": {f"field_{i}": {"type": "string"} for i in range(n)}}
+
+
+async def test_a_response_format_with_600_optional_properties_is_answered_validly(
+    sdk: openai.AsyncOpenAI,
+) -> None:
+    done = await sdk.chat.completions.create(
+        model="rwkv7-tiny",
+        messages=[{"role": "user", "content": "Fill the form."}],
+        response_format={
+            "type": "json_schema",
+            "json_schema": {"name": "Form", "schema": _wide(600)},
+        },
+        max_tokens=40,
+        seed=1,
+    )
+    jsonschema.validate(json.loads(done.choices[0].message.content or ""), _wide(600))
+
+
+async def test_an_object_wider_than_max_schema_properties_is_a_400(
+    sdk: openai.AsyncOpenAI,
+) -> None:
+    with pytest.raises(openai.BadRequestError) as err:
+        await sdk.chat.completions.create(
+            model="rwkv7-tiny",
+            messages=[{"role": "user", "content": "Fill the form."}],
+            response_format={
+                "type": "json_schema",
+                "json_schema": {"name": "Form", "schema": _wide(1001)},
+            },
+            max_tokens=40,
+        )
+    assert err.value.code == "schema_too_large"
+    assert err.value.param == "response_format.json_schema.schema"
+
+
+async def test_parallel_tool_calls_false_gives_one_call(sdk: openai.AsyncOpenAI) -> None:
+    for seed in range(4):
+        done = await sdk.chat.completions.create(
+            model="rwkv7-tiny",
+            messages=[{"role": "user", "content": "Weather?"}],
+            tools=TOOLS,
+            tool_choice="required",
+            parallel_tool_calls=False,
+            max_tokens=150,
+            seed=seed,
+            temperature=1.0,
+        )
+        assert len(done.choices[0].message.tool_calls or []) == 1

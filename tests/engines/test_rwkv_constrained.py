@@ -132,6 +132,93 @@ def test_the_closer_ends_any_valid_prefix_validly(index: int) -> None:
         jsonschema.validate(json.loads(whole), schema)
 
 
+def _walk(m: Any, rng: random.Random, steps: int) -> bytes:
+    """Random tokens the matcher allows (half the time from the first 2000), consumed."""
+    tok, out = world_tokenizer(), b""
+    for _ in range(steps):
+        mask = np.frombuffer(m.compute_bitmask(), dtype=np.uint32)
+        ids = np.arange(1, 65536)
+        allowed = np.nonzero((mask[ids >> 5] >> (ids & 31)) & 1)[0] + 1
+        if not len(allowed) or m.is_stopped():
+            break
+        pick = int(rng.choice(list(allowed[:2000] if rng.random() < 0.5 else allowed)))
+        assert m.consume_token(pick)
+        out += tok.idx2token[pick]
+    return out
+
+
+FENCE = (" ```json\n", "\n```")
+ANSWER = {
+    "type": "object",
+    "properties": {"name": {"type": "string"}, "population": {"type": "integer"}},
+    "required": ["name", "population"],
+    "additionalProperties": False,
+}
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_the_answer_or_calls_closer_continues_the_branch_the_output_is_on(seed: int) -> None:
+    """``tool_choice: auto`` with a JSON format, cut anywhere: some proposed ending is
+    accepted by the grammar, and it ends the branch begun (a call block stays a call
+    block, an answer stays a schema-valid document)."""
+    tools = [
+        ("get_weather", SCHEMAS[0]),
+        (
+            "search",
+            {
+                "type": "object",
+                "properties": {"q": {"type": "string", "minLength": 30}},
+                "required": ["q"],
+            },
+        ),
+    ]
+    c = calls_constraint(tools, parallel=True, fence=FENCE, text_start=" ", alt_schema=ANSWER)
+    assert c.closer is not None and c.kind == "answer"
+    tok, llt, rng = world_tokenizer(), ll_tokenizer(), random.Random(seed)
+    for _ in range(25):
+        m = llguidance.LLMatcher(llt, c.grammar, log_level=0)
+        out = _walk(m, rng, rng.randint(0, 30))
+        endings = c.closer.endings(out) or []
+        valid = [
+            e
+            for e in endings
+            if llguidance.LLMatcher(llt, c.grammar, log_level=0).consume_tokens(
+                tok.encodeBytes(out + e)
+            )
+        ]
+        assert valid, (out, endings)
+        whole = (out + valid[0]).decode()
+        if out.startswith(FENCE[0].encode()):  # inside the call block: it stays one
+            assert whole.startswith(FENCE[0]) and whole.endswith(FENCE[1]), whole
+        if whole.startswith(FENCE[0]):
+            calls = json.loads(whole[len(FENCE[0]) : -len(FENCE[1])])
+            for call in calls if isinstance(calls, list) else [calls]:
+                jsonschema.validate(call["arguments"], dict(tools)[call["name"]])
+        else:  # an answer begun stays an answer
+            assert not FENCE[0].startswith(out.decode(errors="replace")) or len(out) <= 1, out
+            jsonschema.validate(json.loads(whole), ANSWER)
+
+
+def test_max_calls_bounds_the_calls_a_grammar_admits() -> None:
+    tools = [("get_weather", SCHEMAS[0])]
+    call = json.dumps(
+        {"name": "get_weather", "arguments": {"name": "P", "age": 5, "tags": ["ab", "cd"]}},
+        separators=(",", ":"),
+    )
+    tok, llt = world_tokenizer(), ll_tokenizer()
+
+    def accepts(c: Any, text: str) -> bool:
+        m = llguidance.LLMatcher(llt, c.grammar, log_level=0)
+        return bool(m.consume_tokens(tok.encodeBytes(text.encode())) and m.is_accepting())
+
+    two = calls_constraint(tools, parallel=True, max_calls=2)
+    assert accepts(two, f"[{call},{call}]") and accepts(two, call)
+    assert not accepts(two, f"[{call},{call},{call}]")
+    one = calls_constraint(tools, parallel=True, max_calls=1)
+    assert accepts(one, call) and not accepts(one, f"[{call}]")
+    assert accepts(calls_constraint(tools, parallel=True), f"[{call},{call},{call}]")
+
+
 async def _run(engine: RWKVChatEngine, req: GenerationRequest) -> tuple[str, str, int]:
     text, reason, count = "", "", 0
     async for ev in engine.generate(req):

@@ -255,8 +255,10 @@ def prepare(
     choice, named = _choice(req.tool_choice, tools, search)
     fmt = (req.text or {}).get("format")
     schema = response_schema(fmt, settings, "text.format", flat=True)
+    # One call allowed is no parallel calls (what a remote upstream is told); more bound
+    # the grammar's array of calls.
     parallel = req.parallel_tool_calls is not False and req.max_tool_calls != 1
-    spec = OutputSpec(tools, choice, named, parallel, schema)
+    spec = OutputSpec(tools, choice, named, parallel, schema, req.max_tool_calls)
     messages = [*history, *_to_messages(items)]
     if not any(m["role"] in ("user", "tool") for m in messages):
         raise InvalidRequestError("the input has no user message", param="input")
