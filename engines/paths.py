@@ -18,7 +18,9 @@ def _builtin_minilm() -> Path:
 
 _BUILTINS = {"all-minilm-l6-v2": _builtin_minilm}
 
-# Tiny random RWKV checkpoints, generated offline into data_dir on first use.
+# Tiny random RWKV checkpoints, generated offline into data_dir on first use. Their head
+# favours the end-of-text token, so the embedded demo's turns end by themselves within a
+# few dozen tokens (``finish_reason: stop``); the weights are random otherwise.
 _GENERATED = {
     "rwkv7-tiny-random": ("tiny/rwkv7-tiny-random.pth", "x070"),
     "rwkv6-tiny-random": ("tiny/rwkv6-tiny-random.pth", "x060"),
@@ -29,6 +31,7 @@ _GENERATED = {
 
 def _generated(name: str, data_dir: Path) -> Path:
     from engines.rwkv_tiny import write_rwkv_checkpoint, write_state_file
+    from engines.tiny import ENDING_BIAS
 
     rel, kind = _GENERATED[name]
     target = data_dir / rel
@@ -37,7 +40,7 @@ def _generated(name: str, data_dir: Path) -> Path:
         if kind == "state":
             write_state_file(tmp)
         else:
-            write_rwkv_checkpoint(tmp, kind)
+            write_rwkv_checkpoint(tmp, kind, end_bias=ENDING_BIAS)
         os.replace(tmp, target)
     return target
 

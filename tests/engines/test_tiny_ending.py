@@ -41,3 +41,26 @@ async def test_an_ending_checkpoint_ends_its_turns_within_a_few_dozen_tokens(
     finally:
         ending.close()
         random.close()
+
+
+async def test_the_embedded_demo_model_ends_its_chat_turns_with_stop(tmp_path: Path) -> None:
+    from gateway.app import create_app
+    from gateway.settings import Settings
+    from tests.conftest import asgi_client
+
+    settings = Settings(data_dir=tmp_path, load_in_background=False, log_json=False)
+    assert any(m.path == "builtin:rwkv7-tiny-random" for m in settings.models)
+    async with asgi_client(create_app(settings)) as http:
+        for seed in range(4):
+            r = await http.post(
+                "/v1/chat/completions",
+                json={
+                    "model": "rwkv7-tiny-random",
+                    "messages": [{"role": "user", "content": "Hi"}],
+                    "max_tokens": 100,
+                    "seed": seed,
+                },
+            )
+            assert r.status_code == 200, r.text
+            choice = r.json()["choices"][0]
+            assert choice["finish_reason"] == "stop", choice

@@ -128,7 +128,7 @@ class ResponsesService:
     def _skeleton(self, req: ResponseRequest, prep: Prepared) -> Json:
         s = self.core.settings
         fmt = (req.text or {}).get("format") or {"type": "text"}
-        return {
+        skeleton: Json = {
             "id": item_id("resp"),
             "object": "response",
             "created_at": int(time.time()),
@@ -159,9 +159,11 @@ class ResponsesService:
             "tool_choice": req.tool_choice or ("auto" if prep.spec.tools else "none"),
             "tools": [_echoed_tool(t) for t in req.tools or []],
             "truncation": "disabled",
-            "usage": None,
-            "user": req.user,
         }
+        # Absent, not null, until known (the spec types them as an object and a string).
+        if req.user is not None:
+            skeleton["user"] = req.user
+        return skeleton
 
     # -- stored responses ------------------------------------------------------------------
 
@@ -199,7 +201,9 @@ class ResponsesService:
 def _usage(u: Usage, prompt_tokens: int) -> Json:
     return {
         "input_tokens": prompt_tokens,
-        "input_tokens_details": {"cached_tokens": u.cached_tokens},
+        # Tokens written to a prompt cache are not counted separately here (the prefix
+        # cache keeps states at turn ends, whatever their token count).
+        "input_tokens_details": {"cached_tokens": u.cached_tokens, "cache_write_tokens": 0},
         "output_tokens": u.completion_tokens,
         "output_tokens_details": {"reasoning_tokens": u.reasoning_tokens},
         "total_tokens": prompt_tokens + u.completion_tokens,
