@@ -132,6 +132,7 @@ class LocalBackend:
                 boundaries=p.rendered.boundaries,
                 owner=cmd.caller.owner,
                 constraint=_fitting(p.plan.constraint, params.max_tokens, self.engine),
+                persist_states=cmd.persist_states,
             )
         )
         events = self._events([handle], cmd.n, p.plan.mode, cmd.sampling.logprobs)

@@ -46,6 +46,9 @@ class GenerationRequest:
     owner: str | None = None
     # A grammar the output must follow (tool calls, response formats).
     constraint: Constraint | None = None
+    # Whether this prompt's states may outlive the process (the disk tier); false for a
+    # conversation the client asked not to store.
+    persist_states: bool = True
 
 
 @dataclass(frozen=True, slots=True)

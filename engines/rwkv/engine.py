@@ -42,6 +42,7 @@ from engines.rwkv.graphs import DecodeGraphs
 from engines.rwkv.model import LoadedRWKV, load_rwkv, load_state_file
 from engines.rwkv.options import RWKVOptions
 from engines.rwkv.pool import RowPool
+from engines.rwkv.states import build_state_tiers
 from engines.rwkv.wkv import Wkv
 
 __all__ = ["RWKVChatEngine", "world_tokenizer"]
@@ -99,6 +100,7 @@ class RWKVChatEngine:
         import torch
 
         raw = dict(options)
+        data_dir = Path(str(raw["_base_dir"])) if "_base_dir" in raw else None
         base_dir = Path(str(raw.pop("_base_dir", ".")))
         self.options = opts = RWKVOptions.model_validate(raw)
         cuda = torch.cuda.is_available()
@@ -115,13 +117,23 @@ class RWKVChatEngine:
         host = opts.prefix_cache_host_bytes
         if host is None:
             host = 4 * opts.prefix_cache_bytes if self.lm.device.startswith("cuda") else 0
-        self.cache = PrefixStateCache(opts.prefix_cache_bytes, host)
+        memory = PrefixStateCache(opts.prefix_cache_bytes, host)
         self.initial_states: dict[str, list[Any]] = {"": self.lm.zero_state()}
         for name, state_path in opts.states.items():
             resolved = resolve_model_path(state_path, base_dir)
             # A mismatched State is a startup error, never a silent zero state.
             self.initial_states[name] = load_state_file(resolved, self.lm)
         self.state_names = sorted(n for n in self.initial_states if n)
+        self.cache = build_state_tiers(
+            memory,
+            model_id=info.id,
+            weights_path=path,
+            initial_states=self.initial_states,
+            zero_state=self.lm.zero_state(),
+            device=self.lm.device,
+            options=opts,
+            data_dir=data_dir,
+        )
         self._build_paths(opts)
         self.info = ModelInfo(
             id=info.id,
@@ -316,6 +328,7 @@ class RWKVChatEngine:
             self._stopping = True
             self._cond.notify()
         self._thread.join(timeout=30)
+        self.cache.close()
         if self._masks is not None:
             self._masks.close()
 
@@ -388,7 +401,7 @@ class RWKVChatEngine:
         name = req.state or ""
         tokens = req.prompt_tokens
         self.stats["prompt_tokens"] += len(tokens)
-        n, entry = self.cache.lookup(name, tokens)
+        n, entry = self.cache.lookup(name, tokens, req.boundaries)
         handle.cached = n
         state = entry.state if entry is not None else self.initial_states[name]
         bounds = {b for b in req.boundaries if 0 < b < len(tokens)}
@@ -442,7 +455,8 @@ class RWKVChatEngine:
             tokens = p.handle.request.prompt_tokens
             if p.pos in p.boundaries or p.pos == len(tokens):
                 state = self.prefill_pool.read(p.row, self._parts)
-                self.cache.put(p.state_name, tokens[: p.pos], state, p.logits)
+                keep = p.handle.request.persist_states
+                self.cache.put(p.state_name, tokens[: p.pos], state, p.logits, persist=keep)
             if p.pos == len(tokens):
                 self._join(p)
 
