@@ -123,23 +123,28 @@ class LocalBackend:
             context_length=self.engine.context_length,
             param="messages",
         )
+        keys: list[str] = []
+        state_name = cmd.state or target.state
         handle = self.engine.submit(
             GenerationRequest(
                 p.rendered.tokens,
                 params,
                 n=cmd.n,
-                state=cmd.state or target.state,
+                state=state_name,
                 boundaries=p.rendered.boundaries,
                 owner=cmd.caller.owner,
                 constraint=_fitting(p.plan.constraint, params.max_tokens, self.engine),
                 persist_states=cmd.persist_states,
+                state_keys=keys,
             )
         )
         events = self._events([handle], cmd.n, p.plan.mode, cmd.sampling.logprobs)
         debug = p.rendered.text if aug is not None and aug.debug else None
-        return Generation(
+        gen = Generation(
             events, len(p.rendered.tokens), target.fingerprint, citations, rag_prompt=debug
         )
+        gen.states = {"model": self.engine.info.id, "state": state_name or "", "keys": keys}
+        return gen
 
     # -- completions -------------------------------------------------------------------------
 

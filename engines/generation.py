@@ -49,6 +49,9 @@ class GenerationRequest:
     # Whether this prompt's states may outlive the process (the disk tier); false for a
     # conversation the client asked not to store.
     persist_states: bool = True
+    # Filled by the engine: the prefix digests whose states it queued for the disk tier
+    # (what deleting the conversation forgets).
+    state_keys: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)

@@ -455,8 +455,12 @@ class RWKVChatEngine:
             tokens = p.handle.request.prompt_tokens
             if p.pos in p.boundaries or p.pos == len(tokens):
                 state = self.prefill_pool.read(p.row, self._parts)
-                keep = p.handle.request.persist_states
-                self.cache.put(p.state_name, tokens[: p.pos], state, p.logits, persist=keep)
+                req = p.handle.request
+                key = self.cache.put(
+                    p.state_name, tokens[: p.pos], state, p.logits, req.persist_states
+                )
+                if key:
+                    req.state_keys.append(key)
             if p.pos == len(tokens):
                 self._join(p)
 

@@ -118,6 +118,8 @@ class DiskStats:
 
 @dataclass
 class _Write:
+    """A state to save, or (``n_tokens`` -1) a digest to delete, in queue order."""
+
     state_name: str
     digest: str
     n_tokens: int
@@ -416,22 +418,26 @@ class StateTiers:
         state: list[Any],
         logits: Any,
         persist: bool = True,
-    ) -> None:
+    ) -> str | None:
+        """Cache the state after ``tokens``; the prefix's digest when it is queued for disk."""
         self.memory.put(state_name, tokens, state, logits)
         if self.disk is None or not persist or not tokens or len(tokens) < self.min_tokens:
-            return
+            return None
         digest = prefix_digests(tokens, [len(tokens)])[len(tokens)]
         host = [t.to("cpu", copy=True) for t in [*state, logits]]
         try:
             self._queue.put_nowait(_Write(state_name, digest, len(tokens), host))
         except queue.Full:
             self.disk.stats.dropped += 1
+            return None
+        return digest
 
-    def delete(self, state_name: str, tokens: list[int]) -> bool:
-        """Forget the disk state stored after exactly ``tokens``."""
-        if self.disk is None or not tokens:
-            return False
-        return self.disk.delete(state_name, prefix_digests(tokens, [len(tokens)])[len(tokens)])
+    def forget(self, state_name: str, digests: Iterable[str]) -> None:
+        """Delete these prefixes' disk states, after any of their writes still queued."""
+        if self.disk is None:
+            return
+        for digest in digests:
+            self._queue.put(_Write(state_name, digest, -1))
 
     def flush(self) -> None:
         """Wait until every queued write is on disk."""
@@ -450,7 +456,10 @@ class StateTiers:
             try:
                 if item is None:
                     return
-                disk.save(item)
+                if item.n_tokens < 0:
+                    disk.delete(item.state_name, item.digest)
+                else:
+                    disk.save(item)
             except Exception:  # a failed save loses a cache entry, nothing more
                 log.exception("saving a state failed")
             finally:

@@ -268,3 +268,22 @@ async def test_a_response_with_store_false_leaves_no_state_on_disk(
     async with asgi_client(create_app(_settings(tiny_dir, data, "rwkv7-tiny", "m"))) as http:
         await _respond(http, {"input": TURN_1, "store": False})
     assert _state_files(data) == []
+
+
+async def test_deleting_a_stored_response_deletes_its_states(
+    tiny_dir: Path, tmp_path: Path
+) -> None:
+    data = tmp_path / "data"
+    settings = _settings(tiny_dir, data, "rwkv7-tiny", "m")
+    async with asgi_client(create_app(settings)) as http:
+        kept = await _respond(http, {"input": [{"role": "user", "content": SYSTEM}]})
+        gone = await _respond(http, {"input": TURN_1})
+    before = set(_state_files(data))
+    async with asgi_client(create_app(settings)) as http:
+        r = await http.delete(f"/v1/responses/{gone['id']}")
+        assert r.status_code == 200, r.text
+        assert (await http.get(f"/v1/responses/{kept['id']}")).status_code == 200
+    after = set(_state_files(data))
+    # The deleted conversation's prefixes are gone; the other one's state is still there.
+    assert after < before
+    assert after
