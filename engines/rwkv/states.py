@@ -37,6 +37,7 @@ __all__ = [
     "DiskStates",
     "StateIdentity",
     "StateTiers",
+    "StateWrite",
     "build_state_tiers",
     "file_fingerprint",
     "prefix_digests",
@@ -117,7 +118,7 @@ class DiskStats:
 
 
 @dataclass
-class _Write:
+class StateWrite:
     """A state to save, or (``n_tokens`` -1) a digest to delete, in queue order."""
 
     state_name: str
@@ -245,7 +246,7 @@ class DiskStates:
 
     # -- save ------------------------------------------------------------------------------
 
-    def save(self, item: _Write) -> None:
+    def save(self, item: StateWrite) -> None:
         path = self.path(item.state_name, item.digest)
         if path.exists():  # the same key holds the same state
             with contextlib.suppress(OSError):
@@ -359,7 +360,7 @@ class StateTiers:
         self.misses = 0
         self.hit_tokens = 0
         self.tier_hits = {"device": 0, "host": 0, "disk": 0}
-        self._queue: queue.Queue[_Write | None] = queue.Queue(maxsize=max(1, queue_size))
+        self._queue: queue.Queue[StateWrite | None] = queue.Queue(maxsize=max(1, queue_size))
         self._writer: threading.Thread | None = None
         if disk is not None:
             self._writer = threading.Thread(
@@ -426,7 +427,7 @@ class StateTiers:
         digest = prefix_digests(tokens, [len(tokens)])[len(tokens)]
         host = [t.to("cpu", copy=True) for t in [*state, logits]]
         try:
-            self._queue.put_nowait(_Write(state_name, digest, len(tokens), host))
+            self._queue.put_nowait(StateWrite(state_name, digest, len(tokens), host))
         except queue.Full:
             self.disk.stats.dropped += 1
             return None
@@ -437,7 +438,7 @@ class StateTiers:
         if self.disk is None:
             return
         for digest in digests:
-            self._queue.put(_Write(state_name, digest, -1))
+            self._queue.put(StateWrite(state_name, digest, -1))
 
     def flush(self) -> None:
         """Wait until every queued write is on disk."""
