@@ -24,7 +24,7 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -362,6 +362,16 @@ class RWKVChatEngine:
                 self._fail_all()
         self._fail_all(reason="engine stopped")
 
+    @contextlib.contextmanager
+    def _unlocked(self) -> Iterator[None]:
+        """Release the admission lock (held by ``_admit``) for a slow read: requests
+        submitted meanwhile join ``_pending``, which ``_admit`` goes on reading."""
+        self._cond.release()
+        try:
+            yield
+        finally:
+            self._cond.acquire()
+
     def _owner_load(self) -> dict[str | None, int]:
         load: dict[str | None, int] = {}
         for s in self._batch:
@@ -401,7 +411,7 @@ class RWKVChatEngine:
         name = req.state or ""
         tokens = req.prompt_tokens
         self.stats["prompt_tokens"] += len(tokens)
-        n, entry = self.cache.lookup(name, tokens, req.boundaries)
+        n, entry = self.cache.lookup(name, tokens, req.boundaries, self._unlocked)
         handle.cached = n
         state = entry.state if entry is not None else self.initial_states[name]
         bounds = {b for b in req.boundaries if 0 < b < len(tokens)}

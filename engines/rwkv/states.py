@@ -26,7 +26,8 @@ import queue
 import struct
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -383,11 +384,30 @@ class StateTiers:
         return len(self.memory)
 
     def lookup(
-        self, state_name: str, tokens: list[int], boundaries: Iterable[int] = ()
+        self,
+        state_name: str,
+        tokens: list[int],
+        boundaries: Iterable[int] = (),
+        unlocked: Callable[[], AbstractContextManager[object]] = contextlib.nullcontext,
     ) -> tuple[int, CacheEntry | None]:
         """The longest stored prefix of ``tokens`` among memory and, past it, the turn
-        boundaries (and the whole prompt) on disk: (its length, entry) or (0, None)."""
+        boundaries (and the whole prompt) on disk: (its length, entry) or (0, None).
+        ``unlocked`` releases the caller's lock while files are read, so a read never
+        holds up whoever waits on it (the event loop submitting a request)."""
         n, entry = self.memory.lookup(state_name, tokens)
+        if self.disk is not None:
+            with unlocked():
+                return self._disk_lookup(state_name, tokens, boundaries, n, entry)
+        return self._counted(n, entry)
+
+    def _disk_lookup(
+        self,
+        state_name: str,
+        tokens: list[int],
+        boundaries: Iterable[int],
+        n: int,
+        entry: CacheEntry | None,
+    ) -> tuple[int, CacheEntry | None]:
         if self.disk is not None:
             candidates = {b for b in boundaries if n < b < len(tokens)} | {len(tokens)}
             candidates = {b for b in candidates if b > n and b >= self.min_tokens}
@@ -404,6 +424,9 @@ class StateTiers:
                 self.hits += 1
                 self.hit_tokens += b
                 return b, CacheEntry(state, logits, 0)
+        return self._counted(n, entry)
+
+    def _counted(self, n: int, entry: CacheEntry | None) -> tuple[int, CacheEntry | None]:
         if entry is None:
             self.misses += 1
             return 0, None
