@@ -52,6 +52,9 @@ class Generation:
     rag_prompt: str | None = None
     # Raw prompt texts, for ``echo`` (completions).
     echoes: list[str] = field(default_factory=list)
+    # Where the conversation's states were kept ({"model", "state", "keys"}), so deleting
+    # it can forget them; None when the backend keeps none.
+    states: dict[str, Any] | None = None
 
 
 @dataclass

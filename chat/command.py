@@ -71,6 +71,9 @@ class ChatCommand:
     caller: Caller = field(default_factory=Caller)
     forward: Forward | None = None
     refusals: tuple[InvalidRequestError, ...] = ()
+    # False when the client asked that nothing of the conversation be stored: its
+    # states stay in memory and never reach the disk tier.
+    persist_states: bool = True
 
 
 @dataclass(frozen=True, slots=True)

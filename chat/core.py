@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from chat.backend import ChatBackend, Generation, Relayed, Target
 from chat.command import Caller, ChatCommand, CompletionCommand
@@ -87,6 +88,13 @@ class ChatCore:
     async def complete(self, cmd: CompletionCommand) -> Generation | Relayed:
         target = self.target(cmd.model, cmd.knowledge)
         return await self._backend(target.served).complete(cmd, target)
+
+    def forget_states(self, states: dict[str, Any]) -> None:
+        """Delete the disk states a stored conversation kept (``Generation.states``)."""
+        served = self.registry.models.get(str(states.get("model")))
+        cache = getattr(served.engine, "cache", None) if served is not None else None
+        if cache is not None and hasattr(cache, "forget"):
+            cache.forget(str(states.get("state") or ""), [str(k) for k in states.get("keys", [])])
 
     async def generate(self, cmd: ChatCommand) -> Generation:
         """A typed generation whatever the backend (``cmd`` forwards nothing)."""

@@ -148,23 +148,29 @@ class LocalBackend:
                 param="response_format",
                 code="schema_too_complex",
             ) from None
+        keys: list[str] = []
+        state_name = cmd.state or target.state
         handle = self.engine.submit(
             GenerationRequest(
                 p.rendered.tokens,
                 params,
                 n=cmd.n,
-                state=cmd.state or target.state,
+                state=state_name,
                 boundaries=p.rendered.boundaries,
                 owner=cmd.caller.owner,
                 constraint=constraint,
                 prepared=True,
+                persist_states=cmd.persist_states,
+                state_keys=keys,
             )
         )
         events = self._events([handle], cmd.n, p.plan.mode, cmd.sampling.logprobs)
         debug = p.rendered.text if aug is not None and aug.debug else None
-        return Generation(
+        gen = Generation(
             events, len(p.rendered.tokens), target.fingerprint, citations, rag_prompt=debug
         )
+        gen.states = {"model": self.engine.info.id, "state": state_name or "", "keys": keys}
+        return gen
 
     def _check_cost(self, cmd: ChatCommand, max_tokens: int | None) -> None:
         """A constrained output whose shortest valid form cannot fit is refused before

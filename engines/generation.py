@@ -48,6 +48,12 @@ class GenerationRequest:
     constraint: Constraint | None = None
     # The constraint was checked by ``ChatEngine.prepare`` already (off the event loop).
     prepared: bool = False
+    # Whether this prompt's states may outlive the process (the disk tier); false for a
+    # conversation the client asked not to store.
+    persist_states: bool = True
+    # Filled by the engine: the prefix digests whose states it queued for the disk tier
+    # (what deleting the conversation forgets).
+    state_keys: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)

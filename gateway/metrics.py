@@ -139,6 +139,25 @@ class _ChatEngineCollector(Collector):
             "Prompt tokens not prefilled thanks to the cache.",
             labels=["model"],
         )
+        tier_hits = CounterMetricFamily(
+            "rwkv_rag_state_tier_hits",
+            "Prompts whose prefix state came from this tier (device, host, disk).",
+            labels=["model", "tier"],
+        )
+        tier_bytes = GaugeMetricFamily(
+            "rwkv_rag_state_tier_bytes", "Bytes of states held per tier.", labels=["model", "tier"]
+        )
+        disk = CounterMetricFamily(
+            "rwkv_rag_state_disk_events",
+            "Disk-tier events: saves, refused (other model/weights/State, corrupt, torn), "
+            "evicted, dropped (write queue full).",
+            labels=["model", "event"],
+        )
+        disk_seconds = CounterMetricFamily(
+            "rwkv_rag_state_disk_seconds",
+            "Time spent loading and saving disk-tier states.",
+            labels=["model", "op"],
+        )
         tokens = CounterMetricFamily(
             "rwkv_rag_chat_tokens", "Tokens by phase.", labels=["model", "phase"]
         )
@@ -163,6 +182,7 @@ class _ChatEngineCollector(Collector):
             hits.add_metric([mid], engine.cache.hits)
             misses.add_metric([mid], engine.cache.misses)
             hit_tokens.add_metric([mid], engine.cache.hit_tokens)
+            _add_tiers(engine.cache, mid, tier_hits, tier_bytes, disk, disk_seconds)
             tokens.add_metric([mid, "prompt"], engine.stats["prompt_tokens"])
             tokens.add_metric([mid, "prefill"], engine.stats["prefill_tokens"])
             tokens.add_metric([mid, "generated"], engine.stats["generated_tokens"])
@@ -175,6 +195,10 @@ class _ChatEngineCollector(Collector):
             hits,
             misses,
             hit_tokens,
+            tier_hits,
+            tier_bytes,
+            disk,
+            disk_seconds,
             tokens,
             stalled,
             deferred,
@@ -278,3 +302,27 @@ class _KnowledgeCollector(Collector):
             queue.add_metric([], snap.queued)
             running.add_metric([], snap.ingesting)
         yield from (chunks, files, queue, running, ann)
+
+
+def _add_tiers(
+    cache: Any,
+    mid: str,
+    hits: CounterMetricFamily,
+    size: GaugeMetricFamily,
+    disk: CounterMetricFamily,
+    seconds: CounterMetricFamily,
+) -> None:
+    """The state tiers' counters, where the engine keeps states in tiers."""
+    if not hasattr(cache, "tier_hits"):
+        return
+    for tier, n in cache.tier_hits.items():
+        hits.add_metric([mid, tier], n)
+    for tier, n in cache.tier_bytes().items():
+        size.add_metric([mid, tier], n)
+    st = getattr(cache.disk, "stats", None)
+    if st is None:
+        return
+    for event in ("saves", "refused", "evicted", "dropped"):
+        disk.add_metric([mid, event], getattr(st, event))
+    seconds.add_metric([mid, "load"], st.load_seconds)
+    seconds.add_metric([mid, "save"], st.save_seconds)

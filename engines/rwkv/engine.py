@@ -23,7 +23,7 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,6 +41,7 @@ from engines.rwkv.graphs import DecodeGraphs
 from engines.rwkv.model import LoadedRWKV, load_rwkv, load_state_file
 from engines.rwkv.options import RWKVOptions
 from engines.rwkv.pool import RowPool
+from engines.rwkv.states import build_state_tiers
 from engines.rwkv.tokenizer import world_tokenizer
 from engines.rwkv.wkv import Wkv
 
@@ -94,6 +95,7 @@ class RWKVChatEngine:
         import torch
 
         raw = dict(options)
+        data_dir = Path(str(raw["_base_dir"])) if "_base_dir" in raw else None
         base_dir = Path(str(raw.pop("_base_dir", ".")))
         self.options = opts = RWKVOptions.model_validate(raw)
         cuda = torch.cuda.is_available()
@@ -111,13 +113,23 @@ class RWKVChatEngine:
         host = opts.prefix_cache_host_bytes
         if host is None:
             host = 4 * opts.prefix_cache_bytes if self.lm.device.startswith("cuda") else 0
-        self.cache = PrefixStateCache(opts.prefix_cache_bytes, host)
+        memory = PrefixStateCache(opts.prefix_cache_bytes, host)
         self.initial_states: dict[str, list[Any]] = {"": self.lm.zero_state()}
         for name, state_path in opts.states.items():
             resolved = resolve_model_path(state_path, base_dir)
             # A mismatched State is a startup error, never a silent zero state.
             self.initial_states[name] = load_state_file(resolved, self.lm)
         self.state_names = sorted(n for n in self.initial_states if n)
+        self.cache = build_state_tiers(
+            memory,
+            model_id=info.id,
+            weights_path=path,
+            initial_states=self.initial_states,
+            zero_state=self.lm.zero_state(),
+            device=self.lm.device,
+            options=opts,
+            data_dir=data_dir,
+        )
         self._build_paths(opts, info.id)
         self.info = ModelInfo(
             id=info.id,
@@ -334,6 +346,7 @@ class RWKVChatEngine:
             self._stopping = True
             self._cond.notify()
         self._thread.join(timeout=30)
+        self.cache.close()
         if self._masks is not None:
             self._masks.close()
 
@@ -366,6 +379,16 @@ class RWKVChatEngine:
                 self.last_error = f"{type(exc).__name__}: {exc}"
                 self._fail_all()
         self._fail_all(reason="engine stopped")
+
+    @contextlib.contextmanager
+    def _unlocked(self) -> Iterator[None]:
+        """Release the admission lock (held by ``_admit``) for a slow read: requests
+        submitted meanwhile join ``_pending``, which ``_admit`` goes on reading."""
+        self._cond.release()
+        try:
+            yield
+        finally:
+            self._cond.acquire()
 
     def _owner_load(self) -> dict[str | None, int]:
         load: dict[str | None, int] = {}
@@ -406,7 +429,7 @@ class RWKVChatEngine:
         name = req.state or ""
         tokens = req.prompt_tokens
         self.stats["prompt_tokens"] += len(tokens)
-        n, entry = self.cache.lookup(name, tokens)
+        n, entry = self.cache.lookup(name, tokens, req.boundaries, self._unlocked)
         handle.cached = n
         state = entry.state if entry is not None else self.initial_states[name]
         bounds = {b for b in req.boundaries if 0 < b < len(tokens)}
@@ -460,7 +483,12 @@ class RWKVChatEngine:
             tokens = p.handle.request.prompt_tokens
             if p.pos in p.boundaries or p.pos == len(tokens):
                 state = self.prefill_pool.read(p.row, self._parts)
-                self.cache.put(p.state_name, tokens[: p.pos], state, p.logits)
+                req = p.handle.request
+                key = self.cache.put(
+                    p.state_name, tokens[: p.pos], state, p.logits, req.persist_states
+                )
+                if key:
+                    req.state_keys.append(key)
             if p.pos == len(tokens):
                 self._join(p)
 

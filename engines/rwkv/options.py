@@ -46,6 +46,38 @@ class RWKVOptions(BaseModel):
             "prefix_cache_bytes on a GPU, none on a CPU, whose memory is the host's)."
         ),
     )
+    state_disk_dir: str | None = Field(
+        None,
+        description=(
+            "Directory of the disk tier of prefix states (null: data_dir/states). Processes "
+            "and replicas serving the same model may share it."
+        ),
+    )
+    state_disk_bytes: int = Field(
+        4 * 2**30,
+        ge=0,
+        description=(
+            "Byte budget of the disk tier; the least recently used states go past it "
+            "(0: no disk tier)."
+        ),
+    )
+    state_retention_s: float = Field(
+        7 * 86400.0,
+        ge=0,
+        description="Disk states unused for this long are deleted (0: kept until evicted).",
+    )
+    state_disk_min_tokens: int = Field(
+        64,
+        ge=0,
+        description=(
+            "Shorter prefixes are not written to disk: re-reading them costs less than a file."
+        ),
+    )
+    state_disk_queue: int = Field(
+        64,
+        ge=1,
+        description="States waiting to be written behind; past it new ones are not saved.",
+    )
     cuda_graphs: bool = Field(True, description="Capture the decode step as CUDA graphs.")
     cuda_graph_capture_mode: Literal["thread_local", "global", "relaxed"] = Field(
         "thread_local",

@@ -40,7 +40,9 @@ async def test_cache_on_and_off_give_identical_results(tiny_dir: Path, model: st
     results = {}
     for cache_bytes in (0, 64 * 2**20):
         settings = Settings(
-            models=chat_models(tiny_dir, prefix_cache_bytes=cache_bytes, max_prefill_chunk=64),
+            models=chat_models(
+                tiny_dir, prefix_cache_bytes=cache_bytes, state_disk_bytes=0, max_prefill_chunk=64
+            ),
             load_in_background=False,
         )
         async with asgi_client(create_app(settings)) as http:

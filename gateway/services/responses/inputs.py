@@ -295,6 +295,7 @@ def prepare(
         reasoning_effort=effort,
         knowledge=knowledge_request(knowledge),
         state=req.state,
+        persist_states=bool(req.store),
         caller=caller or Caller(user=req.user),
         refusals=tuple(refusals),
     )

@@ -9,6 +9,7 @@ the answer's ``[n]`` markers carry ``file_citation`` annotations.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -62,7 +63,9 @@ class ResponsesService:
         gen = await self.core.generate(prep.command)
         writer = ResponseWriter(self._skeleton(req, prep), gen.citations)
         outcome: list[Any] = []
-        events = self._events(req, prep, writer, self._generated(gen, writer, outcome), outcome)
+        events = self._events(
+            req, prep, writer, self._generated(gen, writer, outcome), outcome, gen.states
+        )
         if req.stream:
             return self._sse(events, writer)
         async for _ in events:
@@ -94,6 +97,7 @@ class ResponsesService:
         writer: ResponseWriter,
         generated: AsyncIterator[Json],
         outcome: list[Any],
+        states: dict[str, Any] | None = None,
     ) -> AsyncIterator[Json]:
         for ev in writer.start():
             yield ev
@@ -110,7 +114,7 @@ class ResponsesService:
             yield ev
         if req.store:
             conversation = [*prep.conversation, _assistant_message(writer.output)]
-            await self.store.put(StoredResponse(writer.response, prep.items, conversation))
+            await self.store.put(StoredResponse(writer.response, prep.items, conversation, states))
 
     @staticmethod
     async def _generated(
@@ -171,8 +175,12 @@ class ResponsesService:
         return (await self._stored(rid, "response_id")).response
 
     async def delete(self, rid: str) -> DeletedResponse:
-        if not await self.store.delete(rid):
+        found = await self.store.get(rid)
+        if found is None or not await self.store.delete(rid):
             raise NotFoundError(f"no response with id {rid!r}", param="response_id")
+        if found.states:
+            # The engine queues the deletes behind its pending writes (it may block).
+            await asyncio.to_thread(self.core.forget_states, found.states)
         return DeletedResponse(id=rid)
 
     async def input_items(self, rid: str, limit: int, order: str, after: str | None) -> Json:

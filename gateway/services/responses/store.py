@@ -25,6 +25,8 @@ CREATE TABLE IF NOT EXISTS responses (
     conversation TEXT NOT NULL
 );
 """
+# Added later: where the conversation's states were kept (JSON), for deletion.
+_STATES_COLUMN = "ALTER TABLE responses ADD COLUMN states TEXT"
 
 
 @dataclass(frozen=True)
@@ -32,6 +34,7 @@ class StoredResponse:
     response: dict[str, Any]
     input_items: list[dict[str, Any]]
     conversation: list[dict[str, Any]]  # chat messages, this response's output included
+    states: dict[str, Any] | None = None  # {"model", "state", "keys"} of its disk states
 
 
 class ResponseStore:
@@ -41,13 +44,17 @@ class ResponseStore:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA busy_timeout=5000")
         self._db.executescript(_SCHEMA)
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(responses)")}
+        if "states" not in columns:
+            self._db.execute(_STATES_COLUMN)
         self._lock = threading.Lock()
 
     def _put(self, stored: StoredResponse) -> None:
         r = stored.response
         with self._lock:
             self._db.execute(
-                "INSERT OR REPLACE INTO responses VALUES (?, ?, ?, ?, ?, ?)",
+                "INSERT OR REPLACE INTO responses (id, created_at, previous_response_id, "
+                "response, input_items, conversation, states) VALUES (?, ?, ?, ?, ?, ?, ?)",
                 (
                     r["id"],
                     int(r.get("created_at") or time.time()),
@@ -55,17 +62,20 @@ class ResponseStore:
                     json.dumps(r, ensure_ascii=False),
                     json.dumps(stored.input_items, ensure_ascii=False),
                     json.dumps(stored.conversation, ensure_ascii=False),
+                    json.dumps(stored.states) if stored.states is not None else None,
                 ),
             )
 
     def _get(self, rid: str) -> StoredResponse | None:
         with self._lock:
             row = self._db.execute(
-                "SELECT response, input_items, conversation FROM responses WHERE id = ?", (rid,)
+                "SELECT response, input_items, conversation, states FROM responses WHERE id = ?",
+                (rid,),
             ).fetchone()
         if row is None:
             return None
-        return StoredResponse(json.loads(row[0]), json.loads(row[1]), json.loads(row[2]))
+        states = json.loads(row[3]) if row[3] else None
+        return StoredResponse(json.loads(row[0]), json.loads(row[1]), json.loads(row[2]), states)
 
     def _delete(self, rid: str) -> bool:
         with self._lock:
