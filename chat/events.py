@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from engines.generation import TopLogprob
+
 __all__ = [
     "CallArgs",
     "CallStart",
@@ -47,13 +49,6 @@ class CallArgs:
 
 
 Part = Reasoning | Content | CallStart | CallArgs
-
-
-@dataclass(frozen=True, slots=True)
-class TopLogprob:
-    token: str
-    logprob: float
-    bytes: list[int]
 
 
 @dataclass(frozen=True, slots=True)

@@ -339,11 +339,7 @@ def _prepared(
 
 
 def _fitting(
-    constraint: Constraint | None,
-    spec: OutputSpec,
-    room: int,
-    budget: int,
-    engine: ChatEngine,
+    constraint: Constraint | None, spec: OutputSpec, room: int, budget: int, engine: ChatEngine
 ) -> Constraint | None:
     """Under ``tool_choice: auto`` a budget too small for any call leaves text only. The
     arithmetic bound (``room`` bytes) is checked first: the shortest call is built and

@@ -158,18 +158,8 @@ def chat_command(
     return ChatCommand(
         model=req.model,
         messages=messages,
-        sampling=Sampling(
-            max_tokens=req.max_completion_tokens or req.max_tokens,
-            temperature=req.temperature,
-            top_p=req.top_p,
-            top_k=req.top_k,
-            presence_penalty=req.presence_penalty,
-            frequency_penalty=req.frequency_penalty,
-            stop=_stops(req),
-            seed=req.seed,
-            logprobs=req.logprobs,
-            top_logprobs=req.top_logprobs or 0,
-            logit_bias=bool(req.logit_bias),
+        sampling=_sampling(
+            req, req.max_completion_tokens or req.max_tokens, req.logprobs, req.top_logprobs
         ),
         output=output,
         n=req.n,
@@ -197,25 +187,34 @@ def completion_command(
     return CompletionCommand(
         model=req.model,
         prompt=req.prompt,
-        sampling=Sampling(
-            max_tokens=req.max_tokens,
-            temperature=req.temperature,
-            top_p=req.top_p,
-            top_k=req.top_k,
-            presence_penalty=req.presence_penalty,
-            frequency_penalty=req.frequency_penalty,
-            stop=_stops(req),
-            seed=req.seed,
-            logprobs=req.logprobs is not None,
-            top_logprobs=req.logprobs or 0,
-            logit_bias=bool(req.logit_bias),
-        ),
+        sampling=_sampling(req, req.max_tokens, req.logprobs is not None, req.logprobs),
         n=req.n,
         echo=req.echo,
         knowledge=knowledge_request(req.knowledge),
         caller=caller,
         forward=forward,
         refusals=tuple(refusals),
+    )
+
+
+def _sampling(
+    req: ChatCompletionRequest | CompletionRequest,
+    max_tokens: int | None,
+    logprobs: bool,
+    top_logprobs: int | None,
+) -> Sampling:
+    return Sampling(
+        max_tokens=max_tokens,
+        temperature=req.temperature,
+        top_p=req.top_p,
+        top_k=req.top_k,
+        presence_penalty=req.presence_penalty,
+        frequency_penalty=req.frequency_penalty,
+        stop=_stops(req),
+        seed=req.seed,
+        logprobs=logprobs,
+        top_logprobs=top_logprobs or 0,
+        logit_bias=bool(req.logit_bias),
     )
 
 
