@@ -169,7 +169,12 @@ class RemoteClient:
                 status, content = r.status, await _capped(r, self.options.max_health_bytes)
         except _TooLarge as exc:
             return False, f"health check answered more than {exc.size} bytes (max_health_bytes)"
-        except (*_CONNECTION_ERRORS, TimeoutError) as exc:
+        except TimeoutError as exc:
+            if isinstance(exc, aiohttp.ClientError):  # connect_timeout_s, named by aiohttp
+                return False, _reason(exc)
+            limit = self.options.health_timeout_s
+            return False, f"health check took longer than {limit:g} s (health_timeout_s)"
+        except _CONNECTION_ERRORS as exc:
             return False, _reason(exc)
         if status != 200:
             return False, f"health check answered {status}"

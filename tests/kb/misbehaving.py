@@ -4,13 +4,15 @@ the bytes it manages to send. The first path segment chooses the behaviour:
 - ``/dribble/...``: a 200 without a length, then 12 bytes (spaces) every ``every_s``
   until the client goes away or ``dribble_for_s`` has passed;
 - ``/huge/...``: a 200 without a length, then ``huge_bytes`` of JSON-ish padding in
-  64 KiB writes, until the client goes away.
+  64 KiB writes, until the client goes away;
+- ``/lists/search``: a well-behaved SearXNG answer whose one result is ``/dribble/listed``.
 
 Each request's handler thread sets ``done`` when it ends, so a test waits (bounded) for
 the count to settle."""
 
 from __future__ import annotations
 
+import json
 import socket
 import threading
 import time
@@ -91,6 +93,9 @@ class Misbehaving:
                     self._dribble(conn, path)
                 elif path.startswith("/huge"):
                     self._huge(conn, path)
+                elif path.startswith("/lists"):
+                    listed = {"results": [{"url": f"{self.base}/dribble/listed", "title": "x"}]}
+                    conn.sendall(json.dumps(listed).encode())
             except OSError:
                 pass  # the client went away: what it cost is in self.sent
             finally:

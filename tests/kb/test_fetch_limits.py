@@ -105,3 +105,20 @@ async def test_a_huge_search_answer_fails_the_job_at_the_byte_cap_unread(
         job, _ = await _failed_search(http)
     assert job["status"] == "failed" and "max_response_bytes" in job["error"]
     assert bad.settled("/huge/search") < MOST_SENT
+
+
+async def test_a_dribbling_result_page_is_a_failed_result_of_the_search_job(
+    bad: Misbehaving, tmp_path: Path
+) -> None:
+    knowledge = {
+        **_search_knowledge(f"{bad.base}/lists"),
+        "url": _url_settings(total_timeout_s=1.0),
+    }
+    app = create_app(fake_settings(data_dir=str(tmp_path), knowledge=knowledge))
+    async with asgi_client(app) as http:
+        job, took = await _failed_search(http)
+    assert job["status"] == "failed" and job["total"] == 1
+    (failure,) = job["details"]["failed"]
+    assert failure["url"] == f"{bad.base}/dribble/listed"
+    assert "total_timeout_s" in failure["error"]
+    assert took < 1.0 + MARGIN_S
