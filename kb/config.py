@@ -26,9 +26,21 @@ class UrlFetchSettings(BaseModel):
         default_factory=list,
         description="Host names allowed even when they resolve to a private address.",
     )
-    timeout_s: float = Field(20.0, gt=0, description="Connect/read timeout of one fetch.")
+    timeout_s: float = Field(
+        20.0, gt=0, description="Connect timeout, and most time between two reads, of a fetch."
+    )
+    total_timeout_s: float = Field(
+        30.0,
+        gt=0,
+        description=(
+            "Most time for a whole fetch: DNS, connect, redirects, headers and the whole "
+            "body. A page that dribbles its bytes is cut here."
+        ),
+    )
     max_bytes: int = Field(
-        20 * 1024 * 1024, ge=1024, description="Largest body fetched from a URL."
+        20 * 1024 * 1024,
+        ge=1024,
+        description="Largest body fetched from a URL; refused while it arrives, past this.",
     )
     max_redirects: int = Field(5, ge=0, le=20, description="Most redirects followed.")
     user_agent: str = Field("rwkv-rag-gateway/0.1", description="User-Agent of fetches.")
@@ -43,7 +55,19 @@ class WebSearchSettings(BaseModel):
         None, description="The search provider (null: web-search ingestion is off)."
     )
     url: str | None = Field(None, description="The provider's base URL (SearXNG's).")
-    timeout_s: float = Field(15.0, gt=0, description="Timeout of one search request.")
+    timeout_s: float = Field(
+        15.0, gt=0, description="Connect timeout, and most time between two reads, of a search."
+    )
+    total_timeout_s: float = Field(
+        20.0,
+        gt=0,
+        description="Most time for a whole search request, the provider's whole answer included.",
+    )
+    max_response_bytes: int = Field(
+        4 * 1024 * 1024,
+        ge=1024,
+        description="Largest answer read from the provider; refused while it arrives, past this.",
+    )
     default_results: int = Field(5, ge=1, description="Results ingested when none is asked.")
     max_results: int = Field(20, ge=1, description="Most results one search may ingest.")
 

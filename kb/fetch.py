@@ -7,7 +7,7 @@ rewritten to it while ``Host`` and TLS SNI (and so certificate checks) keep the 
 DNS answer that changes between the check and the connect (rebinding) is therefore never
 used; the connected peer is checked again all the same. URLs with credentials are
 refused, redirects are followed by hand and bounded, and the body is read in chunks up to
-a byte cap. Logs never carry a URL's query or credentials.
+a byte cap, the whole fetch within a total deadline. Logs never carry a URL's query or credentials.
 """
 
 from __future__ import annotations
@@ -186,18 +186,38 @@ async def _body(response: httpx.Response, url: str, limit: int) -> bytes:
     declared = response.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > limit:
         raise FetchError(
-            f"{redact(url)} is {declared} bytes; the limit is {limit}", "file_too_large"
+            f"{redact(url)} is {declared} bytes; the limit is {limit} (knowledge.url.max_bytes)",
+            "file_too_large",
         )
     body = bytearray()
     async for chunk in response.aiter_bytes():
         body.extend(chunk)
         if len(body) > limit:
-            raise FetchError(f"{redact(url)} is larger than {limit} bytes", "file_too_large")
+            raise FetchError(
+                f"{redact(url)} is larger than {limit} bytes (knowledge.url.max_bytes)",
+                "file_too_large",
+            )
     return bytes(body)
 
 
 async def fetch_url(
     url: str, settings: UrlFetchSettings, *, transport: httpx.AsyncBaseTransport | None = None
+) -> Fetched:
+    """The page at ``url``. ``timeout_s`` bounds each read only, so a page sending a few
+    bytes at a time would never end by it: ``total_timeout_s`` bounds the whole fetch."""
+    try:
+        async with asyncio.timeout(settings.total_timeout_s):
+            return await _fetch(url, settings, transport)
+    except TimeoutError:
+        raise FetchError(
+            f"fetching {redact(url)} took longer than {settings.total_timeout_s:g} s "
+            "(knowledge.url.total_timeout_s)",
+            "url_fetch_timeout",
+        ) from None
+
+
+async def _fetch(
+    url: str, settings: UrlFetchSettings, transport: httpx.AsyncBaseTransport | None
 ) -> Fetched:
     current = url
     headers = {"User-Agent": settings.user_agent, "Accept": "*/*"}
@@ -234,7 +254,10 @@ async def fetch_url(
                 finally:
                     await response.aclose()
             except httpx.TimeoutException:
-                raise FetchError(f"timed out fetching {redact(current)}") from None
+                raise FetchError(
+                    f"timed out fetching {redact(current)} (knowledge.url.timeout_s)",
+                    "url_fetch_timeout",
+                ) from None
             except httpx.HTTPError as exc:
                 raise FetchError(
                     f"fetching {redact(current)} failed: {type(exc).__name__}"

@@ -13,6 +13,7 @@ Providers: SearXNG's JSON API (self-hosted). Another search API is one small cla
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -26,7 +27,14 @@ from kb.config import WebSearchSettings
 from kb.jobs import JobRunner
 from kb.types import Attributes, Collection, Job, JobStatus
 
-__all__ = ["PROVIDERS", "SearxngProvider", "WebResult", "WebSearchJobs", "WebSearchProvider"]
+__all__ = [
+    "PROVIDERS",
+    "SearxngProvider",
+    "WebResult",
+    "WebSearchError",
+    "WebSearchJobs",
+    "WebSearchProvider",
+]
 
 log = logging.getLogger(__name__)
 
@@ -51,13 +59,10 @@ class SearxngProvider:
                 code="web_search_not_configured",
             )
         self.url = settings.url.rstrip("/")
-        self.timeout = settings.timeout_s
+        self.settings = settings
 
     async def search(self, query: str, max_results: int) -> list[WebResult]:
-        async with httpx.AsyncClient(timeout=self.timeout, follow_redirects=False) as client:
-            r = await client.get(f"{self.url}/search", params={"q": query, "format": "json"})
-            r.raise_for_status()
-            body = r.json()
+        body = json.loads(await self._answer(query))
         out: list[WebResult] = []
         for item in body.get("results", []) if isinstance(body, dict) else []:
             url = item.get("url") if isinstance(item, dict) else None
@@ -66,6 +71,47 @@ class SearxngProvider:
             if len(out) >= max_results:
                 break
         return list({r.url: r for r in out}.values())
+
+    async def _answer(self, query: str) -> bytes:
+        """The provider's answer, read within ``total_timeout_s`` and ``max_response_bytes``
+        as it arrives: the read timeout alone lets a provider dribbling a byte at a time hold
+        the job forever, and a huge answer would be held whole."""
+        s = self.settings
+        try:
+            async with asyncio.timeout(s.total_timeout_s):
+                return await self._read(query)
+        except TimeoutError:
+            raise WebSearchError(
+                f"the search provider did not answer within {s.total_timeout_s:g} s "
+                "(knowledge.web_search.total_timeout_s)"
+            ) from None
+
+    async def _read(self, query: str) -> bytes:
+        limit = self.settings.max_response_bytes
+        too_large = WebSearchError(
+            f"the search provider answered more than {limit} bytes "
+            "(knowledge.web_search.max_response_bytes)"
+        )
+        params = {"q": query, "format": "json"}
+        timeout = httpx.Timeout(self.settings.timeout_s)
+        async with (
+            httpx.AsyncClient(timeout=timeout, follow_redirects=False) as client,
+            client.stream("GET", f"{self.url}/search", params=params) as r,
+        ):
+            r.raise_for_status()
+            declared = r.headers.get("content-length")
+            if declared and declared.isdigit() and int(declared) > limit:
+                raise too_large
+            body = bytearray()
+            async for chunk in r.aiter_bytes():
+                body.extend(chunk)
+                if len(body) > limit:
+                    raise too_large
+            return bytes(body)
+
+
+class WebSearchError(Exception):
+    """The provider's answer was refused: too slow or too large."""
 
 
 PROVIDERS: dict[str, Callable[[WebSearchSettings], WebSearchProvider]] = {

@@ -166,8 +166,15 @@ class RemoteClient:
         try:
             timeout = aiohttp.ClientTimeout(total=self.options.health_timeout_s)
             async with self._client().get(url, headers=self._headers(up), timeout=timeout) as r:
-                status, content = r.status, await r.read()
-        except (*_CONNECTION_ERRORS, TimeoutError) as exc:
+                status, content = r.status, await _capped(r, self.options.max_health_bytes)
+        except _TooLarge as exc:
+            return False, f"health check answered more than {exc.size} bytes (max_health_bytes)"
+        except TimeoutError as exc:
+            if isinstance(exc, aiohttp.ClientError):  # connect_timeout_s, named by aiohttp
+                return False, _reason(exc)
+            limit = self.options.health_timeout_s
+            return False, f"health check took longer than {limit:g} s (health_timeout_s)"
+        except _CONNECTION_ERRORS as exc:
             return False, _reason(exc)
         if status != 200:
             return False, f"health check answered {status}"
@@ -427,6 +434,23 @@ class RemoteClient:
                 response.release()
             else:
                 response.close()  # the upstream sees the request closed and stops
+
+
+async def _capped(response: aiohttp.ClientResponse, limit: int) -> bytes:
+    """The body as it arrives, refused (``_TooLarge``) once past ``limit`` bytes: a huge
+    answer is never held whole. The caller's timeout bounds the time."""
+    declared = response.content_length
+    if declared is not None and declared > limit:
+        response.close()
+        raise _TooLarge(limit)
+    parts, size = [], 0
+    while chunk := await response.content.readany():
+        size += len(chunk)
+        if size > limit:
+            response.close()
+            raise _TooLarge(limit)
+        parts.append(chunk)
+    return b"".join(parts)
 
 
 class _TooLarge(Exception):

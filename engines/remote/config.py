@@ -88,7 +88,14 @@ class RemoteOptions(BaseModel):
         ),
     )
     health_interval_s: float = Field(5.0, gt=0, description="Seconds between health checks.")
-    health_timeout_s: float = Field(2.0, gt=0, description="Most time for one health check.")
+    health_timeout_s: float = Field(
+        2.0, gt=0, description="Most time for one health check, its whole answer included."
+    )
+    max_health_bytes: int = Field(
+        1024 * 1024,
+        ge=1024,
+        description="A health check answer larger than this marks the upstream down, unread.",
+    )
     eject_after: int = Field(
         3, ge=1, description="Consecutive failed requests that eject an upstream."
     )
