@@ -495,7 +495,8 @@ _SSE_FIELDS = (b"data:", b"event:", b"id:", b"retry:", b":")
 def _starts_as_sse(first: bytes) -> bool:
     """Whether a stream's first chunk opens an SSE event (it may hold only part of a line)."""
     head = first.lstrip(b"\xef\xbb\xbf").lstrip(b"\r\n")
-    return bool(head) and any(head[: len(f)] == f[: len(head)] for f in _SSE_FIELDS)
+    # Blank lines alone say nothing yet; the content-type vouched for the stream.
+    return not head or any(head[: len(f)] == f[: len(head)] for f in _SSE_FIELDS)
 
 
 class _TooLarge(Exception):

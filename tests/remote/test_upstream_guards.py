@@ -4,6 +4,7 @@ is not a stream."""
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -44,14 +45,23 @@ class Redirecting(OpenAIShaped):
 
 class JsonForStreams(OpenAIShaped):
     """Answers a stream request with a whole JSON completion, as a server without
-    streaming would."""
+    streaming would; ``labelled`` sends it as ``text/event-stream`` all the same."""
+
+    def __init__(self, *, labelled: bool = False) -> None:
+        super().__init__()
+        self.labelled = labelled
 
     async def _route(
         self, path: str, method: str, data: dict[str, Any], receive: Any, send: Any
     ) -> None:
         if method != "POST":
             return await super()._route(path, method, data, receive, send)
-        await _json(send, 200, _completion(str(data.get("model")), "not a stream", "chat"))
+        answer = _completion(str(data.get("model")), "not a stream", "chat")
+        if not (self.labelled and data.get("stream")):
+            return await _json(send, 200, answer)
+        headers = [(b"content-type", b"text/event-stream")]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": json.dumps(answer).encode()})
 
 
 def _settings(tmp: Path, url: str) -> Settings:
@@ -95,6 +105,17 @@ async def test_a_stream_request_answered_with_json_is_a_502_before_any_byte(
             plain = await gw.post("/v1/chat/completions", json=ASK)
             assert plain.status_code == 200
             assert "not a stream" in plain.text
+
+
+async def test_a_stream_labelled_sse_whose_first_bytes_are_not_an_event_is_a_502(
+    tmp_path: Path,
+) -> None:
+    with Running(JsonForStreams(labelled=True)) as upstream:
+        async with asgi_client(create_app(_settings(tmp_path, upstream.url))) as gw:
+            r = await gw.post("/v1/chat/completions", json={**ASK, "stream": True})
+            assert r.status_code == 502
+            err = r.json()["error"]
+            assert err["code"] == "upstream_bad_stream" and "not a stream" not in r.text
 
 
 async def test_a_loop_through_too_many_gateways_is_refused_before_forwarding(
