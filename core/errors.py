@@ -13,6 +13,7 @@ __all__ = [
     "EngineError",
     "EngineUnavailableError",
     "InvalidRequestError",
+    "LoopDetectedError",
     "ModelNotFoundError",
     "NotFoundError",
     "PayloadTooLargeError",
@@ -121,6 +122,14 @@ class UpstreamTimeoutError(APIError):
     status_code = 504
     type = "server_error"
     code = "upstream_timeout"
+
+
+class LoopDetectedError(APIError):
+    """A request that came back to a gateway it already went through, or through too many."""
+
+    status_code = 508
+    type = "server_error"
+    code = "loop_detected"
 
 
 class UpstreamStatusError(APIError):

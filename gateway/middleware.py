@@ -18,6 +18,7 @@ import msgspec
 from litestar.enums import ScopeType
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
+from core.context import HOPS_HEADER, hops
 from gateway.jsonguard import json_depth
 from gateway.logging import request_id
 from gateway.metrics import Metrics
@@ -26,6 +27,8 @@ __all__ = ["AuthMiddleware", "JsonGuardMiddleware", "MetricsMiddleware", "Reques
 
 access_log = logging.getLogger("gateway.access")
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+
+_HOPS = HOPS_HEADER.encode()
 
 _OPEN_PATHS = frozenset({"/health"})
 
@@ -271,13 +274,17 @@ class RequestLogMiddleware:
             await self.app(scope, receive, send)
             return
         rid = None
+        seen: tuple[str, ...] = ()
         for name, value in scope["headers"]:
             if name == b"x-request-id":
                 candidate = value.decode("latin-1")
                 rid = candidate if _REQUEST_ID.match(candidate) else None
-                break
+            elif name == _HOPS:
+                seen = tuple(h for h in value.decode("latin-1").replace(" ", "").split(",") if h)
         rid = rid or uuid.uuid4().hex
         token = request_id.set(rid)
+        # The remote engines refuse a loop before they forward (they know max_hops).
+        hops_token = hops.set(seen)
         started = time.perf_counter()
         status = 500
 
@@ -309,6 +316,7 @@ class RequestLogMiddleware:
                 },
             )
             request_id.reset(token)
+            hops.reset(hops_token)
 
 
 class ConsoleHeadersMiddleware:

@@ -9,6 +9,8 @@ evaluated per file (``matches``) or compiled to SQL by a backend.
 
 from __future__ import annotations
 
+import math
+import sys
 from dataclasses import dataclass
 from typing import Literal
 
@@ -21,6 +23,7 @@ __all__ = [
     "FilterLimits",
     "Scalar",
     "parse_filter",
+    "scalar_problem",
 ]
 
 Scalar = str | int | float | bool
@@ -157,6 +160,21 @@ def _test(op: CompareOp, a: object, b: object) -> bool:
     return _text_test(op, "" if a is None else str(a), "" if b is None else str(b), a)
 
 
+def scalar_problem(value: object) -> str | None:
+    """Why a stored or compared value cannot be kept as it is on every backend: PostgreSQL
+    text holds no NUL character, and its JSON numbers and double precision stop at the
+    float range (SQLite takes both, so the check is here, the same for each)."""
+    if isinstance(value, str):
+        return "holds a NUL character (\\u0000)" if "\x00" in value else None
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return None if abs(value) <= sys.float_info.max else "is outside the float range"
+    if isinstance(value, float) and not math.isfinite(value):
+        return "is not a finite number"
+    return None
+
+
 def _bad(msg: str, param: str) -> InvalidRequestError:
     return InvalidRequestError(msg, param=param, code="invalid_filter")
 
@@ -200,6 +218,8 @@ class _Parser:
         key = spec.get("key")
         if not isinstance(key, str) or not key:
             raise _bad(f"{path}.key must be a non-empty string", self.param)
+        if (problem := scalar_problem(key)) is not None:
+            raise _bad(f"{path}.key {problem}", self.param)
         if "value" not in spec:
             raise _bad(f"{path}.value is required", self.param)
         value = spec["value"]
@@ -212,9 +232,14 @@ class _Parser:
                 raise _bad(
                     f"{path}.value lists more than {self.limits.max_in_values} values", self.param
                 )
+            for i, v in enumerate(value):
+                if (problem := scalar_problem(v)) is not None:
+                    raise _bad(f"{path}.value[{i}] {problem}", self.param)
             return Compare(kind, key, tuple(value))  # type: ignore[arg-type]
         if not isinstance(value, Scalar):
             raise _bad(f"{path}.value must be a string, number or boolean", self.param)
+        if (problem := scalar_problem(value)) is not None:
+            raise _bad(f"{path}.value {problem}", self.param)
         if kind in ("gt", "gte", "lt", "lte") and isinstance(value, bool):
             raise _bad(f"{path}: {kind} needs a number or a string, not a boolean", self.param)
         return Compare(kind, key, value)  # type: ignore[arg-type]

@@ -24,6 +24,7 @@ from kb.chunking import ChunkingStrategy
 from kb.config import KnowledgeSettings
 from kb.fetch import FetchError, fetch_url, stored_url
 from kb.files import Files
+from kb.filters import scalar_problem
 from kb.ingest import Ingestor
 from kb.loaders import LoaderLimits, kinds_for
 from kb.ports import EmbeddingProvider, Progress, Reranker
@@ -94,8 +95,22 @@ def check_attributes(attributes: object) -> Attributes:
             raise InvalidRequestError(
                 f"attribute {key!r} must be a string, number or boolean", param="attributes"
             )
+        problem = scalar_problem(key)
+        if problem is not None:
+            raise InvalidRequestError(f"an attribute key {problem}", param="attributes")
+        if (problem := scalar_problem(value)) is not None:
+            raise InvalidRequestError(f"attribute {key!r} {problem}", param="attributes")
         out[key] = value
     return out
+
+
+def _check_store_text(name: str | None, metadata: dict[str, str] | None) -> None:
+    """A store's name and metadata are kept as text on every backend (no NUL in them)."""
+    if name is not None and (problem := scalar_problem(name)) is not None:
+        raise InvalidRequestError(f"the name {problem}", param="name")
+    for key, value in (metadata or {}).items():
+        if (problem := scalar_problem(key) or scalar_problem(value)) is not None:
+            raise InvalidRequestError(f"metadata {key!r} {problem}", param="metadata")
 
 
 class KnowledgeBase:
@@ -277,6 +292,7 @@ class KnowledgeBase:
         chunking_strategy: ChunkingStrategy | None = None,
         file_ids: list[str] | None = None,
     ) -> StoreView:
+        _check_store_text(name, metadata)
         model = embedding_model or self.default_model
         if not model:
             raise InvalidRequestError("no embedding model is configured for vector stores")
@@ -307,6 +323,10 @@ class KnowledgeBase:
         metadata: dict[str, str] | _Unset | None = UNSET,
         expires_after: Expiry | _Unset | None = UNSET,
     ) -> StoreView:
+        _check_store_text(
+            None if isinstance(name, _Unset) else name,
+            None if isinstance(metadata, _Unset) else metadata,
+        )
         col = await self.collection(ref)
         fields: dict[str, object] = {}
         if not isinstance(name, _Unset):

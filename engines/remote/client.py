@@ -14,13 +14,15 @@ import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp
 import msgspec
 
-from core.context import request_id
+from core.context import HOPS_HEADER, hops, instance_id, request_id
 from core.errors import (
     APIError,
+    LoopDetectedError,
     UpstreamStatusError,
     UpstreamTimeoutError,
     UpstreamUnavailableError,
@@ -165,7 +167,9 @@ class RemoteClient:
         url = f"{tei_root(up.url)}/health" if tei else f"{up.url}/models"
         try:
             timeout = aiohttp.ClientTimeout(total=self.options.health_timeout_s)
-            async with self._client().get(url, headers=self._headers(up), timeout=timeout) as r:
+            async with self._client().get(
+                url, headers=self._headers(up), timeout=timeout, allow_redirects=False
+            ) as r:
                 status, content = r.status, await _capped(r, self.options.max_health_bytes)
         except _TooLarge as exc:
             return False, f"health check answered more than {exc.size} bytes (max_health_bytes)"
@@ -206,6 +210,7 @@ class RemoteClient:
         rid = request_id.get()
         if rid is not None:  # the upstream's logs name the same request
             headers["x-request-id"] = rid
+        headers[HOPS_HEADER] = ",".join((*hops.get(), instance_id))
         if up.config.api_key is not None:
             headers["authorization"] = f"Bearer {up.config.api_key.get_secret_value()}"
         return headers
@@ -224,6 +229,7 @@ class RemoteClient:
         byte, to the next one (``retries`` more at most). Raises the upstream's 4xx as it
         is, a 504 on a timeout, a 503 with Retry-After when no upstream is left."""
         o = self.options
+        self._refuse_loop()
         tried: list[Upstream] = []
         failure: APIError | None = None
         deadline = time.monotonic() + o.total_timeout_s
@@ -252,6 +258,20 @@ class RemoteClient:
             )
         raise failure
 
+    def _refuse_loop(self) -> None:
+        came = hops.get()
+        if instance_id in came:
+            raise LoopDetectedError(
+                f"the request came back to this gateway through {len(came)} hop(s): an "
+                f"upstream url of the model {self.pool.model_id!r} leads back to a gateway "
+                "of the chain"
+            )
+        if len(came) > self.options.max_hops:
+            raise LoopDetectedError(
+                f"the request went through {len(came)} gateways, more than the "
+                f"{self.options.max_hops} allowed (max_hops)"
+            )
+
     async def _attempt(
         self, up: Upstream, path: str, prepare: Prepare, stream: bool, root: bool, deadline: float
     ) -> Opened:
@@ -262,8 +282,12 @@ class RemoteClient:
         response: aiohttp.ClientResponse | None = None
         try:
             response, first = await self._first_byte(up, url, data, stream, deadline)
+            if 300 <= response.status < 400:
+                self._redirected(up, started, response)
             if response.status >= 400:
                 await self._refused(up, started, response)
+            if stream:
+                self._check_stream(up, started, response, first)
             opened = Opened(up, response, started, first)
             if not stream:
                 opened.body = await self._body(up, response, deadline)
@@ -279,12 +303,46 @@ class RemoteClient:
                 response.close()
             raise
 
+    def _redirected(self, up: Upstream, started: float, response: aiohttp.ClientResponse) -> None:
+        """A redirect is never followed: it could lead the request, and its key, to
+        another host. The upstream's url is what needs fixing."""
+        status = response.status
+        where = urlsplit(response.headers.get("location", "")).hostname or "nowhere"
+        self._failed(up, started, f"redirected ({status})")
+        raise _Retry(
+            bad_gateway(
+                f"the upstream {up.label} answered {status}, a redirect to {where}; "
+                "redirects are not followed: correct its url",
+                "upstream_redirect",
+            )
+        )
+
+    def _check_stream(
+        self, up: Upstream, started: float, response: aiohttp.ClientResponse, first: bytes
+    ) -> None:
+        """A stream is relayed as it comes, so it must be SSE before its first byte goes
+        to the client: anything else would reach the client as a broken stream."""
+        kind = response.headers.get("content-type", "").split(";")[0].strip().lower()
+        if kind == "text/event-stream" and _starts_as_sse(first):
+            return
+        what = f"content-type {kind or 'none'}" if kind != "text/event-stream" else "no SSE event"
+        self._failed(up, started, f"not a stream ({what})")
+        raise _Retry(
+            bad_gateway(
+                f"the upstream {up.label} answered a stream request with {what}",
+                "upstream_bad_stream",
+            )
+        )
+
     async def _refused(
         self, up: Upstream, started: float, response: aiohttp.ClientResponse
     ) -> None:
         """An error answer: a 5xx (or the gateway's own key refused) may go elsewhere; any
         other 4xx is the request's fault and goes back as it is."""
         status, content = response.status, await response.read()
+        if status == LoopDetectedError.status_code:  # the same loop from any other upstream
+            self._done(up, started)
+            raise UpstreamStatusError(status, _error_of(status, content))
         if status >= 500:
             self._failed(up, started, f"answered {status}")
             raise _Retry(UpstreamStatusError(status, _error_of(status, content)))
@@ -310,9 +368,11 @@ class RemoteClient:
         response: aiohttp.ClientResponse | None = None
         try:
             async with asyncio.timeout(budget):
-                response = await self._client().post(url, data=data, headers=self._headers(up))
+                response = await self._client().post(
+                    url, data=data, headers=self._headers(up), allow_redirects=False
+                )
                 first = b""
-                if stream and response.status < 400:
+                if stream and 200 <= response.status < 300:
                     first = await response.content.readany()
                     if not first:
                         raise aiohttp.ServerDisconnectedError("the stream ended at once")
@@ -451,6 +511,16 @@ async def _capped(response: aiohttp.ClientResponse, limit: int) -> bytes:
             raise _TooLarge(limit)
         parts.append(chunk)
     return b"".join(parts)
+
+
+_SSE_FIELDS = (b"data:", b"event:", b"id:", b"retry:", b":")
+
+
+def _starts_as_sse(first: bytes) -> bool:
+    """Whether a stream's first chunk opens an SSE event (it may hold only part of a line)."""
+    head = first.lstrip(b"\xef\xbb\xbf").lstrip(b"\r\n")
+    # Blank lines alone say nothing yet; the content-type vouched for the stream.
+    return not head or any(head[: len(f)] == f[: len(head)] for f in _SSE_FIELDS)
 
 
 class _TooLarge(Exception):

@@ -136,6 +136,15 @@ class RemoteOptions(BaseModel):
         ge=1024,
         description="A streamed event (SSE) larger than this ends the stream with an error.",
     )
+    max_hops: int = Field(
+        8,
+        ge=1,
+        le=64,
+        description=(
+            "Gateways a request may already have gone through (X-RWKV-RAG-Hops) before "
+            "this one forwards it; more, or this gateway among them, is a 508 loop_detected."
+        ),
+    )
     context_length: int | None = Field(
         None,
         ge=16,
