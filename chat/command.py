@@ -55,7 +55,6 @@ class Forward:
     path: str  # chat/completions | completions
     body: dict[str, Any]
     stream: bool
-    include_usage: bool = False
 
 
 @dataclass(frozen=True, slots=True)

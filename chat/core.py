@@ -92,13 +92,14 @@ class ChatCore:
     def forget_states(self, states: dict[str, Any]) -> None:
         """Delete the disk states a stored conversation kept (``Generation.states``)."""
         served = self.registry.models.get(str(states.get("model")))
-        cache = getattr(served.engine, "cache", None) if served is not None else None
-        if cache is not None and hasattr(cache, "forget"):
-            cache.forget(str(states.get("state") or ""), [str(k) for k in states.get("keys", [])])
+        if served is not None and isinstance(served.engine, ChatEngine):
+            keys = [str(k) for k in states.get("keys", [])]
+            served.engine.forget_states(str(states.get("state") or ""), keys)
 
-    async def generate(self, cmd: ChatCommand) -> Generation:
+    async def generate(self, cmd: ChatCommand, target: Target | None = None) -> Generation:
         """A typed generation whatever the backend (``cmd`` forwards nothing)."""
-        out = await self.chat(cmd)
+        target = target or self.target(cmd.model, cmd.knowledge)
+        out = await self._backend(target.served).chat(cmd, target)
         if isinstance(out, Relayed):  # a command without ``forward`` is never relayed
             raise EngineError("the backend passed a typed command through")
         return out
@@ -137,9 +138,7 @@ class ChatCore:
             name, (Message("user", question),), knowledge=knowledge, caller=caller or Caller()
         )
         target = self.target(name, knowledge)
-        gen = await self._backend(target.served).chat(cmd, target)
-        if isinstance(gen, Relayed):  # a command without ``forward`` is never relayed
-            raise EngineError("the backend passed a typed command through")
+        gen = await self.generate(cmd, target)
         text = ""
         async for ev in gen.events:
             if ev.index == 0:

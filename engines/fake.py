@@ -179,6 +179,9 @@ class FakeChatEngine:
     def decode(self, tokens: list[int]) -> str:
         return "".join(chr(t) for t in tokens if t)
 
+    def forget_states(self, state: str, keys: list[str]) -> None:
+        """The fake keeps no states."""
+
     def prepare(self, constraint: Any, max_tokens: int) -> None:
         """The fake serves any constraint (its answer is the closer's shortest output)."""
 

@@ -98,6 +98,10 @@ class ChatEngine(Protocol):
 
     def decode(self, tokens: list[int]) -> str: ...
 
+    def forget_states(self, state: str, keys: list[str]) -> None:
+        """Delete the kept states of a stored conversation (``GenerationRequest.state_keys``)."""
+        ...
+
     def prepare(self, constraint: Constraint, max_tokens: int) -> None:
         """Check a constraint against the engine (its grammar, the budget its shortest
         output needs); raises a 400 when it cannot be served. May take time."""

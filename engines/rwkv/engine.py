@@ -303,6 +303,9 @@ class RWKVChatEngine:
             self._cond.notify()
         return handle
 
+    def forget_states(self, state: str, keys: list[str]) -> None:
+        self.cache.forget(state, keys)
+
     def prepare(self, constraint: Constraint, max_tokens: int) -> None:
         """A grammar llguidance can build, and a budget that holds its shortest output
         (work proportional to the schema: callers run it off the event loop)."""

@@ -19,7 +19,14 @@ from gateway.schemas.knowledge import KnowledgeField
 from rag.config import NoAnswer
 from rag.service import KnowledgeRequest
 
-__all__ = ["EFFORTS", "chat_command", "completion_command", "knowledge_request", "text_content"]
+__all__ = [
+    "EFFORTS",
+    "chat_command",
+    "completion_command",
+    "include_usage",
+    "knowledge_request",
+    "text_content",
+]
 
 EFFORTS = ("none", "minimal", "low", "medium", "high", "xhigh")
 
@@ -154,7 +161,7 @@ def chat_command(
     forward = None
     if raw is not None:
         raw.pop("knowledge", None)
-        forward = Forward("chat/completions", raw, req.stream, _include_usage(req))
+        forward = Forward("chat/completions", raw, req.stream)
     return ChatCommand(
         model=req.model,
         messages=messages,
@@ -183,7 +190,7 @@ def completion_command(
     forward = None
     if raw is not None:
         raw.pop("knowledge", None)
-        forward = Forward("completions", raw, req.stream, _include_usage(req))
+        forward = Forward("completions", raw, req.stream)
     return CompletionCommand(
         model=req.model,
         prompt=req.prompt,
@@ -218,5 +225,5 @@ def _sampling(
     )
 
 
-def _include_usage(req: ChatCompletionRequest | CompletionRequest) -> bool:
+def include_usage(req: ChatCompletionRequest | CompletionRequest) -> bool:
     return bool(req.stream_options and req.stream_options.include_usage)

@@ -24,7 +24,7 @@ from gateway.schemas.chat import (
     CompletionChoice,
     CompletionRequest,
 )
-from gateway.services.chat.commands import chat_command, completion_command
+from gateway.services.chat.commands import chat_command, completion_command, include_usage
 from gateway.services.chat.stream import (
     ChatEnvelope,
     ChatRender,
@@ -83,8 +83,7 @@ class ChatService:
         if isinstance(gen, Relayed):
             return _relayed(gen)
         rid, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
-        include = bool(req.stream_options and req.stream_options.include_usage)
-        env = ChatEnvelope(rid, created, req.model, gen.fingerprint, include)
+        env = ChatEnvelope(rid, created, req.model, gen.fingerprint, include_usage(req))
         render = ChatRender(gen, req.n, env, req.logprobs)
         if req.stream:
             return guard(render.run(stream=True))
@@ -126,8 +125,7 @@ class ChatService:
         if isinstance(gen, Relayed):
             return _relayed(gen)
         rid, created = f"cmpl-{uuid.uuid4().hex}", int(time.time())
-        include = bool(req.stream_options and req.stream_options.include_usage)
-        env = CompletionEnvelope(rid, created, req.model, gen.fingerprint, include)
+        env = CompletionEnvelope(rid, created, req.model, gen.fingerprint, include_usage(req))
         render = CompletionRender(gen, req.n, env)
         if req.stream:
             return guard(render.run(stream=True))
