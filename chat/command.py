@@ -39,12 +39,17 @@ class Sampling:
 
 @dataclass(frozen=True, slots=True)
 class Caller:
-    """Who asks: the key's digest (fair admission), its project, its conversation."""
+    """Who asks: the key's digest, its project (fair admission), its conversation."""
 
     owner: str | None = None
     project: str | None = None
     session: str | None = None  # X-Session-Id
     user: str | None = None  # the request's ``user``
+
+    @property
+    def fair_key(self) -> str | None:
+        """What the engine's scheduler takes turns between: the project, else the key."""
+        return self.project or self.owner
 
 
 @dataclass(frozen=True, slots=True)

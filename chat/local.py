@@ -157,7 +157,7 @@ class LocalBackend:
                 n=cmd.n,
                 state=state_name,
                 boundaries=p.rendered.boundaries,
-                owner=cmd.caller.owner,
+                owner=cmd.caller.fair_key,
                 constraint=constraint,
                 prepared=True,
                 persist_states=cmd.persist_states,
@@ -233,7 +233,7 @@ class LocalBackend:
                 context_length=engine.context_length,
                 param="prompt",
             )
-            req = GenerationRequest(tokens, params, n=cmd.n, owner=cmd.caller.owner)
+            req = GenerationRequest(tokens, params, n=cmd.n, owner=cmd.caller.fair_key)
             handles.append(engine.submit(req))
         events = self._events(handles, cmd.n, None, cmd.sampling.logprobs)
         gen = Generation(events, sum(len(t) for t in prompts), target.fingerprint, citations)

@@ -17,6 +17,7 @@ from litestar.openapi.plugins import SwaggerRenderPlugin
 from litestar.static_files import create_static_files_router
 
 from engines.registry import EngineRegistry
+from gateway.auth import KeyTable
 from gateway.compose import compose, mcp_server
 from gateway.errors import exception_handlers
 from gateway.logging import logging_config
@@ -180,7 +181,7 @@ def create_app(settings: Settings | None = None, engines: EngineRegistry | None 
             RequestLogMiddleware,
             DefineMiddleware(ConsoleHeadersMiddleware, headers=console_headers),
             DefineMiddleware(MetricsMiddleware, metrics=metrics),
-            DefineMiddleware(AuthMiddleware, api_keys=settings.api_keys),
+            DefineMiddleware(AuthMiddleware, keys=KeyTable(settings.auth, settings.api_keys)),
             DefineMiddleware(
                 JsonGuardMiddleware,
                 max_depth=limits.max_json_depth,

@@ -4,8 +4,6 @@ metrics, and a guard that refuses over-deep JSON bodies before any handler decod
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import hmac
 import json
 import logging
 import re
@@ -19,6 +17,8 @@ from litestar.enums import ScopeType
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
 from core.context import HOPS_HEADER, hops
+from core.tenancy import Principal, valid_project
+from gateway.auth import PROJECT_HEADER, KeyTable
 from gateway.jsonguard import json_depth
 from gateway.logging import request_id
 from gateway.metrics import Metrics
@@ -31,10 +31,6 @@ _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 _HOPS = HOPS_HEADER.encode()
 
 _OPEN_PATHS = frozenset({"/health"})
-
-
-def _digest(value: bytes) -> bytes:
-    return hashlib.sha256(value).digest()
 
 
 async def _dify_denied(send: Send, header: bytes | None) -> None:
@@ -70,28 +66,28 @@ async def _send_json(
 
 
 class AuthMiddleware:
-    """Every route but /health needs ``Authorization: Bearer <key>`` when keys are set."""
+    """Every route but /health needs ``Authorization: Bearer <key>`` when keys are set; each
+    request then runs as the key's principal (``scope["state"]["principal"]``)."""
 
-    def __init__(self, app: ASGIApp, api_keys: list[str]) -> None:
+    def __init__(self, app: ASGIApp, keys: KeyTable) -> None:
         self.app = app
-        # Compare fixed-length digests so neither length nor content leaks through timing.
-        self._digests = [_digest(k.encode()) for k in api_keys]
+        self.keys = keys
 
-    def authorized(self, header: bytes | None) -> bool:
+    def authorized(self, header: bytes | None) -> Principal | None:
         if header is None:
-            return False
+            return None
         scheme, _, token = header.partition(b" ")
         if scheme.lower() != b"bearer":
-            return False
-        candidate = _digest(token.strip())
-        ok = False
-        for digest in self._digests:
-            ok |= hmac.compare_digest(candidate, digest)
-        return ok
+            return None
+        return self.keys.resolve(token)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] not in ("http", "websocket") or not self._digests:
+        if scope["type"] not in ("http", "websocket"):
             await self.app(scope, receive, send)
+            return
+        headers = dict(scope["headers"])
+        if not self.keys.enabled:
+            await self._as(self.keys.keyless(), headers, scope, receive, send)
             return
         path = scope["path"]
         # The console's static page and assets load without a key (it then asks for one;
@@ -104,16 +100,10 @@ class AuthMiddleware:
         ):
             await self.app(scope, receive, send)
             return
-        header = None
-        for name, value in scope["headers"]:
-            if name == b"authorization":
-                header = value
-                break
-        if self.authorized(header):
-            # Who asks, for fair scheduling: a digest of the key, never the key itself.
-            token = header.partition(b" ")[2].strip() if header else b""
-            scope.setdefault("state", {})["key_id"] = _digest(token).hex()[:16]
-            await self.app(scope, receive, send)
+        header = headers.get(b"authorization")
+        principal = self.authorized(header)
+        if principal is not None:
+            await self._as(principal, headers, scope, receive, send)
             return
         if scope["path"].rstrip("/") == "/retrieval":
             await _dify_denied(send, header)
@@ -123,13 +113,39 @@ class AuthMiddleware:
             if header is None
             else "incorrect API key provided"
         )
-        error = {
-            "message": message,
-            "type": "invalid_request_error",
-            "param": None,
-            "code": "invalid_api_key",
-        }
-        await _send_json(send, 401, {"error": error}, [(b"www-authenticate", b"Bearer")])
+        await _send_json(
+            send,
+            401,
+            _error(message, "invalid_api_key"),
+            [(b"www-authenticate", b"Bearer")],
+        )
+
+    async def _as(
+        self,
+        principal: Principal,
+        headers: dict[bytes, bytes],
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+    ) -> None:
+        wanted = headers.get(PROJECT_HEADER)
+        if wanted is not None and wanted.strip():
+            name = wanted.decode("latin-1").strip()
+            if principal.is_admin and valid_project(name):
+                principal = principal.acting_as(name)
+            elif name != principal.project:
+                # The same answer for any other name: it never confirms a project exists.
+                error = _error(
+                    "the OpenAI-Project header does not match this API key's project",
+                    "mismatched_project",
+                )
+                await _send_json(send, 401, error)
+                return
+        state = scope.setdefault("state", {})
+        state["principal"] = principal
+        if principal.key_id:
+            state["key_id"] = principal.key_id
+        await self.app(scope, receive, send)
 
 
 class MetricsMiddleware:

@@ -16,6 +16,7 @@ from pydantic_settings import (
 
 from chat.config import ChatSettings
 from engines.config import BatchingSettings, ModelConfig, RegistryConfig
+from gateway.auth import AuthSettings, KeyTable
 from kb.config import KnowledgeSettings
 from mcp_server.config import McpSettings
 from rag.config import ProfileConfig, RagSettings
@@ -124,7 +125,13 @@ class Settings(BaseSettings):
     log_json: bool = Field(True, description="Structured (JSON lines) logs.")
     api_keys: list[str] = Field(
         default_factory=list,
-        description="Bearer keys; when set, every route but /health needs one.",
+        description=(
+            "Bearer keys, each an admin key of `auth.admin_project` (kept for existing "
+            "installs; `auth.keys` gives keys a project and a role)."
+        ),
+    )
+    auth: AuthSettings = Field(
+        default_factory=lambda: AuthSettings(), description="API keys, projects and roles."
     )
     models: list[ModelConfig] = Field(
         default_factory=_default_models, description="The models this gateway serves."
@@ -194,6 +201,8 @@ class Settings(BaseSettings):
         # Profiles are resolved by the catalog; building one here reports a bad profile
         # as a settings error at load time.
         ProfileCatalog.build(self.profiles, self.model_names("chat"))
+        # A key listed twice (or in both lists) would have two meanings: refuse at load.
+        KeyTable(self.auth, self.api_keys)
         return self
 
     def model_names(self, kind: str) -> dict[str, str]:

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
+from litestar import Request
 from litestar.datastructures import State
 
 from chat.core import ChatCore
 from core.errors import NotFoundError
+from core.tenancy import LOCAL_ADMIN, Principal
 from engines.registry import EngineRegistry
 from gateway.metrics import Metrics
 from gateway.services.chat import ChatService
@@ -18,7 +21,7 @@ from kb.service import KnowledgeBase
 from rag.catalog import ProfileCatalog
 from rag.service import RagService
 
-__all__ = ["AppContext", "ctx_of"]
+__all__ = ["AppContext", "ctx_of", "principal_of"]
 
 
 @dataclass
@@ -51,3 +54,9 @@ class AppContext:
 def ctx_of(state: State) -> AppContext:
     ctx: AppContext = state.ctx
     return ctx
+
+
+def principal_of(request: Request[Any, Any, Any]) -> Principal:
+    """Who the request runs as (set by the auth middleware; the local admin without keys)."""
+    found = request.scope.get("state", {}).get("principal")
+    return found if isinstance(found, Principal) else LOCAL_ADMIN

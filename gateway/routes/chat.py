@@ -20,15 +20,9 @@ from gateway.schemas.chat import (
     CompletionRequest,
 )
 from gateway.schemas.common import ErrorResponse
-from gateway.state import ctx_of
+from gateway.state import ctx_of, principal_of
 
 _SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
-
-
-def key_id(request: Request[Any, Any, Any]) -> str | None:
-    """The caller's key digest (set by the auth middleware; None without keys)."""
-    found = request.scope.get("state", {}).get("key_id")
-    return str(found) if found else None
 
 
 def session_id(request: Request[Any, Any, Any]) -> str | None:
@@ -81,7 +75,7 @@ async def chat_completions(
 ) -> Response[Any]:
     chat = ctx_of(state).chat
     raw, session = await request.body(), session_id(request)
-    work = chat.chat(data, owner=key_id(request), raw=raw, session=session)
+    work = chat.chat(data, who=principal_of(request), raw=raw, session=session)
     return _respond(await unless_disconnected(request, work))
 
 
@@ -98,7 +92,7 @@ async def completions(
 ) -> Response[Any]:
     chat = ctx_of(state).chat
     raw, session = await request.body(), session_id(request)
-    work = chat.complete(data, owner=key_id(request), raw=raw, session=session)
+    work = chat.complete(data, who=principal_of(request), raw=raw, session=session)
     return _respond(await unless_disconnected(request, work))
 
 

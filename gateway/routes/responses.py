@@ -12,10 +12,9 @@ from litestar.params import FromPath, FromQuery, JSONBody, Parameter
 from litestar.response import Stream
 
 from core.errors import NotFoundError
-from gateway.routes.chat import key_id
 from gateway.schemas.common import ErrorResponse
 from gateway.schemas.responses import DeletedResponse, ResponseRequest
-from gateway.state import ctx_of
+from gateway.state import ctx_of, principal_of
 
 _SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
@@ -28,7 +27,7 @@ _SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 async def create_response(
     request: Request[Any, Any, Any], state: State, data: JSONBody[ResponseRequest]
 ) -> Response[Any]:
-    result = await ctx_of(state).responses.create(data, owner=key_id(request))
+    result = await ctx_of(state).responses.create(data, who=principal_of(request))
     if isinstance(result, dict):
         return Response(result, status_code=200)
     return Stream(result, media_type="text/event-stream", headers=_SSE_HEADERS)

@@ -16,6 +16,7 @@ from chat.citations import citation_dicts
 from chat.command import Caller
 from chat.config import ChatSettings
 from chat.core import ChatCore
+from core.tenancy import LOCAL_ADMIN, Principal
 from gateway.schemas.chat import (
     ChatCompletion,
     ChatCompletionChoice,
@@ -71,13 +72,13 @@ class ChatService:
     async def chat(
         self,
         req: ChatCompletionRequest,
-        owner: str | None = None,
+        who: Principal = LOCAL_ADMIN,
         *,
         raw: bytes | None = None,
         session: str | None = None,
     ) -> ChatResult:
         """``raw``: the client's JSON body; ``session``: its X-Session-Id."""
-        caller = Caller(owner=owner, session=session, user=req.user)
+        caller = Caller(owner=who.key_id, project=who.project, session=session, user=req.user)
         cmd = chat_command(req, self.settings, caller, _client_json(req, raw))
         gen = await self.core.chat(cmd)
         if isinstance(gen, Relayed):
@@ -115,12 +116,12 @@ class ChatService:
     async def complete(
         self,
         req: CompletionRequest,
-        owner: str | None = None,
+        who: Principal = LOCAL_ADMIN,
         *,
         raw: bytes | None = None,
         session: str | None = None,
     ) -> CompletionResult:
-        caller = Caller(owner=owner, session=session, user=req.user)
+        caller = Caller(owner=who.key_id, project=who.project, session=session, user=req.user)
         gen = await self.core.complete(completion_command(req, caller, _client_json(req, raw)))
         if isinstance(gen, Relayed):
             return _relayed(gen)

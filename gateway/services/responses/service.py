@@ -22,6 +22,7 @@ from chat.command import Caller
 from chat.core import ChatCore
 from chat.events import Finish, Usage
 from core.errors import APIError, EngineError, InvalidRequestError, NotFoundError
+from core.tenancy import LOCAL_ADMIN, Principal
 from gateway.schemas.responses import DeletedResponse, ResponseRequest
 from gateway.services.responses.inputs import Prepared, item_id, prepare
 from gateway.services.responses.store import ResponseStore, StoredResponse
@@ -51,14 +52,14 @@ class ResponsesService:
         return found
 
     async def create(
-        self, req: ResponseRequest, owner: str | None = None
+        self, req: ResponseRequest, who: Principal = LOCAL_ADMIN
     ) -> Json | AsyncIterator[bytes]:
         history: list[Json] = []
         if req.previous_response_id:
             history = (
                 await self._stored(req.previous_response_id, "previous_response_id")
             ).conversation
-        caller = Caller(owner=owner, user=req.user)
+        caller = Caller(owner=who.key_id, project=who.project, user=req.user)
         prep = prepare(req, history, self.core.settings, caller)
         gen = await self.core.generate(prep.command)
         writer = ResponseWriter(self._skeleton(req, prep), gen.citations)
