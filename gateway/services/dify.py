@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from core.errors import APIError, NotFoundError
-from kb.filters import Compare, Compound, Filter
+from kb.filters import Compare, Compound, Filter, scalar_problem
 from kb.retrieval import SearchQuery
 from kb.service import KnowledgeBase
 from kb.types import SearchOutcome
@@ -70,6 +70,9 @@ def _condition(c: object) -> Filter:
         raise _bad(f"unknown comparison_operator {op!r}")
     value = c.get("value")
     want = value if isinstance(value, str | int | float | bool) or value is None else str(value)
+    for part in (*names, want):
+        if (problem := scalar_problem(part)) is not None:
+            raise _bad(f"a metadata condition {problem}")
     parts = tuple(Compare(_OPERATORS[op], str(n), want) for n in names)  # type: ignore[arg-type]
     return parts[0] if len(parts) == 1 else Compound("or", parts)
 
@@ -97,6 +100,9 @@ def parse_request(body: Any, max_conditions: int) -> DifyRequest:
     setting = body.get("retrieval_setting") or {}
     if not isinstance(knowledge_id, str) or not isinstance(query, str) or not query.strip():
         raise _bad("knowledge_id and query are required strings")
+    for field, text in (("knowledge_id", knowledge_id), ("query", query)):
+        if (problem := scalar_problem(text)) is not None:
+            raise _bad(f"{field} {problem}")
     if not isinstance(setting, dict):
         raise _bad("retrieval_setting must be an object")
     top_k, threshold = setting.get("top_k", 5), setting.get("score_threshold", 0.0)

@@ -121,3 +121,35 @@ async def test_a_bad_filter_is_a_400_and_a_good_one_still_finds_the_file(
         vector_store_id=vs, query="pump", filters={"type": "gt", "key": "n", "value": 2}
     )
     assert [hit.file_id for hit in good.data] == [fid]
+
+
+def _condition(names: list[str], op: str, value: object) -> dict[str, Any]:
+    return {"conditions": [{"name": names, "comparison_operator": op, "value": value}]}
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"query": "pu\x00mp"},
+        {"knowledge_id": "kept\x00"},
+        {"metadata_condition": _condition(["area"], "is", "no\x00rth")},
+        {"metadata_condition": _condition(["ar\x00ea"], "is", "north")},
+        {"metadata_condition": _condition(["n"], "=", HUGE)},
+    ],
+    ids=["query", "knowledge-id", "condition-value", "condition-name", "huge-number"],
+)
+async def test_dify_retrieval_refuses_a_nul_or_huge_value_with_its_400_and_still_answers(
+    sdk: Any, change: dict[str, Any]
+) -> None:
+    client, http = sdk
+    vs, _ = await _stored(client)
+    body = {
+        "knowledge_id": vs,
+        "query": "reset the pump",
+        "retrieval_setting": {"top_k": 2, "score_threshold": 0.0},
+    }
+    bad = await http.post("/retrieval", json={**body, **change})
+    assert bad.status_code == 400, bad.text
+    assert bad.json()["error_code"] == 400
+    good = await http.post("/retrieval", json=body)
+    assert good.status_code == 200 and "red button" in good.json()["records"][0]["content"]
