@@ -6,12 +6,15 @@ so no caller maps errors by message text.
 
 from __future__ import annotations
 
+import errno
+
 __all__ = [
     "APIError",
     "AuthenticationError",
     "ContextLengthError",
     "EngineError",
     "EngineUnavailableError",
+    "InsufficientStorageError",
     "InvalidRequestError",
     "LoopDetectedError",
     "ModelNotFoundError",
@@ -22,6 +25,7 @@ __all__ = [
     "UpstreamStatusError",
     "UpstreamTimeoutError",
     "UpstreamUnavailableError",
+    "is_disk_full",
 ]
 
 
@@ -100,6 +104,35 @@ class StorageUnavailableError(APIError):
     status_code = 503
     type = "server_error"
     code = "knowledge_base_unavailable"
+
+
+class InsufficientStorageError(APIError):
+    """The disk (or the database's) is full: nothing was stored, what was stored is kept."""
+
+    status_code = 507
+    type = "server_error"
+    code = "insufficient_storage"
+
+
+_SQLITE_FULL = 13
+_PG_DISK_FULL = "53100"
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """Whether ``exc`` (or what caused it) says the disk or a quota is full: an OS write,
+    SQLite's SQLITE_FULL, PostgreSQL's disk_full."""
+    seen: BaseException | None = exc
+    for _ in range(8):  # a bounded walk of the cause chain
+        if seen is None:
+            return False
+        if isinstance(seen, OSError) and seen.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        if getattr(seen, "sqlite_errorcode", None) == _SQLITE_FULL:
+            return True
+        if getattr(seen, "sqlstate", None) == _PG_DISK_FULL:
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 class EngineError(APIError):

@@ -11,7 +11,7 @@ from litestar.exceptions import HTTPException, ValidationException
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
 from litestar.types import ExceptionHandlersMap
 
-from core.errors import APIError
+from core.errors import APIError, InsufficientStorageError, is_disk_full
 
 __all__ = ["exception_handlers", "render_error"]
 
@@ -87,7 +87,15 @@ def _http_error(_: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:
     return render_error(status, str(exc.detail), type_, None, code)
 
 
-def _unexpected(_: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
+def _unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
+    if is_disk_full(exc):
+        log.error("disk full: %s", exc)
+        return _api_error(
+            request,
+            InsufficientStorageError(
+                "the server's storage is full; nothing was stored (what was stored is kept)"
+            ),
+        )
     log.exception("unhandled error", exc_info=exc)
     return render_error(
         HTTP_500_INTERNAL_SERVER_ERROR,

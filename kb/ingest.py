@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from core.errors import APIError
+from core.errors import APIError, is_disk_full
 from kb.backend import KnowledgeBackend
 from kb.chunking import ChunkingStrategy, chunk_text
 from kb.config import KnowledgeSettings
@@ -40,6 +40,19 @@ __all__ = ["Ingestor", "chunk_sections", "last_error"]
 log = logging.getLogger(__name__)
 
 _OPENAI_ERROR_CODES = {"invalid_file", "unsupported_file", "server_error"}
+
+
+def _failure(exc: Exception) -> tuple[str, str]:
+    """The ``last_error`` of a file whose ingestion raised ``exc``."""
+    if is_disk_full(exc):
+        return "server_error", (
+            "the knowledge base's storage is full; free space and add the file again"
+        )
+    if isinstance(exc, APIError):
+        return "invalid_file", exc.message
+    if isinstance(exc, ValueError | OSError):
+        return "invalid_file", str(exc)
+    return "server_error", f"the file could not be processed ({type(exc).__name__})"
 
 
 def last_error(code: str, message: str) -> LastError:
@@ -206,23 +219,15 @@ class Ingestor:
                     self.backend.delete_file_chunks, sf.collection_id, sf.file_id
                 )
                 return
-            except APIError as exc:
-                await self._fail(sf, "invalid_file", exc.message, drop=True)
-                return
-            except (ValueError, OSError) as exc:
-                await self._fail(sf, "invalid_file", str(exc), drop=True)
-                return
-            except Exception as exc:  # a loader bug fails this file, never leaves it in_progress
-                log.exception(
-                    "ingestion failed",
-                    extra={"collection": sf.collection_id, "file_id": sf.file_id},
-                )
-                await self._fail(
-                    sf,
-                    "server_error",
-                    f"the file could not be processed ({type(exc).__name__})",
-                    drop=True,
-                )
+            except Exception as exc:
+                code, message = _failure(exc)
+                where = {"collection": sf.collection_id, "file_id": sf.file_id}
+                if is_disk_full(exc):
+                    log.error("ingestion stopped: storage full", extra=where)
+                elif code == "server_error":
+                    # A loader bug fails this file, never leaves it in_progress.
+                    log.exception("ingestion failed", extra=where)
+                await self._fail(sf, code, message, drop=True)
                 return
             if not await self._still_running(job):
                 await asyncio.to_thread(

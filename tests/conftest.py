@@ -289,8 +289,10 @@ def start_server(
     *,
     args: tuple[str, ...] = (),
     port: int | None = None,
+    wrap: tuple[str, ...] = (),
 ) -> RunningServer:
-    """Start `rwkv-rag serve` as a real subprocess and wait (bounded) until /health is 200."""
+    """Start `rwkv-rag serve` as a real subprocess and wait (bounded) until /health is 200.
+    ``wrap``: a command that execs the server's command line given as its arguments."""
     port = port or free_port()
     cfg = tmp / "config.yaml"
     # Its own data directory unless the config names one (never the checkout's default).
@@ -302,7 +304,7 @@ def start_server(
     env.pop("RWKV_RAG_DATA_DIR", None)
     with log.open("wb") as sink:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "gateway.cli", "serve", "--config", str(cfg), *args],
+            [*wrap, sys.executable, "-m", "gateway.cli", "serve", "--config", str(cfg), *args],
             stdout=sink,
             stderr=subprocess.STDOUT,
             env=env,

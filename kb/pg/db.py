@@ -15,7 +15,7 @@ import time
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from core.errors import StorageUnavailableError
+from core.errors import InsufficientStorageError, StorageUnavailableError, is_disk_full
 from kb.config import KnowledgeSettings
 from kb.pg.schema import MIGRATIONS
 from kb.sql.dialect import POSTGRES
@@ -92,6 +92,10 @@ class Database(SqlPort):
                 else:
                     yield conn
         except (psycopg.OperationalError, psycopg_pool.PoolTimeout, psycopg.InterfaceError) as exc:
+            if is_disk_full(exc):
+                raise InsufficientStorageError(
+                    "the knowledge base's database is out of disk space; nothing was stored"
+                ) from exc
             log.error(
                 "knowledge base database unreachable",
                 extra={"dsn": self.dsn_shown, "error": type(exc).__name__},
