@@ -85,3 +85,5 @@ class RegistryConfig:
     max_tokens_per_input: int = 512
     torch_threads: int = 0
     data_dir: Path = Path(".")
+    # The knowledge base's PostgreSQL, where `state_store: postgres` keeps RWKV states.
+    state_dsn: str | None = None

@@ -228,6 +228,8 @@ class EngineRegistry:
             path = resolve_model_path(cfg.path, self.settings.data_dir)
         options = dict(cfg.options)
         options.setdefault("_base_dir", str(self.settings.data_dir))
+        if self.settings.state_dsn and engine_name == "rwkv":
+            options.setdefault("_state_dsn", self.settings.state_dsn)
         if path is None:
             model.engine = cls(model.info, options)
         else:

@@ -221,6 +221,9 @@ class Settings(BaseSettings):
             max_tokens_per_input=self.limits.max_tokens_per_input,
             torch_threads=self.torch_threads,
             data_dir=self.data_dir,
+            state_dsn=(
+                self.knowledge.postgres.dsn if self.knowledge.backend == "postgres" else None
+            ),
         )
 
     @classmethod

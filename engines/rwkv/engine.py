@@ -97,6 +97,7 @@ class RWKVChatEngine:
         raw = dict(options)
         data_dir = Path(str(raw["_base_dir"])) if "_base_dir" in raw else None
         base_dir = Path(str(raw.pop("_base_dir", ".")))
+        state_dsn = raw.pop("_state_dsn", None)
         self.options = opts = RWKVOptions.model_validate(raw)
         cuda = torch.cuda.is_available()
         self.strategy = opts.strategy or ("cuda fp16" if cuda else "cpu fp32")
@@ -129,6 +130,7 @@ class RWKVChatEngine:
             device=self.lm.device,
             options=opts,
             data_dir=data_dir,
+            knowledge_dsn=str(state_dsn) if state_dsn else None,
         )
         self._build_paths(opts, info.id)
         self.info = ModelInfo(

@@ -46,11 +46,26 @@ class RWKVOptions(BaseModel):
             "prefix_cache_bytes on a GPU, none on a CPU, whose memory is the host's)."
         ),
     )
+    state_store: Literal["dir", "postgres"] = Field(
+        "dir",
+        description=(
+            "Where the shared (disk) tier of states lives: `dir`, a directory "
+            "(state_disk_dir); `postgres`, a table in PostgreSQL (state_postgres_dsn, else "
+            "the knowledge base's database), which every replica reads."
+        ),
+    )
     state_disk_dir: str | None = Field(
         None,
         description=(
             "Directory of the disk tier of prefix states (null: data_dir/states). Processes "
             "and replicas serving the same model may share it."
+        ),
+    )
+    state_postgres_dsn: str | None = Field(
+        None,
+        description=(
+            "PostgreSQL DSN of the `postgres` state store (null: the knowledge base's when "
+            "its backend is postgres)."
         ),
     )
     state_disk_bytes: int = Field(

@@ -21,7 +21,6 @@ import contextlib
 import hashlib
 import json
 import logging
-import os
 import queue
 import struct
 import threading
@@ -32,6 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from engines.rwkv.blobs import DirBlobs, PostgresBlobs, StateBlobs
 from engines.rwkv.cache import CacheEntry, PrefixStateCache
 
 __all__ = [
@@ -48,11 +48,6 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 _MAGIC = b"RWKVSTATE1\n"
-_SUFFIX = ".rwkvstate"
-_TMP = ".tmp"
-# A temporary file older than this belongs to a writer that died (a live one renames
-# within seconds); younger ones may be another process's write in flight.
-_STALE_TMP_S = 3600.0
 _MIB = 2**20
 
 
@@ -129,30 +124,29 @@ class StateWrite:
 
 
 class DiskStates:
-    """One directory of state files for one model (safe to share between processes)."""
+    """The shared tier of one model's states, over a directory or a PostgreSQL table (safe
+    to share between processes and replicas)."""
 
     def __init__(
         self,
-        directory: Path,
+        directory: Path | StateBlobs,
         identity: StateIdentity,
         max_bytes: int,
         retention_s: float,
     ) -> None:
-        self.directory = directory
+        self.blobs: StateBlobs = DirBlobs(directory) if isinstance(directory, Path) else directory
         self.identity = identity
         self.max_bytes = max_bytes
         self.retention_s = retention_s
         self.stats = DiskStats()
         self._lock = threading.Lock()
-        directory.mkdir(parents=True, exist_ok=True)
         self._rescan()
 
-    def path(self, state_name: str, digest: str) -> Path:
-        key = hashlib.sha256(f"{self.identity.model}\0{state_name}\0{digest}".encode()).hexdigest()
-        return self.directory / key[:2] / f"{key}{_SUFFIX}"
+    def key(self, state_name: str, digest: str) -> str:
+        return hashlib.sha256(f"{self.identity.model}\0{state_name}\0{digest}".encode()).hexdigest()
 
     def exists(self, state_name: str, digest: str) -> bool:
-        return self.path(state_name, digest).exists()
+        return self.blobs.exists(self.key(state_name, digest))
 
     # -- load ------------------------------------------------------------------------------
 
@@ -161,23 +155,20 @@ class DiskStates:
     ) -> tuple[list[Any], Any] | None:
         """The state (shaped and typed like ``like``) and logits stored for this prefix,
         or None; an unusable file is removed so the next save replaces it."""
-        path = self.path(state_name, digest)
+        key = self.key(state_name, digest)
         start = time.perf_counter()
-        try:
-            raw = path.read_bytes()
-        except OSError:
+        raw = self.blobs.read(key)
+        if raw is None:
             self.stats.misses += 1
             return None
         try:
             tensors = self._decode(raw, state_name, digest, n_tokens, like, device)
         except (_Refused, ValueError, KeyError, TypeError, RuntimeError, struct.error) as why:
-            log.warning("stored state %s refused: %s", path.name, why)
+            log.warning("stored state %s refused: %s", key, why)
             self.stats.refused += 1
-            with contextlib.suppress(OSError):
-                path.unlink()
+            self.blobs.delete(key)
             return None
-        with contextlib.suppress(OSError):
-            os.utime(path)  # least recently used is by mtime
+        self.blobs.touch(key)  # least recently used first out
         self.stats.hits += 1
         self.stats.load_seconds += time.perf_counter() - start
         return tensors[:-1], tensors[-1]
@@ -248,10 +239,9 @@ class DiskStates:
     # -- save ------------------------------------------------------------------------------
 
     def save(self, item: StateWrite) -> None:
-        path = self.path(item.state_name, item.digest)
-        if path.exists():  # the same key holds the same state
-            with contextlib.suppress(OSError):
-                os.utime(path)
+        key = self.key(item.state_name, item.digest)
+        if self.blobs.exists(key):  # the same key holds the same state
+            self.blobs.touch(key)
             return
         start = time.perf_counter()
         payload = b"".join(_tensor_bytes(t) for t in item.tensors)
@@ -271,14 +261,7 @@ class DiskStates:
             },
             sort_keys=True,
         ).encode()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f"{path.name}.{os.getpid()}.{threading.get_ident()}{_TMP}")
-        with tmp.open("wb") as f:
-            f.write(_MAGIC + struct.pack("<Q", len(header)) + header + payload)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-        size = path.stat().st_size
+        size = self.blobs.write(key, _MAGIC + struct.pack("<Q", len(header)) + header + payload)
         with self._lock:
             self.stats.saves += 1
             self.stats.bytes += size
@@ -288,46 +271,13 @@ class DiskStates:
             self._rescan()
 
     def delete(self, state_name: str, digest: str) -> bool:
-        try:
-            self.path(state_name, digest).unlink()
-        except OSError:
-            return False
-        return True
+        return self.blobs.delete(self.key(state_name, digest))
 
     def _rescan(self) -> None:
-        """Drop expired and stale temporary files, then the least recently used ones past
-        the byte budget (the directory may be shared, so it is listed afresh)."""
-        now = time.time()
-        files: list[tuple[float, int, Path]] = []
-        for p in self.directory.rglob("*"):
-            try:
-                st = p.stat()
-            except OSError:
-                continue
-            if not p.is_file():
-                continue
-            if p.name.endswith(_TMP):
-                if now - st.st_mtime > _STALE_TMP_S:
-                    with contextlib.suppress(OSError):
-                        p.unlink()
-                continue
-            if not p.name.endswith(_SUFFIX):
-                continue
-            if self.retention_s and now - st.st_mtime > self.retention_s:
-                with contextlib.suppress(OSError):
-                    p.unlink()
-                    self.stats.evicted += 1
-                continue
-            files.append((st.st_mtime, st.st_size, p))
-        total = sum(size for _, size, _ in files)
-        for _, size, p in sorted(files):
-            if total <= self.max_bytes:
-                break
-            with contextlib.suppress(OSError):
-                p.unlink()
-                self.stats.evicted += 1
-            total -= size
+        """Drop expired states, then the least recently used past the byte budget."""
+        evicted, total = self.blobs.evict(self.max_bytes, self.retention_s)
         with self._lock:
+            self.stats.evicted += evicted
             self.stats.bytes = total
 
 
@@ -473,6 +423,8 @@ class StateTiers:
             self._queue.put(None)
             self._writer.join(timeout=60)
             self._writer = None
+        if self.disk is not None:
+            self.disk.blobs.close()
 
     def _write_loop(self, disk: DiskStates) -> None:
         while True:
@@ -500,21 +452,34 @@ def build_state_tiers(
     device: str,
     options: Any,
     data_dir: Path | None,
+    knowledge_dsn: str | None = None,
 ) -> StateTiers:
     """The engine's state tiers from its options (``options`` is an ``RWKVOptions``); no
-    disk tier without a directory (neither ``state_disk_dir`` nor a data dir) or budget."""
+    shared tier without a budget, or without a place (a directory: ``state_disk_dir`` or
+    the data dir; PostgreSQL: ``state_postgres_dsn`` or the knowledge base's DSN)."""
+    blobs: StateBlobs | None = None
+    if options.state_disk_bytes > 0:
+        if options.state_store == "postgres":
+            dsn = options.state_postgres_dsn or knowledge_dsn
+            if not dsn:
+                raise ValueError(
+                    "state_store: postgres needs state_postgres_dsn or a knowledge base on "
+                    "PostgreSQL"
+                )
+            blobs = PostgresBlobs(dsn)
+        else:
+            directory = options.state_disk_dir
+            root = Path(directory).expanduser() if directory else None
+            root = root or (data_dir / "states" if data_dir else None)
+            blobs = DirBlobs(root) if root is not None else None
     disk = None
-    directory = options.state_disk_dir
-    root = (
-        Path(directory).expanduser() if directory else (data_dir / "states" if data_dir else None)
-    )
-    if root is not None and options.state_disk_bytes > 0:
+    if blobs is not None:
         identity = StateIdentity(
             model=model_id,
             weights=file_fingerprint(weights_path),
             states={name: tensors_fingerprint(t) for name, t in initial_states.items()},
         )
-        disk = DiskStates(root, identity, options.state_disk_bytes, options.state_retention_s)
+        disk = DiskStates(blobs, identity, options.state_disk_bytes, options.state_retention_s)
     return StateTiers(
         memory,
         disk,
