@@ -344,3 +344,34 @@ async def test_a_failure_mid_stream_is_one_error_event_then_the_end() -> None:
         error = json.loads(events[1].removeprefix(b"data: "))["error"]
         assert error["code"] == code and error["type"] == type_
         assert "unexpected" not in error["message"]  # internals are not leaked
+
+
+async def test_preparing_a_constrained_output_past_its_time_budget_is_a_400(
+    chat_settings: Settings, chat_registry: Any
+) -> None:
+    """chat.prepare_timeout_s bounds the off-loop preparation (grammar, shortest output):
+    past it the request is a 400 ``schema_too_complex``; within it the same one answers."""
+    from tests.conftest import asgi_client
+
+    schema = {
+        "type": "object",
+        "properties": {f"field_{i}": {"type": "string"} for i in range(3)},
+        "required": [f"field_{i}" for i in range(3)],
+    }
+    body = {
+        "model": "rwkv7-tiny",
+        "messages": [{"role": "user", "content": "Fill it."}],
+        "max_tokens": 2000,
+        "response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": schema}},
+    }
+    hurried = chat_settings.model_copy(
+        update={"chat": chat_settings.chat.model_copy(update={"prepare_timeout_s": 1e-6})}
+    )
+    async with asgi_client(create_app(hurried, engines=chat_registry)) as http:
+        r = await http.post("/v1/chat/completions", json=body)
+    assert r.status_code == 400, r.text
+    err = r.json()["error"]
+    assert err["code"] == "schema_too_complex" and err["param"] == "response_format"
+    async with asgi_client(create_app(chat_settings, engines=chat_registry)) as http:
+        r = await http.post("/v1/chat/completions", json={**body, "max_tokens": 60})
+    assert r.status_code == 200, r.text
