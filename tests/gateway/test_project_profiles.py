@@ -166,3 +166,26 @@ async def test_without_keys_me_is_the_local_admin() -> None:
         "projects": ["default"],
         "shared_profiles": True,
     }
+
+
+async def test_a_grounded_answer_for_a_member_never_uses_another_projects_profile() -> None:
+    from chat.command import Caller
+    from core.errors import InvalidRequestError
+    from core.tenancy import Principal
+
+    app = create_app(_settings())
+    async with asgi_client(app) as http:
+        await _sdk(http, "sk-alice").vector_stores.create(name="a-docs")
+        await _sdk(http, "sk-bob").vector_stores.create(name="b-docs")
+        core = app.state.ctx.core
+        alice = Caller(principal=Principal(project="team-a", role="member"))
+        with pytest.raises(InvalidRequestError) as other:
+            await core.answer("What is in b-docs?", "b-bot", caller=alice)
+        with pytest.raises(InvalidRequestError) as unknown:
+            await core.answer("What is in b-docs?", "no-such-bot", caller=alice)
+        assert other.value.param == unknown.value.param == "profile"
+        # With no profile named, the first one the member may use answers.
+        answer = await core.answer("Where is the manual?", caller=alice)
+        assert (answer.profile, answer.text) == ("a-bot", NO_ANSWER)
+        bob = Caller(principal=Principal(project="team-b", role="member"))
+        assert (await core.answer("Where is the manual?", caller=bob)).profile == "b-bot"
