@@ -103,6 +103,14 @@ def test_an_admin_switches_project_and_every_call_names_it(
     expect(page.get_by_role("cell", name="a-bot")).to_be_visible()
     expect(page.get_by_role("cell", name="b-bot")).to_have_count(0)
     assert "team-a" in _access_projects(server, "/v1/vector_stores")
+    # The chat playground offers that project's profile, and its snippets name the project.
+    page.get_by_role("link", name="Chat").click()
+    chooser = page.get_by_label("Model or profile")
+    expect(chooser.locator("option", has_text="a-bot")).to_have_count(1)
+    expect(chooser.locator("option", has_text="b-bot")).to_have_count(0)
+    page.get_by_role("button", name="Copy as curl").click()
+    expect(page.locator("#chat-snippet")).to_contain_text('-H "OpenAI-Project: team-a"')
+    page.get_by_role("link", name="Models").click()
 
     # The choice lasts for the tab: a reload keeps it.
     page.reload()

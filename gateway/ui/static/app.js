@@ -579,14 +579,17 @@ const chatState = { messages: [] };
 
 function snippet(kind, body) {
   const origin = location.origin;
+  // The same project as the console's calls (an admin that picked one).
+  const project = sessionStorage.getItem(PROJECT);
   if (kind === "curl") {
-    return `curl ${origin}/v1/chat/completions \\\n  -H "Authorization: Bearer $RWKV_RAG_KEY" \\\n  -H "Content-Type: application/json" \\\n  -d '${JSON.stringify(body).replaceAll("'", "'\\''")}'`;
+    const narrow = project ? `  -H "OpenAI-Project: ${project}" \\\n` : "";
+    return `curl ${origin}/v1/chat/completions \\\n  -H "Authorization: Bearer $RWKV_RAG_KEY" \\\n${narrow}  -H "Content-Type: application/json" \\\n  -d '${JSON.stringify(body).replaceAll("'", "'\\''")}'`;
   }
   const extra = {};
   for (const k of ["state"]) if (body[k]) extra[k] = body[k];
   return [
     "from openai import OpenAI",
-    `client = OpenAI(base_url="${origin}/v1", api_key="...")`,
+    `client = OpenAI(base_url="${origin}/v1", api_key="..."${project ? `, project=${JSON.stringify(project)}` : ""})`,
     "reply = client.chat.completions.create(",
     `    model=${JSON.stringify(body.model)},`,
     `    messages=${JSON.stringify(body.messages)},`,
