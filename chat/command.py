@@ -15,6 +15,7 @@ from typing import Any
 from chat.tools import OutputSpec
 from chat.turns import Message
 from core.errors import InvalidRequestError
+from core.tenancy import Principal
 from rag.service import KnowledgeRequest
 
 __all__ = ["Caller", "ChatCommand", "CompletionCommand", "Forward", "Sampling"]
@@ -45,6 +46,8 @@ class Caller:
     project: str | None = None
     session: str | None = None  # X-Session-Id
     user: str | None = None  # the request's ``user``
+    # What the caller may see (knowledge profiles); None: an internal caller, sees all.
+    principal: Principal | None = None
 
     @property
     def fair_key(self) -> str | None:

@@ -16,6 +16,7 @@ from chat.local import LocalBackend
 from chat.remote import RemoteBackend
 from chat.turns import Message
 from core.errors import EngineError, InvalidRequestError
+from core.tenancy import Principal
 from engines.chat_template import ChatTemplate
 from engines.generation import ChatEngine
 from engines.registry import EngineRegistry, ServedModel
@@ -67,9 +68,12 @@ class ChatCore:
         self._backends[served.info.id] = (engine, backend)
         return backend
 
-    def target(self, name: str, knowledge: KnowledgeRequest | None) -> Target:
-        """What ``name`` (a model, an alias or a profile) resolves to for one request."""
-        profile = self.catalog.get(name)
+    def target(
+        self, name: str, knowledge: KnowledgeRequest | None, who: Principal | None = None
+    ) -> Target:
+        """What ``name`` (a model, an alias or a profile) resolves to for one request; a
+        profile ``who`` may not see is an unknown model (``model_not_found``)."""
+        profile = self.catalog.get(name, who)
         served = self.registry.resolve(profile.model if profile else name, "chat")
         if self.rag is None:
             if knowledge is not None:
@@ -82,11 +86,11 @@ class ChatCore:
         )
 
     async def chat(self, cmd: ChatCommand) -> Generation | Relayed:
-        target = self.target(cmd.model, cmd.knowledge)
+        target = self.target(cmd.model, cmd.knowledge, cmd.caller.principal)
         return await self._backend(target.served).chat(cmd, target)
 
     async def complete(self, cmd: CompletionCommand) -> Generation | Relayed:
-        target = self.target(cmd.model, cmd.knowledge)
+        target = self.target(cmd.model, cmd.knowledge, cmd.caller.principal)
         return await self._backend(target.served).complete(cmd, target)
 
     def forget_states(self, states: dict[str, Any]) -> None:
@@ -98,7 +102,7 @@ class ChatCore:
 
     async def generate(self, cmd: ChatCommand, target: Target | None = None) -> Generation:
         """A typed generation whatever the backend (``cmd`` forwards nothing)."""
-        target = target or self.target(cmd.model, cmd.knowledge)
+        target = target or self.target(cmd.model, cmd.knowledge, cmd.caller.principal)
         out = await self._backend(target.served).chat(cmd, target)
         if isinstance(out, Relayed):  # a command without ``forward`` is never relayed
             raise EngineError("the backend passed a typed command through")
@@ -114,7 +118,8 @@ class ChatCore:
     ) -> Answer:
         """A grounded answer: from a knowledge profile (the named one, else the first),
         or, with no profile configured, from ``stores`` with the first chat model."""
-        chosen = self.catalog.get(profile) if profile else self.catalog.first()
+        who = caller.principal if caller else None
+        chosen = self.catalog.get(profile, who) if profile else self.catalog.first(who)
         if profile and chosen is None:
             raise InvalidRequestError(f"no knowledge profile named {profile!r}", param="profile")
         knowledge = None
@@ -137,7 +142,7 @@ class ChatCore:
         cmd = ChatCommand(
             name, (Message("user", question),), knowledge=knowledge, caller=caller or Caller()
         )
-        target = self.target(name, knowledge)
+        target = self.target(name, knowledge, who)
         gen = await self.generate(cmd, target)
         text = ""
         async for ev in gen.events:

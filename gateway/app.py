@@ -173,6 +173,8 @@ def create_app(settings: Settings | None = None, engines: EngineRegistry | None 
         console_headers = SECURITY_HEADERS
     openapi, doc_routes = _openapi()
     limits = settings.limits
+    keys = KeyTable(settings.auth, settings.api_keys)
+    projects = keys.projects | {p.project for p in settings.profiles if p.project}
     app = Litestar(
         route_handlers=[*route_handlers, *doc_routes],
         lifespan=[lifespan],
@@ -180,8 +182,8 @@ def create_app(settings: Settings | None = None, engines: EngineRegistry | None 
         middleware=[
             RequestLogMiddleware,
             DefineMiddleware(ConsoleHeadersMiddleware, headers=console_headers),
-            DefineMiddleware(MetricsMiddleware, metrics=metrics),
-            DefineMiddleware(AuthMiddleware, keys=KeyTable(settings.auth, settings.api_keys)),
+            DefineMiddleware(MetricsMiddleware, metrics=metrics, projects=projects),
+            DefineMiddleware(AuthMiddleware, keys=keys),
             DefineMiddleware(
                 JsonGuardMiddleware,
                 max_depth=limits.max_json_depth,

@@ -108,6 +108,11 @@ class KeyTable:
     def enabled(self) -> bool:
         return bool(self._entries)
 
+    @property
+    def projects(self) -> frozenset[str]:
+        """Every project a key belongs to, and the admin project."""
+        return frozenset({self.admin_project, *(e.project for e in self._entries)})
+
     def resolve(self, token: bytes) -> Principal | None:
         candidate = _digest(token.strip())
         found: _Entry | None = None

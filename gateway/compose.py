@@ -46,7 +46,9 @@ def compose(
     if settings.role == "all":
         kb = build_knowledge_base(settings, registry, embeddings, rerank)
         metrics.attach_knowledge(kb)
-    catalog = ProfileCatalog.build(profiles, settings.model_names("chat"))
+    catalog = ProfileCatalog.build(
+        profiles, settings.model_names("chat"), shared=settings.auth.shared_profiles
+    )
     if kb is not None:
         rag = RagService(kb, catalog, settings.rag, filter_limits(settings.limits))
     core = ChatCore(registry, settings.chat, catalog, rag)

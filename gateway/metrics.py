@@ -29,8 +29,8 @@ class Metrics:
         self.registry = CollectorRegistry(auto_describe=True)
         self.requests = Counter(
             "rwkv_rag_requests",
-            "HTTP requests by route, method and status.",
-            ["route", "method", "status"],
+            "HTTP requests by route, method, status and project (empty: no key was accepted).",
+            ["route", "method", "status", "project"],
             registry=self.registry,
         )
         self.latency = Histogram(
@@ -96,8 +96,10 @@ class Metrics:
     def affinity(self, model: str, result: str) -> None:
         self.affinity_routes.labels(model, result).inc()
 
-    def observe_request(self, route: str, method: str, status: int, seconds: float) -> None:
-        self.requests.labels(route, method, str(status)).inc()
+    def observe_request(
+        self, route: str, method: str, status: int, seconds: float, project: str = ""
+    ) -> None:
+        self.requests.labels(route, method, str(status), project).inc()
         self.latency.labels(route, method).observe(seconds)
 
     def attach_engines(self, registry: Any) -> None:

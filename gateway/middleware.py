@@ -148,10 +148,24 @@ class AuthMiddleware:
         await self.app(scope, receive, send)
 
 
+def _project(scope: Any) -> str | None:
+    """The project the request ran as (the auth middleware, inside, put it in the shared
+    scope state); None for a request refused before that or on an open route."""
+    found = (scope.get("state") or {}).get("principal")
+    return found.project if isinstance(found, Principal) else None
+
+
 class MetricsMiddleware:
-    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+    """Requests by route, method, status and project. Projects come from the
+    configuration (``projects``); any other name an admin narrows to counts as ``other``,
+    so the label's values stay bounded."""
+
+    def __init__(
+        self, app: ASGIApp, metrics: Metrics, projects: frozenset[str] = frozenset()
+    ) -> None:
         self.app = app
         self.metrics = metrics
+        self.projects = projects
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != ScopeType.HTTP:
@@ -169,8 +183,14 @@ class MetricsMiddleware:
         try:
             await self.app(scope, receive, send_wrapper)
         finally:
+            project = _project(scope)
+            label = "" if project is None else project if project in self.projects else "other"
             self.metrics.observe_request(
-                _route(scope), str(scope.get("method", "")), status, time.perf_counter() - started
+                _route(scope),
+                str(scope.get("method", "")),
+                status,
+                time.perf_counter() - started,
+                label,
             )
 
 
@@ -279,8 +299,8 @@ def _replay(messages: list[Any], then: Receive | None = None) -> Receive:
 class RequestLogMiddleware:
     """A request id for every request (a client's ``X-Request-Id`` when well formed), sent
     back as ``X-Request-Id``, set in every log record of the request, and one structured
-    access-log line: method, path, status, duration, model, request id. Never the body, the
-    query string or the key."""
+    access-log line: method, path, status, duration, model, project, request id. Never the
+    body, the query string or the key."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -328,6 +348,7 @@ class RequestLogMiddleware:
                     "status": status,
                     "duration_ms": round((time.perf_counter() - started) * 1000, 2),
                     "model": state.get("access_model"),
+                    "project": _project(scope),
                     "request_id": rid,
                 },
             )

@@ -1,6 +1,10 @@
 """Knowledge profiles, resolved once: each profile's chat model (aliases followed), its
 State and its retrieval settings. The catalog feeds /v1/models, chat and completions,
-the Responses API and MCP ``ask``; nothing else reads profile settings."""
+the Responses API and MCP ``ask``; nothing else reads profile settings.
+
+A profile with a ``project`` exists only for that project's callers and for admins; one
+without is shared with every project (``shared``), else with admins only. A profile a
+caller may not see is answered like an unknown model, so its name is never confirmed."""
 
 from __future__ import annotations
 
@@ -9,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from core.errors import APIError
+from core.tenancy import Principal
 from kb.filters import Filter, parse_filter
 from rag.config import NoAnswer, ProfileConfig
 
@@ -35,11 +40,13 @@ class Profile:
     filter: Filter | None
     filters_spec: dict[str, Any] | None
     description: str | None
+    project: str | None = None
 
 
 class ProfileCatalog:
-    def __init__(self, profiles: list[Profile]) -> None:
+    def __init__(self, profiles: list[Profile], *, shared: bool = True) -> None:
         self._by_id = {p.id: p for p in profiles}
+        self.shared = shared
 
     @classmethod
     def build(
@@ -47,6 +54,8 @@ class ProfileCatalog:
         configs: list[ProfileConfig],
         chat_models: Mapping[str, str],
         taken: Collection[str] = (),
+        *,
+        shared: bool = True,
     ) -> ProfileCatalog:
         """Resolve profiles against the chat models' names (alias -> id); a profile named
         like a model, or naming no chat model, is a ``ProfileError``."""
@@ -80,15 +89,29 @@ class ProfileCatalog:
                     filter=flt,
                     filters_spec=p.filters,
                     description=p.description,
+                    project=p.project,
                 )
             )
-        return cls(out)
+        return cls(out, shared=shared)
 
-    def get(self, name: str) -> Profile | None:
-        return self._by_id.get(name)
+    def sees(self, who: Principal | None, profile: Profile) -> bool:
+        """Whether ``profile`` exists for ``who`` (None: an internal caller, sees all)."""
+        if who is None:
+            return True
+        if profile.project is None:
+            return self.shared or who.is_admin
+        return who.sees(profile.project)
 
-    def first(self) -> Profile | None:
-        return next(iter(self._by_id.values()), None)
+    def get(self, name: str, who: Principal | None = None) -> Profile | None:
+        """The profile ``name`` as ``who`` sees it (None when it may not see it)."""
+        found = self._by_id.get(name)
+        return found if found is not None and self.sees(who, found) else None
+
+    def visible(self, who: Principal | None) -> list[Profile]:
+        return [p for p in self._by_id.values() if self.sees(who, p)]
+
+    def first(self, who: Principal | None = None) -> Profile | None:
+        return next(iter(self.visible(who)), None)
 
     def __iter__(self) -> Iterator[Profile]:
         return iter(self._by_id.values())

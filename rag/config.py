@@ -7,6 +7,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from core.tenancy import PROJECT_PATTERN
+
 __all__ = [
     "DEFAULT_NO_ANSWER_MESSAGE",
     "DEFAULT_RAG_PROMPT",
@@ -69,6 +71,14 @@ class ProfileConfig(BaseModel):
         None, description="Attribute filter applied to every search (Vector Stores syntax)."
     )
     description: str | None = Field(None, description="Shown in /v1/models.")
+    project: str | None = Field(
+        None,
+        pattern=PROJECT_PATTERN,
+        description=(
+            "The project whose callers (and admins) see and use this profile; without one it "
+            "is shared read-only with every project (auth.shared_profiles), else admins only."
+        ),
+    )
 
 
 class RagSettings(BaseModel):

@@ -1,15 +1,18 @@
-"""GET /v1/models, GET /v1/models/{id}."""
+"""GET /v1/models, GET /v1/models/{id} (the knowledge profiles the caller's project may
+use among them) and GET /v1/me (who the key is)."""
 
 from __future__ import annotations
 
-from litestar import get
+from typing import Any
+
+from litestar import Request, get
 from litestar.datastructures import State
 from litestar.params import FromPath
 
 from core.errors import ModelNotFoundError
 from engines.registry import ServedModel
-from gateway.schemas.models import Model, ModelList
-from gateway.state import ctx_of
+from gateway.schemas.models import Me, Model, ModelList
+from gateway.state import ctx_of, principal_of
 from rag.catalog import Profile
 
 
@@ -63,22 +66,22 @@ def _profile(p: Profile, created: int) -> Model:
 
 
 @get("/v1/models", sync_to_thread=False)
-def list_models(state: State) -> ModelList:
+def list_models(state: State, request: Request[Any, Any, Any]) -> ModelList:
     ctx = ctx_of(state)
     reg = ctx.registry
     data = [_wire(m, _aliases(state, m.info.id)) for m in reg.models.values()]
     created = min((m.created for m in data), default=0)
-    data.extend(_profile(p, created) for p in ctx.catalog)
+    data.extend(_profile(p, created) for p in ctx.catalog.visible(principal_of(request)))
     return ModelList(data=data, role=ctx.settings.role)
 
 
 @get("/v1/models/{model_id:path}", sync_to_thread=False)
-def retrieve_model(state: State, model_id: FromPath[str]) -> Model:
+def retrieve_model(state: State, request: Request[Any, Any, Any], model_id: FromPath[str]) -> Model:
     ctx = ctx_of(state)
     reg = ctx.registry
     name = model_id.lstrip("/")
     m = reg.models.get(reg.aliases.get(name, name))
-    profile = ctx.catalog.get(name)
+    profile = ctx.catalog.get(name, principal_of(request))
     if m is None and profile is not None:
         return _profile(profile, min((x.info.created for x in reg.models.values()), default=0))
     if m is None:
@@ -86,4 +89,30 @@ def retrieve_model(state: State, model_id: FromPath[str]) -> Model:
     return _wire(m, _aliases(state, m.info.id))
 
 
-routes = [list_models, retrieve_model]
+@get(
+    "/v1/me",
+    sync_to_thread=False,
+    summary="The caller's project and role",
+    description=(
+        "The project the key runs in (the one named by `OpenAI-Project` for an admin that "
+        "sent it), its role, whether knowledge profiles without a project are shared, and, "
+        "for admins, the projects the auth configuration names. Never the key or its digest."
+    ),
+)
+def me(state: State, request: Request[Any, Any, Any]) -> Me:
+    auth = ctx_of(state).settings.auth
+    who = principal_of(request)
+    projects = None
+    if who.is_admin:
+        named = [k.project for k in auth.keys if k.project]
+        projects = list(dict.fromkeys([auth.admin_project, *named]))
+    return Me(
+        object="principal",
+        project=who.project,
+        role=who.role,
+        shared_profiles=auth.shared_profiles,
+        projects=projects,
+    )
+
+
+routes = [list_models, retrieve_model, me]

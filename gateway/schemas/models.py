@@ -1,4 +1,4 @@
-"""GET /v1/models."""
+"""GET /v1/models and GET /v1/me."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from typing import Any, Literal
 
 import msgspec
 
-__all__ = ["Model", "ModelList"]
+__all__ = ["Me", "Model", "ModelList"]
 
 
 class Model(msgspec.Struct, omit_defaults=True):
@@ -34,3 +34,17 @@ class ModelList(msgspec.Struct):
     # extras (`state`, `top_k`) only to upstreams that do.
     served_by: str = "rwkv-rag-gateway"
     role: str = "all"
+
+
+class Me(msgspec.Struct, omit_defaults=True):
+    """Who the key is: its project (the one named by ``OpenAI-Project`` for an admin that
+    sent it) and role. Never the key or its digest."""
+
+    # Required (no default): omit_defaults would otherwise leave it out of the JSON.
+    object: Literal["principal"]
+    project: str
+    role: str
+    # Knowledge profiles without a project are shared with every project (auth.shared_profiles).
+    shared_profiles: bool
+    # Admins only: the projects the auth configuration names, the admin project first.
+    projects: list[str] | None = None

@@ -55,11 +55,17 @@ async def test_metrics_count_requests_by_route_and_status(client: AsyncTestClien
     assert r.headers["content-type"].startswith("text/plain")
     text = r.text
     assert (
-        _sample(text, 'rwkv_rag_requests_total{method="POST",route="/v1/embeddings",status="200"}')
+        _sample(
+            text,
+            'rwkv_rag_requests_total{method="POST",project="default",route="/v1/embeddings",status="200"}',
+        )
         == 1
     )
     assert (
-        _sample(text, 'rwkv_rag_requests_total{method="POST",route="/v1/embeddings",status="404"}')
+        _sample(
+            text,
+            'rwkv_rag_requests_total{method="POST",project="default",route="/v1/embeddings",status="404"}',
+        )
         == 1
     )
     assert "rwkv_rag_request_duration_seconds_bucket" in text

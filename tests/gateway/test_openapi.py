@@ -28,6 +28,7 @@ async def test_app_serves_the_committed_openapi_document() -> None:
     for path in (
         "/v1/models",
         "/v1/models/{model_id}",
+        "/v1/me",
         "/v1/embeddings",
         "/v1/rerank",
         "/rerank",

@@ -208,7 +208,7 @@ async def test_a_conversation_stays_on_one_worker_and_hits_its_prefix_cache(
                 text = (await c.get("/metrics")).text
             served = metric(
                 text,
-                'rwkv_rag_requests_total{method="POST",route="/v1/chat/completions",status="200"}',
+                'rwkv_rag_requests_total{method="POST",project="default",route="/v1/chat/completions",status="200"}',
             )
             hits = metric(text, 'rwkv_rag_prefix_cache_hits_total{model="rwkv7-tiny"}')
             out.append((served, hits))

@@ -1,10 +1,12 @@
 // The knowledge console. Plain modern JavaScript, no build step and no dependencies: it
 // talks to the gateway's public API only, with the key the user gives it (kept in
 // sessionStorage, sent as a Bearer token). Text from documents is always inserted as
-// text nodes, never as HTML.
+// text nodes, never as HTML. An admin may pick one project to work in: every API call
+// then names it in the OpenAI-Project header, as the OpenAI SDKs do.
 "use strict";
 
 const KEY = "rwkv-rag-key";
+const PROJECT = "rwkv-rag-project";
 const $main = () => document.getElementById("main");
 const PAGE = 50;
 
@@ -77,7 +79,10 @@ class ApiError extends Error {
 
 function authHeaders() {
   const key = sessionStorage.getItem(KEY);
-  return key ? { Authorization: `Bearer ${key}` } : {};
+  const headers = key ? { Authorization: `Bearer ${key}` } : {};
+  const project = sessionStorage.getItem(PROJECT);
+  if (project) headers["OpenAI-Project"] = project;
+  return headers;
 }
 
 async function api(path, { method = "GET", body, form } = {}) {
@@ -130,6 +135,9 @@ function errorBox(err) {
 function askKey(message) {
   stopPolling();
   sessionStorage.removeItem(KEY);
+  sessionStorage.removeItem(PROJECT);
+  me = null;
+  document.getElementById("whoami").hidden = true;
   document.getElementById("signout").hidden = true;
   const input = h("input", { id: "api-key", type: "password", autocomplete: "off", required: true });
   const note = h("p", { class: "error", role: "alert" }, message || "");
@@ -154,6 +162,36 @@ function askKey(message) {
   );
   show(form);
   input.focus();
+}
+
+// -- who the key is (GET /v1/me) -------------------------------------------------------
+
+let me = null;
+
+async function whoami() {
+  me = await api("/v1/me");
+  const chosen = sessionStorage.getItem(PROJECT) || "";
+  const admin = me.role === "admin";
+  document.getElementById("project-name").textContent = admin && !chosen
+    ? "All projects (admin)"
+    : `Project: ${me.project}${admin ? " (admin)" : ""}`;
+  const select = document.getElementById("project-select");
+  const names = [...new Set([...(me.projects || []), ...(chosen ? [chosen] : [])])];
+  select.replaceChildren(
+    h("option", { value: "" }, "All projects"),
+    ...names.map((p) => h("option", { value: p }, p)),
+  );
+  select.value = chosen;
+  document.getElementById("project-switch").hidden = !admin;
+  document.getElementById("whoami").hidden = false;
+}
+
+function switchProject(e) {
+  const name = e.target.value;
+  if (name) sessionStorage.setItem(PROJECT, name);
+  else sessionStorage.removeItem(PROJECT);
+  me = null;
+  route();
 }
 
 // -- polling -----------------------------------------------------------------------------
@@ -541,14 +579,17 @@ const chatState = { messages: [] };
 
 function snippet(kind, body) {
   const origin = location.origin;
+  // The same project as the console's calls (an admin that picked one).
+  const project = sessionStorage.getItem(PROJECT);
   if (kind === "curl") {
-    return `curl ${origin}/v1/chat/completions \\\n  -H "Authorization: Bearer $RWKV_RAG_KEY" \\\n  -H "Content-Type: application/json" \\\n  -d '${JSON.stringify(body).replaceAll("'", "'\\''")}'`;
+    const narrow = project ? `  -H "OpenAI-Project: ${project}" \\\n` : "";
+    return `curl ${origin}/v1/chat/completions \\\n  -H "Authorization: Bearer $RWKV_RAG_KEY" \\\n${narrow}  -H "Content-Type: application/json" \\\n  -d '${JSON.stringify(body).replaceAll("'", "'\\''")}'`;
   }
   const extra = {};
   for (const k of ["state"]) if (body[k]) extra[k] = body[k];
   return [
     "from openai import OpenAI",
-    `client = OpenAI(base_url="${origin}/v1", api_key="...")`,
+    `client = OpenAI(base_url="${origin}/v1", api_key="..."${project ? `, project=${JSON.stringify(project)}` : ""})`,
     "reply = client.chat.completions.create(",
     `    model=${JSON.stringify(body.model)},`,
     `    messages=${JSON.stringify(body.messages)},`,
@@ -736,6 +777,7 @@ async function route() {
     if (a.getAttribute("href") === `#/${parts[0]}`) a.setAttribute("aria-current", "page");
   }
   try {
+    if (!me) await whoami();
     if (parts[0] === "stores" && parts.length === 1) await storesPage();
     else if (parts[0] === "stores" && parts.length === 2) await storePage(parts[1], params);
     else if (parts[0] === "stores" && parts[2] === "files" && parts[3]) await chunksPage(parts[1], parts[3], params);
@@ -753,6 +795,7 @@ async function route() {
 window.addEventListener("hashchange", route);
 window.addEventListener("DOMContentLoaded", () => {
   document.getElementById("signout").addEventListener("click", () => askKey(""));
+  document.getElementById("project-select").addEventListener("change", switchProject);
   // The skip link focuses the content without touching the hash (the router's).
   document.querySelector(".skip").addEventListener("click", (e) => {
     e.preventDefault();
