@@ -122,6 +122,11 @@ async def test_items_are_added_paged_in_both_orders_read_and_deleted(
     await _not_found(alice.conversations.items.delete(target.id, conversation_id=conv.id))
     with pytest.raises(openai.BadRequestError):
         await alice.conversations.items.list(conv.id, after="msg_nope")
+    # The SDK sends `include[]=...`.
+    included = await alice.conversations.items.list(
+        conv.id, limit=2, include=["file_search_call.results", "reasoning.encrypted_content"]
+    )
+    assert len(included.data) == 2
 
 
 async def test_a_response_reads_and_extends_its_conversation(
@@ -226,6 +231,9 @@ async def test_a_greedy_conversation_says_what_the_full_history_says(
     ]
     again = await alice.responses.create(input=rest, store=False, **opts)  # type: ignore[arg-type]
     assert _text(third) == _text(again)
+    assert third.usage is not None
+    # Nothing of the old history's states applies to the new one.
+    assert third.usage.input_tokens_details.cached_tokens == 0
 
 
 async def test_bad_conversation_requests_are_400s(
