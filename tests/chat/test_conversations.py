@@ -23,6 +23,7 @@ from pydantic import TypeAdapter
 from gateway.app import create_app
 from tests.chat.conftest import chat_models
 from tests.chat.test_response_storage import PLAIN, _not_found, _sdk, _settings
+from tests.chat.test_responses_spec import _errors
 from tests.conftest import asgi_client
 
 ITEM = TypeAdapter(ConversationItem)
@@ -151,6 +152,28 @@ async def test_a_response_reads_and_extends_its_conversation(
     # The whole history was read: both earlier user turns and the answer.
     assert second.usage.input_tokens > first.usage.input_tokens + len("Sunny.")
     assert len([it async for it in alice.conversations.items.list(conv.id)]) == 5
+
+
+async def test_a_streamed_response_extends_its_conversation_and_matches_the_spec(
+    http: httpx.AsyncClient, alice: openai.AsyncOpenAI
+) -> None:
+    conv = await alice.conversations.create()
+    headers = {"Authorization": "Bearer sk-alice"}
+    body = {"model": "fake-plain", "input": "Hi", "conversation": conv.id}
+    plain = await http.post("/v1/responses", json=body, headers=headers)
+    assert plain.status_code == 200, plain.text
+    assert _errors(plain.json(), "Response") == []
+    assert plain.json()["conversation"] == {"id": conv.id}
+    stream = await alice.responses.create(
+        model="fake-plain", input="Again", conversation=conv.id, stream=True
+    )
+    done = [ev async for ev in stream if ev.type == "response.completed"]
+    assert len(done) == 1
+    texts = [
+        it.content[0].text  # type: ignore[union-attr]
+        async for it in alice.conversations.items.list(conv.id, order="asc")
+    ]
+    assert texts == ["Hi", "Sunny.", "Again", "Sunny."]
 
 
 async def test_conversation_with_previous_response_id_is_a_400(
