@@ -5,6 +5,7 @@ what is too old with its saved states."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -236,3 +237,29 @@ async def test_rows_stored_before_projects_belong_to_the_admin_project(tmp_path:
         legacy = _sdk(http, "sk-legacy", project="default")
         assert (await legacy.responses.with_raw_response.retrieve("resp_old")).status_code == 200
         await _not_found(_sdk(http, "sk-alice").responses.retrieve("resp_old"))
+
+
+async def test_the_app_sweeps_expired_responses_in_the_background_from_startup(
+    tmp_path: Path,
+) -> None:
+    from gateway.services.responses.store import ResponseStore, StoredResponse
+
+    data = tmp_path / "data"
+    store = ResponseStore(data / "responses.sqlite3")
+    old = {"id": "resp_old", "object": "response", "created_at": int(time.time() - 31 * DAY)}
+    new = {"id": "resp_new", "object": "response", "created_at": int(time.time())}
+    for r in (old, new):
+        await store.put(StoredResponse(r, [], [], None, "team-a"))
+    store.close()
+    async with asgi_client(create_app(_settings(data))) as http:
+        alice = _sdk(http, "sk-alice")
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            found = await http.get(
+                "/v1/responses/resp_old", headers={"Authorization": "Bearer sk-alice"}
+            )
+            if found.status_code == 404:
+                break
+            await asyncio.sleep(0.05)
+        assert found.status_code == 404
+        assert (await alice.responses.retrieve("resp_new")).id == "resp_new"
