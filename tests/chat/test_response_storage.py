@@ -189,7 +189,7 @@ async def test_the_retention_sweep_deletes_expired_responses_conversations_and_s
     async with asgi_client(app) as http:
         alice = _sdk(http, "sk-alice")
         r = await alice.responses.create(
-            model="rwkv7-tiny", input="What is a state? " * 10, max_output_tokens=4
+            model="rwkv7-tiny", input="What is a state? " * 40, max_output_tokens=4
         )
         conv = await alice.conversations.create(items=[{"role": "user", "content": "Hi"}])
         service = app.state.ctx.responses
