@@ -21,6 +21,7 @@ __all__ = [
     "NotFoundError",
     "PayloadTooLargeError",
     "QueueFullError",
+    "QuotaExceededError",
     "StorageUnavailableError",
     "UpstreamStatusError",
     "UpstreamTimeoutError",
@@ -90,6 +91,14 @@ class QueueFullError(APIError):
     status_code = 429
     type = "rate_limit_error"
     code = "queue_full"
+
+
+class QuotaExceededError(APIError):
+    """A project's storage allowance is used up (OpenAI's ``insufficient_quota``)."""
+
+    status_code = 429
+    type = "insufficient_quota"
+    code = "insufficient_quota"
 
 
 class EngineUnavailableError(APIError):

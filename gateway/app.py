@@ -1,5 +1,5 @@
-"""The app factory. The lifespan owns the engines, the knowledge base and the MCP session
-manager, and closes all of them on shutdown."""
+"""The app factory. The lifespan owns the engines, the knowledge base, the MCP session
+manager and the stored responses' retention sweep, and closes all of them on shutdown."""
 
 from __future__ import annotations
 
@@ -30,6 +30,7 @@ from gateway.middleware import (
 )
 from gateway.routes import (
     chat,
+    conversations,
     dify,
     embeddings,
     files,
@@ -88,6 +89,11 @@ class _Lifespan:
                 await kb.start()
 
         kb_starter = asyncio.get_running_loop().create_task(start_kb(), name="start-kb")
+        sweeper = None
+        if ctx.response_api is not None:
+            sweeper = asyncio.get_running_loop().create_task(
+                ctx.response_api.sweep_forever(), name="responses-retention"
+            )
         try:
             if self.mcp_manager is not None:
                 async with self.mcp_manager.run():
@@ -95,6 +101,7 @@ class _Lifespan:
             else:
                 yield
         finally:
+            await _cancel(sweeper)
             await _cancel(kb_starter)
             if kb is not None:
                 await kb.stop()
@@ -156,7 +163,13 @@ def create_app(settings: Settings | None = None, engines: EngineRegistry | None 
     ]
     full = settings.role == "all"
     if full:
-        route_handlers += [*responses.routes, *files.routes, *vector_stores.routes, *dify.routes]
+        route_handlers += [
+            *responses.routes,
+            *conversations.routes,
+            *files.routes,
+            *vector_stores.routes,
+            *dify.routes,
+        ]
     if full and settings.mcp.enabled:
         from mcp_server.http import mount
 

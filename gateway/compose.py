@@ -54,7 +54,8 @@ def compose(
     core = ChatCore(registry, settings.chat, catalog, rag)
     responses = None
     if kb is not None:
-        responses = ResponsesService(core, ResponseStore(settings.data_dir / "responses.sqlite3"))
+        store = ResponseStore(settings.data_dir / "responses.sqlite3", settings.auth.admin_project)
+        responses = ResponsesService(core, store, settings.responses)
     return AppContext(
         settings=settings,
         registry=registry,

@@ -17,6 +17,7 @@ from pydantic_settings import (
 from chat.config import ChatSettings
 from engines.config import BatchingSettings, ModelConfig, RegistryConfig
 from gateway.auth import AuthSettings, KeyTable
+from gateway.services.responses.config import ResponsesSettings
 from kb.config import KnowledgeSettings
 from mcp_server.config import McpSettings
 from rag.config import ProfileConfig, RagSettings
@@ -180,6 +181,10 @@ class Settings(BaseSettings):
     ui: UiSettings = Field(default_factory=lambda: UiSettings(), description="Web console.")
     knowledge: KnowledgeSettings = Field(
         default_factory=lambda: KnowledgeSettings(), description="The knowledge base."
+    )
+    responses: ResponsesSettings = Field(
+        default_factory=lambda: ResponsesSettings(),
+        description="Stored responses and conversations: retention and per-project quota.",
     )
     torch_threads: int = Field(
         0, ge=0, description="torch intra-op threads for local engines (0 = library default)."

@@ -22,7 +22,10 @@ _SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 @post(
     "/v1/responses",
     status_code=200,
-    responses={400: ResponseSpec(ErrorResponse, description="Invalid request")},
+    responses={
+        400: ResponseSpec(ErrorResponse, description="Invalid request"),
+        429: ResponseSpec(ErrorResponse, description="The project's storage quota is used up"),
+    },
 )
 async def create_response(
     request: Request[Any, Any, Any], state: State, data: JSONBody[ResponseRequest]
@@ -43,24 +46,31 @@ async def compact_response() -> None:
 
 
 @get("/v1/responses/{response_id:str}")
-async def get_response(state: State, response_id: FromPath[str]) -> dict[str, Any]:
-    return await ctx_of(state).responses.get(response_id)
+async def get_response(
+    request: Request[Any, Any, Any], state: State, response_id: FromPath[str]
+) -> dict[str, Any]:
+    return await ctx_of(state).responses.get(response_id, principal_of(request))
 
 
 @delete("/v1/responses/{response_id:str}", status_code=200)
-async def delete_response(state: State, response_id: FromPath[str]) -> DeletedResponse:
-    return await ctx_of(state).responses.delete(response_id)
+async def delete_response(
+    request: Request[Any, Any, Any], state: State, response_id: FromPath[str]
+) -> DeletedResponse:
+    return await ctx_of(state).responses.delete(response_id, principal_of(request))
 
 
 @get("/v1/responses/{response_id:str}/input_items")
 async def list_input_items(
+    request: Request[Any, Any, Any],
     state: State,
     response_id: FromPath[str],
     limit: Annotated[FromQuery[int], Parameter(ge=1, le=100)] = 20,
     order: FromQuery[str] = "desc",
     after: FromQuery[str | None] = None,
 ) -> dict[str, Any]:
-    return await ctx_of(state).responses.input_items(response_id, limit, order, after)
+    return await ctx_of(state).responses.input_items(
+        response_id, limit, order, after, principal_of(request)
+    )
 
 
 routes = [create_response, compact_response, get_response, delete_response, list_input_items]

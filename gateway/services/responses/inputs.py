@@ -24,7 +24,7 @@ from gateway.schemas.knowledge import KnowledgeField
 from gateway.schemas.responses import ResponseRequest
 from gateway.services.chat.commands import EFFORTS, knowledge_request
 
-__all__ = ["Prepared", "item_id", "prepare"]
+__all__ = ["Prepared", "item_id", "prepare", "to_messages"]
 
 _INCLUDES = {"file_search_call.results", "reasoning.encrypted_content"}
 _TEXT_PARTS = {"input_text", "output_text", "text", "summary_text", "refusal"}
@@ -96,11 +96,11 @@ def _items(req: ResponseRequest) -> list[dict[str, Any]]:
     return [dict(x) for x in req.input]
 
 
-def _to_messages(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def to_messages(items: list[dict[str, Any]], param: str = "input") -> list[dict[str, Any]]:
     """Input items as chat messages (consecutive calls join one assistant message)."""
     out: list[dict[str, Any]] = []
     for i, item in enumerate(items):
-        where = f"input[{i}]"
+        where = f"{param}[{i}]"
         kind = item.get("type", "message")
         if kind == "message":
             role = item.get("role")
@@ -204,7 +204,7 @@ def _choice(
 
 
 def _check(req: ResponseRequest) -> None:
-    for name in ("background", "conversation", "prompt"):
+    for name in ("background", "prompt"):
         if getattr(req, name):
             raise _unsupported(name, f"'{name}' is not supported by this server")
     if req.truncation not in (None, "disabled"):
@@ -259,7 +259,7 @@ def prepare(
     # the grammar's array of calls.
     parallel = req.parallel_tool_calls is not False and req.max_tool_calls != 1
     spec = OutputSpec(tools, choice, named, parallel, schema, req.max_tool_calls)
-    messages = [*history, *_to_messages(items)]
+    messages = [*history, *to_messages(items)]
     if not any(m["role"] in ("user", "tool") for m in messages):
         raise InvalidRequestError("the input has no user message", param="input")
     head = [{"role": "system", "content": req.instructions}] if req.instructions else []
@@ -295,7 +295,7 @@ def prepare(
         reasoning_effort=effort,
         knowledge=knowledge_request(knowledge),
         state=req.state,
-        persist_states=bool(req.store),
+        persist_states=bool(req.store or req.conversation),
         caller=caller or Caller(user=req.user),
         refusals=tuple(refusals),
     )

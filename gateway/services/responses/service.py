@@ -1,6 +1,12 @@
 """The Responses API: a request becomes a chat generation (``prepare``), its output is
 written as items and events (``ResponseWriter``), and with ``store`` the response and the
-conversation it ends are kept for ``previous_response_id`` and ``GET``.
+conversation it ends are kept for ``previous_response_id`` and ``GET``. With
+``conversation`` the conversation's items are the history, and the input and output are
+appended to it.
+
+Stored responses belong to the caller's project: another project's id is answered as
+missing. Each project stores up to its quota, and a background sweep deletes what is
+older than the retention.
 
 A ``file_search`` tool runs before the model: the gateway searches its own vector stores,
 the sources go into the prompt, and the output starts with the ``file_search_call`` item;
@@ -13,6 +19,7 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Any
 
 import msgspec
@@ -24,8 +31,14 @@ from chat.events import Finish, Usage
 from core.errors import APIError, EngineError, InvalidRequestError, NotFoundError
 from core.tenancy import LOCAL_ADMIN, Principal
 from gateway.schemas.responses import DeletedResponse, ResponseRequest
+from gateway.services.responses.config import ResponsesSettings
+from gateway.services.responses.conversations import (
+    ConversationService,
+    conversation_items,
+    ensure_room,
+)
 from gateway.services.responses.inputs import Prepared, item_id, prepare
-from gateway.services.responses.store import ResponseStore, StoredResponse
+from gateway.services.responses.store import Expired, ResponseStore, StoredResponse, dumps
 from gateway.services.responses.writer import ResponseWriter
 
 __all__ = ["ResponsesService"]
@@ -40,13 +53,32 @@ def _sse(event: Json) -> bytes:
     return head + b"\ndata: " + _encoder.encode(event) + b"\n\n"
 
 
+def _conversation_id(raw: Any) -> str | None:
+    """``conversation`` as an id (a string or ``{"id": ...}``)."""
+    if raw is None:
+        return None
+    found = raw.get("id") if isinstance(raw, dict) else raw
+    if not isinstance(found, str) or not found:
+        raise InvalidRequestError(
+            "conversation is a conversation id or {'id': ...}", param="conversation"
+        )
+    return found
+
+
 class ResponsesService:
-    def __init__(self, core: ChatCore, store: ResponseStore) -> None:
+    def __init__(
+        self,
+        core: ChatCore,
+        store: ResponseStore,
+        settings: ResponsesSettings | None = None,
+    ) -> None:
         self.core = core
         self.store = store
+        self.settings = settings or ResponsesSettings()
+        self.conversations = ConversationService(core, store, self.settings)
 
-    async def _stored(self, rid: str, param: str) -> StoredResponse:
-        found = await self.store.get(rid)
+    async def _stored(self, rid: str, param: str, who: Principal) -> StoredResponse:
+        found = await self.store.get(rid, who.visible)
         if found is None:
             raise NotFoundError(f"no response with id {rid!r}", param=param)
         return found
@@ -55,17 +87,36 @@ class ResponsesService:
         self, req: ResponseRequest, who: Principal = LOCAL_ADMIN
     ) -> Json | AsyncIterator[bytes]:
         history: list[Json] = []
+        cid = _conversation_id(req.conversation)
+        if cid is not None and req.previous_response_id:
+            raise InvalidRequestError(
+                "previous_response_id and conversation cannot be used together",
+                param="conversation",
+            )
+        owner = who.project
         if req.previous_response_id:
             history = (
-                await self._stored(req.previous_response_id, "previous_response_id")
+                await self._stored(req.previous_response_id, "previous_response_id", who)
             ).conversation
+        elif cid is not None:
+            owner, history = await self.conversations.history(cid, who)
         caller = Caller(owner=who.key_id, project=who.project, user=req.user)
         prep = prepare(req, history, self.core.settings, caller)
+        await self._ensure_room(req, prep, cid, owner, who)
         gen = await self.core.generate(prep.command)
-        writer = ResponseWriter(self._skeleton(req, prep), gen.citations)
+        skeleton = self._skeleton(req, prep)
+        if cid is not None:
+            skeleton["conversation"] = {"id": cid}
+        writer = ResponseWriter(skeleton, gen.citations)
         outcome: list[Any] = []
         events = self._events(
-            req, prep, writer, self._generated(gen, writer, outcome), outcome, gen.states
+            req,
+            prep,
+            writer,
+            self._generated(gen, writer, outcome),
+            outcome,
+            gen.states,
+            _Keep(who, cid),
         )
         if req.stream:
             return self._sse(events, writer)
@@ -99,6 +150,7 @@ class ResponsesService:
         generated: AsyncIterator[Json],
         outcome: list[Any],
         states: dict[str, Any] | None = None,
+        keep: _Keep | None = None,
     ) -> AsyncIterator[Json]:
         for ev in writer.start():
             yield ev
@@ -113,9 +165,28 @@ class ResponsesService:
         status = "incomplete" if incomplete else "completed"
         for ev in writer.finish(status, usage, "max_output_tokens" if incomplete else None):
             yield ev
+        keep = keep or _Keep(LOCAL_ADMIN, None)
+        if keep.conversation is not None:
+            items = [*conversation_items(prep.items, "input"), *writer.output]
+            await self.conversations.extend(keep.conversation, keep.who, items, states)
         if req.store:
             conversation = [*prep.conversation, _assistant_message(writer.output)]
-            await self.store.put(StoredResponse(writer.response, prep.items, conversation, states))
+            await self.store.put(
+                StoredResponse(writer.response, prep.items, conversation, states, keep.who.project)
+            )
+
+    async def _ensure_room(
+        self, req: ResponseRequest, prep: Prepared, cid: str | None, owner: str, who: Principal
+    ) -> None:
+        """Refuse before generating what the project could not store: the input counted
+        as kept (the output is not known yet, so one response may pass the limit)."""
+        size = len(dumps(prep.items).encode())
+        if req.store:
+            # The input is kept twice (input items, and the conversation it ends).
+            history = len(dumps(prep.conversation).encode())
+            await ensure_room(self.store, self.settings, who.project, size + history)
+        if cid is not None:
+            await ensure_room(self.store, self.settings, owner, size)
 
     @staticmethod
     async def _generated(
@@ -172,22 +243,29 @@ class ResponsesService:
 
     # -- stored responses ------------------------------------------------------------------
 
-    async def get(self, rid: str) -> Json:
-        return (await self._stored(rid, "response_id")).response
+    async def get(self, rid: str, who: Principal = LOCAL_ADMIN) -> Json:
+        return (await self._stored(rid, "response_id", who)).response
 
-    async def delete(self, rid: str) -> DeletedResponse:
-        found = await self.store.get(rid)
-        if found is None or not await self.store.delete(rid):
+    async def delete(self, rid: str, who: Principal = LOCAL_ADMIN) -> DeletedResponse:
+        found = await self.store.get(rid, who.visible)
+        if found is None or not await self.store.delete(rid, who.visible):
             raise NotFoundError(f"no response with id {rid!r}", param="response_id")
         if found.states:
             # The engine queues the deletes behind its pending writes (it may block).
             await asyncio.to_thread(self.core.forget_states, found.states)
         return DeletedResponse(id=rid)
 
-    async def input_items(self, rid: str, limit: int, order: str, after: str | None) -> Json:
+    async def input_items(
+        self,
+        rid: str,
+        limit: int,
+        order: str,
+        after: str | None,
+        who: Principal = LOCAL_ADMIN,
+    ) -> Json:
         if order not in ("asc", "desc"):
             raise InvalidRequestError("order is 'asc' or 'desc'", param="order")
-        items = list((await self._stored(rid, "response_id")).input_items)
+        items = list((await self._stored(rid, "response_id", who)).input_items)
         if order == "desc":
             items.reverse()
         if after is not None:
@@ -205,6 +283,45 @@ class ResponsesService:
             "last_id": page[-1].get("id") if page else None,
             "has_more": len(items) > limit,
         }
+
+    # -- retention -------------------------------------------------------------------------
+
+    async def sweep(self, now: float | None = None) -> Expired:
+        """Delete stored responses and conversations past ``responses.retention_days``
+        (as of ``now``) and the disk states they kept."""
+        days = self.settings.retention_days
+        if not days:
+            return Expired([], [], [])
+        expired = await self.store.expire((now or time.time()) - days * 86400)
+        for states in expired.states:
+            await asyncio.to_thread(self.core.forget_states, states)
+        if expired.responses or expired.conversations:
+            log.info(
+                "retention removed %d responses and %d conversations",
+                len(expired.responses),
+                len(expired.conversations),
+            )
+        return expired
+
+    async def sweep_forever(self) -> None:
+        """The lifespan's background task: a sweep now, then every ``sweep_interval_s``."""
+        if not self.settings.retention_days:
+            return
+        while True:
+            try:
+                await self.sweep()
+            except Exception:  # a failed sweep is retried at the next interval
+                log.exception("retention sweep failed")
+            await asyncio.sleep(self.settings.sweep_interval_s)
+
+
+@dataclass(frozen=True)
+class _Keep:
+    """Where a finished response goes besides the client: its caller's project and the
+    conversation it extends."""
+
+    who: Principal
+    conversation: str | None
 
 
 def _usage(u: Usage, prompt_tokens: int) -> Json:
