@@ -90,6 +90,11 @@ async def test_another_projects_profile_is_an_unknown_model_to_a_member(
         await alice.models.retrieve("b-bot")
     with pytest.raises(openai.NotFoundError):
         await alice.completions.create(model="b-bot", prompt="What is in b-docs?")
+    await _sdk(http, "sk-bob").vector_stores.create(name="b-docs")
+    with pytest.raises(openai.NotFoundError) as through_responses:
+        await alice.responses.create(model="b-bot", input="What is in b-docs?")
+    assert isinstance(through_responses.value.body, dict)
+    assert through_responses.value.body["code"] == "model_not_found"
 
 
 async def test_a_member_chats_with_its_own_profile_and_the_shared_one(

@@ -100,7 +100,7 @@ class ResponsesService:
             ).conversation
         elif cid is not None:
             owner, history = await self.conversations.history(cid, who)
-        caller = Caller(owner=who.key_id, project=who.project, user=req.user)
+        caller = Caller(owner=who.key_id, project=who.project, user=req.user, principal=who)
         prep = prepare(req, history, self.core.settings, caller)
         await self._ensure_room(req, prep, cid, owner, who)
         gen = await self.core.generate(prep.command)
