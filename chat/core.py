@@ -16,6 +16,7 @@ from chat.local import LocalBackend
 from chat.remote import RemoteBackend
 from chat.turns import Message
 from core.errors import EngineError, InvalidRequestError
+from core.tenancy import LOCAL_ADMIN, Principal
 from engines.chat_template import ChatTemplate
 from engines.generation import ChatEngine
 from engines.registry import EngineRegistry, ServedModel
@@ -67,8 +68,11 @@ class ChatCore:
         self._backends[served.info.id] = (engine, backend)
         return backend
 
-    def target(self, name: str, knowledge: KnowledgeRequest | None) -> Target:
-        """What ``name`` (a model, an alias or a profile) resolves to for one request."""
+    def target(
+        self, name: str, knowledge: KnowledgeRequest | None, who: Principal = LOCAL_ADMIN
+    ) -> Target:
+        """What ``name`` (a model, an alias or a profile) resolves to for one request;
+        the stores ``knowledge`` names are resolved as ``who``."""
         profile = self.catalog.get(name)
         served = self.registry.resolve(profile.model if profile else name, "chat")
         if self.rag is None:
@@ -78,15 +82,17 @@ class ChatCore:
                 )
             return Target(served, None, None)
         return Target(
-            served, profile.state if profile else None, self.rag.knowledge_for(name, knowledge)
+            served,
+            profile.state if profile else None,
+            self.rag.knowledge_for(name, knowledge, who),
         )
 
     async def chat(self, cmd: ChatCommand) -> Generation | Relayed:
-        target = self.target(cmd.model, cmd.knowledge)
+        target = self.target(cmd.model, cmd.knowledge, cmd.caller.who)
         return await self._backend(target.served).chat(cmd, target)
 
     async def complete(self, cmd: CompletionCommand) -> Generation | Relayed:
-        target = self.target(cmd.model, cmd.knowledge)
+        target = self.target(cmd.model, cmd.knowledge, cmd.caller.who)
         return await self._backend(target.served).complete(cmd, target)
 
     def forget_states(self, states: dict[str, Any]) -> None:
@@ -98,7 +104,7 @@ class ChatCore:
 
     async def generate(self, cmd: ChatCommand, target: Target | None = None) -> Generation:
         """A typed generation whatever the backend (``cmd`` forwards nothing)."""
-        target = target or self.target(cmd.model, cmd.knowledge)
+        target = target or self.target(cmd.model, cmd.knowledge, cmd.caller.who)
         out = await self._backend(target.served).chat(cmd, target)
         if isinstance(out, Relayed):  # a command without ``forward`` is never relayed
             raise EngineError("the backend passed a typed command through")
@@ -111,9 +117,11 @@ class ChatCore:
         *,
         caller: Caller | None = None,
         stores: Sequence[str] | None = None,
+        who: Principal | None = None,
     ) -> Answer:
         """A grounded answer: from a knowledge profile (the named one, else the first),
-        or, with no profile configured, from ``stores`` with the first chat model."""
+        or, with no profile configured, from ``stores`` with the first chat model; those
+        stores are resolved as the caller (``caller.who``), so only its own are searched."""
         chosen = self.catalog.get(profile) if profile else self.catalog.first()
         if profile and chosen is None:
             raise InvalidRequestError(f"no knowledge profile named {profile!r}", param="profile")
@@ -134,10 +142,11 @@ class ChatCore:
                 )
             name = models[0].info.id
             knowledge = KnowledgeRequest(vector_store_ids=tuple(stores))
-        cmd = ChatCommand(
-            name, (Message("user", question),), knowledge=knowledge, caller=caller or Caller()
-        )
-        target = self.target(name, knowledge)
+        if caller is None:
+            who = who or LOCAL_ADMIN
+            caller = Caller(owner=who.key_id, project=who.project, principal=who)
+        cmd = ChatCommand(name, (Message("user", question),), knowledge=knowledge, caller=caller)
+        target = self.target(name, knowledge, caller.who)
         gen = await self.generate(cmd, target)
         text = ""
         async for ev in gen.events:

@@ -70,9 +70,12 @@ def compose(
 
 def mcp_server(ctx: AppContext) -> MCPServer:
     """The knowledge tools over ``ctx``'s knowledge base, ``ask`` answered by its core."""
+    from mcp_server.chunk_ids import load_key
     from mcp_server.server import build_server
 
-    return build_server(ctx.kb, ctx.settings.mcp, ctx.core, filter_limits(ctx.settings.limits))
+    cfg = ctx.settings.mcp
+    key = bytes.fromhex(cfg.chunk_id_key) if cfg.chunk_id_key else load_key(ctx.settings.data_dir)
+    return build_server(ctx.kb, cfg, ctx.core, filter_limits(ctx.settings.limits), key)
 
 
 @contextlib.asynccontextmanager

@@ -19,7 +19,10 @@ class McpSettings(BaseModel):
     )
     writable_stores: list[str] = Field(
         default_factory=list,
-        description="Stores (ids or names) write tools may change; empty = every store.",
+        description=(
+            "Store ids write tools may change; empty = every store the caller sees. A name "
+            "is accepted only while one store in all projects has it."
+        ),
     )
     default_stores: list[str] = Field(
         default_factory=list,
@@ -35,6 +38,13 @@ class McpSettings(BaseModel):
     allowed_origins: list[str] = Field(
         default_factory=lambda: ["http://127.0.0.1:*", "http://localhost:*", "http://[::1]:*"],
         description="Origin header values accepted (browsers send one).",
+    )
+    chunk_id_key: str | None = Field(
+        None,
+        description=(
+            "Hex key sealing the chunk ids MCP clients see; default: a key kept in the data "
+            "directory (mcp-chunk-ids.key). Replicas sharing a knowledge base set the same."
+        ),
     )
     json_response: bool = Field(
         False, description="Answer with JSON instead of an SSE stream where possible."

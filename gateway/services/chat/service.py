@@ -78,7 +78,9 @@ class ChatService:
         session: str | None = None,
     ) -> ChatResult:
         """``raw``: the client's JSON body; ``session``: its X-Session-Id."""
-        caller = Caller(owner=who.key_id, project=who.project, session=session, user=req.user)
+        caller = Caller(
+            owner=who.key_id, project=who.project, session=session, user=req.user, principal=who
+        )
         cmd = chat_command(req, self.settings, caller, _client_json(req, raw))
         gen = await self.core.chat(cmd)
         if isinstance(gen, Relayed):
@@ -121,7 +123,9 @@ class ChatService:
         raw: bytes | None = None,
         session: str | None = None,
     ) -> CompletionResult:
-        caller = Caller(owner=who.key_id, project=who.project, session=session, user=req.user)
+        caller = Caller(
+            owner=who.key_id, project=who.project, session=session, user=req.user, principal=who
+        )
         gen = await self.core.complete(completion_command(req, caller, _client_json(req, raw)))
         if isinstance(gen, Relayed):
             return _relayed(gen)
