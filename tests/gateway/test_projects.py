@@ -15,8 +15,10 @@ import httpx
 import openai
 import pytest
 
+from core.errors import NotFoundError
+from core.tenancy import Principal
 from gateway.app import create_app
-from tests.conftest import asgi_client, fake_settings
+from tests.conftest import FAKE_MODELS, asgi_client, fake_settings
 
 pytestmark = pytest.mark.usefixtures("kb_backend")
 
@@ -255,3 +257,55 @@ async def test_dify_retrieval_finds_only_the_callers_knowledge(clients: Clients)
     assert r.status_code == 200 and r.json()["records"]
     r = await ask("sk-bob")()
     assert r.status_code == 404 and r.json()["error_code"] == 2001
+
+
+FAKE_CHAT = {
+    "id": "fake-chat",
+    "kind": "chat",
+    "engine": "fake",
+    "options": {"script": ["Hold the red button [1]."]},
+}
+
+
+@pytest.fixture
+async def rag(tmp_path: Path) -> AsyncIterator[tuple[Clients, Any]]:
+    settings = fake_settings(data_dir=str(tmp_path), auth=AUTH, models=[*FAKE_MODELS, FAKE_CHAT])
+    app = create_app(settings)
+    async with asgi_client(app) as http:
+
+        def sdk(key: str) -> openai.AsyncOpenAI:
+            return openai.AsyncOpenAI(api_key=key, base_url=BASE, http_client=http)
+
+        yield Clients(http, sdk("sk-alice"), sdk("sk-bob"), sdk("sk-root")), app
+
+
+async def test_rag_over_named_stores_searches_only_the_callers_own(rag: Any) -> None:
+    c, app = rag
+    a = await _alice_data(c)
+    question = [{"role": "user", "content": "How do I reset the water pump?"}]
+    for ref in (a.store_id, "docs"):
+        knowledge = {"knowledge": {"vector_store_ids": [ref]}}
+        out = await c.alice.chat.completions.create(
+            model="fake-chat", messages=question, extra_body=knowledge
+        )  # type: ignore[arg-type]
+        cites = (out.model_extra or {})["citations"]
+        assert cites and cites[0]["file_id"] == a.file_id
+        with pytest.raises(openai.NotFoundError) as caught:
+            await c.bob.chat.completions.create(
+                model="fake-chat", messages=question, extra_body=knowledge
+            )  # type: ignore[arg-type]
+        body = caught.value.body
+        assert isinstance(body, dict) and body.get("param") == "knowledge.vector_store_ids"
+    # Responses' file_search names stores the same way.
+    tools: Any = [{"type": "file_search", "vector_store_ids": [a.store_id]}]
+    r = await c.alice.responses.create(model="fake-chat", input="reset the pump?", tools=tools)
+    assert r.output[0].type == "file_search_call"
+    await _missing(c.bob.responses.create(model="fake-chat", input="reset?", tools=tools))
+    # MCP ask's path: the chat core answering from stores, as the caller.
+    core = app.state.ctx.core
+    bob = Principal(project="team-b", role="member")
+    with pytest.raises(NotFoundError):
+        await core.answer("reset the pump?", stores=[a.store_id], who=bob)
+    alice = Principal(project="team-a", role="member")
+    got = await core.answer("reset the pump?", stores=[a.store_id], who=alice)
+    assert got.citations and got.citations[0].hit.file_id == a.file_id
