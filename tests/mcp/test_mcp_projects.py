@@ -16,7 +16,11 @@ import pytest
 from mcp.client import Client
 from mcp.client.streamable_http import streamable_http_client
 
+from core.tenancy import Principal
+from gateway.compose import compose
+from gateway.settings import Settings
 from mcp_server.chunk_ids import KEY_FILE, ChunkIds, load_key
+from mcp_server.server import build_server
 from tests.conftest import FAKE_MODELS, start_server, stop_server
 
 pytestmark = pytest.mark.usefixtures("kb_backend")
@@ -148,3 +152,37 @@ def test_chunk_ids_are_sealed_tokens_only_their_install_opens(tmp_path: Path) ->
     assert ChunkIds(load_key(tmp_path / "other")).open(token) is None
     for forged in ("42", "chunk_", "chunk_!!", _altered(token), token[:-1], token.upper()):
         assert ids.open(forged) is None, forged
+
+
+async def test_writable_stores_names_ids_and_only_unambiguous_names(tmp_path: Path) -> None:
+    def settings(**mcp: Any) -> Settings:
+        return Settings(
+            models=FAKE_MODELS, data_dir=tmp_path, load_in_background=False, log_json=False, mcp=mcp
+        )
+
+    ctx = compose(settings())
+    await ctx.registry.load()
+    kb = ctx.kb
+    try:
+        team_a = Principal(project="team-a", role="member")
+        team_b = Principal(project="team-b", role="member")
+        docs_a = (await kb.create_store("docs", who=team_a)).id
+        docs_b = (await kb.create_store("docs", who=team_b)).id
+        solo = (await kb.create_store("solo", who=team_a)).id
+
+        async def add(cfg: Settings, store: str) -> bool:
+            server = build_server(kb, cfg.mcp)
+            async with Client(server) as client:
+                res = await client.call_tool("add_text", {"vector_store": store, "text": "note"})
+                return not res.is_error
+
+        by_name = settings(allow_writes=True, writable_stores=["docs", "solo"])
+        # "docs" names two stores (in two projects): neither is writable through the name.
+        assert not await add(by_name, docs_a) and not await add(by_name, docs_b)
+        assert await add(by_name, solo)
+        by_id = settings(allow_writes=True, writable_stores=[docs_b])
+        assert await add(by_id, docs_b) and not await add(by_id, docs_a)
+    finally:
+        kb.close()
+        ctx.response_api.store.close()
+        await ctx.registry.close()
