@@ -165,6 +165,14 @@ async def test_a_member_finds_nothing_of_another_project_and_leaves_it_intact(
         r = await c.http.get(path, headers={"Authorization": "Bearer sk-bob"})
         assert r.status_code == 404 and r.json()["error"]["code"] == "not_found"
 
+    for path, body in (
+        (f"/v1/vector_stores/{a.store_id}/urls", {"url": "https://example.com/"}),
+        (f"/v1/vector_stores/{a.store_id}/reembed", {"model": "fake-embed"}),
+        (f"/v1/vector_stores/{a.store_id}/web_search", {"query": "pumps"}),
+    ):
+        r = await c.http.post(path, json=body, headers={"Authorization": "Bearer sk-bob"})
+        assert r.status_code == 404 and r.json()["error"]["code"] == "not_found", path
+
     # Paging after her id is no cursor of Bob's.
     r = await c.http.get(
         "/v1/files", params={"after": a.file_id}, headers={"Authorization": "Bearer sk-bob"}
