@@ -74,7 +74,8 @@ def mcp_server(ctx: AppContext) -> MCPServer:
     from mcp_server.server import build_server
 
     cfg = ctx.settings.mcp
-    key = bytes.fromhex(cfg.chunk_id_key) if cfg.chunk_id_key else load_key(ctx.settings.data_dir)
+    given = cfg.chunk_id_key
+    key = bytes.fromhex(given.get_secret_value()) if given else load_key(ctx.settings.data_dir)
     return build_server(ctx.kb, cfg, ctx.core, filter_limits(ctx.settings.limits), key)
 
 

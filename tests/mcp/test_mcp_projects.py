@@ -15,9 +15,10 @@ import openai
 import pytest
 from mcp.client import Client
 from mcp.client.streamable_http import streamable_http_client
+from pydantic import ValidationError
 
 from core.tenancy import Principal
-from gateway.compose import compose
+from gateway.compose import compose, mcp_server
 from gateway.settings import Settings
 from mcp_server.chunk_ids import KEY_FILE, ChunkIds, load_key
 from mcp_server.server import build_server
@@ -182,6 +183,36 @@ async def test_writable_stores_names_ids_and_only_unambiguous_names(tmp_path: Pa
         assert await add(by_name, solo)
         by_id = settings(allow_writes=True, writable_stores=[docs_b])
         assert await add(by_id, docs_b) and not await add(by_id, docs_a)
+    finally:
+        kb.close()
+        ctx.response_api.store.close()
+        await ctx.registry.close()
+
+
+async def test_a_configured_chunk_id_key_seals_the_ids_and_a_bad_one_stops_startup(
+    tmp_path: Path,
+) -> None:
+    with pytest.raises(ValidationError, match="chunk_id_key"):
+        Settings(models=FAKE_MODELS, data_dir=tmp_path, mcp={"chunk_id_key": "not-hex"})
+    key = "ab" * 32
+    settings = Settings(
+        models=FAKE_MODELS,
+        data_dir=tmp_path,
+        load_in_background=False,
+        log_json=False,
+        mcp={"chunk_id_key": key},
+    )
+    ctx = compose(settings)
+    await ctx.registry.load()
+    kb = ctx.kb
+    try:
+        store = (await kb.create_store("docs")).id
+        await kb.add_text(store, PUMP, title="pump.md")
+        async with Client(mcp_server(ctx)) as client:
+            hits = (await client.call_tool("search", {"query": "pump"})).structured_content["hits"]
+        opened = ChunkIds(bytes.fromhex(key)).open(hits[0]["chunk_id"])
+        assert opened is not None and opened[0] == store
+        assert not (tmp_path / KEY_FILE).exists()
     finally:
         kb.close()
         ctx.response_api.store.close()
