@@ -15,7 +15,7 @@ from typing import Any
 from chat.tools import OutputSpec
 from chat.turns import Message
 from core.errors import InvalidRequestError
-from core.tenancy import Principal
+from core.tenancy import LOCAL_ADMIN, Principal
 from rag.service import KnowledgeRequest
 
 __all__ = ["Caller", "ChatCommand", "CompletionCommand", "Forward", "Sampling"]
@@ -40,14 +40,26 @@ class Sampling:
 
 @dataclass(frozen=True, slots=True)
 class Caller:
-    """Who asks: the key's digest, its project (fair admission), its conversation."""
+    """Who asks: the key's digest, its project (fair admission), its conversation, and
+    the principal whose stores a request's own ``knowledge`` may name."""
 
     owner: str | None = None
     project: str | None = None
     session: str | None = None  # X-Session-Id
     user: str | None = None  # the request's ``user``
-    # What the caller may see (knowledge profiles); None: an internal caller, sees all.
+    # What the caller may see (knowledge profiles, stores); None: an internal caller.
     principal: Principal | None = None
+
+    @property
+    def who(self) -> Principal:
+        """The principal stores are resolved as. Without one, a caller that names a
+        project is a member of it (it sees no other project's stores); a caller naming
+        none is the local admin (internal callers)."""
+        if self.principal is not None:
+            return self.principal
+        if self.project is not None:
+            return Principal(project=self.project, role="member", key_id=self.owner)
+        return LOCAL_ADMIN
 
     @property
     def fair_key(self) -> str | None:

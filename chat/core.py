@@ -16,7 +16,7 @@ from chat.local import LocalBackend
 from chat.remote import RemoteBackend
 from chat.turns import Message
 from core.errors import EngineError, InvalidRequestError
-from core.tenancy import Principal
+from core.tenancy import LOCAL_ADMIN, Principal
 from engines.chat_template import ChatTemplate
 from engines.generation import ChatEngine
 from engines.registry import EngineRegistry, ServedModel
@@ -69,10 +69,11 @@ class ChatCore:
         return backend
 
     def target(
-        self, name: str, knowledge: KnowledgeRequest | None, who: Principal | None = None
+        self, name: str, knowledge: KnowledgeRequest | None, who: Principal = LOCAL_ADMIN
     ) -> Target:
-        """What ``name`` (a model, an alias or a profile) resolves to for one request; a
-        profile ``who`` may not see is an unknown model (``model_not_found``)."""
+        """What ``name`` (a model, an alias or a profile) resolves to for one request: a
+        profile ``who`` may not see is an unknown model (``model_not_found``), and the
+        stores ``knowledge`` names are resolved as ``who``."""
         profile = self.catalog.get(name, who)
         served = self.registry.resolve(profile.model if profile else name, "chat")
         if self.rag is None:
@@ -82,15 +83,17 @@ class ChatCore:
                 )
             return Target(served, None, None)
         return Target(
-            served, profile.state if profile else None, self.rag.knowledge_for(name, knowledge)
+            served,
+            profile.state if profile else None,
+            self.rag.knowledge_for(name, knowledge, who),
         )
 
     async def chat(self, cmd: ChatCommand) -> Generation | Relayed:
-        target = self.target(cmd.model, cmd.knowledge, cmd.caller.principal)
+        target = self.target(cmd.model, cmd.knowledge, cmd.caller.who)
         return await self._backend(target.served).chat(cmd, target)
 
     async def complete(self, cmd: CompletionCommand) -> Generation | Relayed:
-        target = self.target(cmd.model, cmd.knowledge, cmd.caller.principal)
+        target = self.target(cmd.model, cmd.knowledge, cmd.caller.who)
         return await self._backend(target.served).complete(cmd, target)
 
     def forget_states(self, states: dict[str, Any]) -> None:
@@ -102,7 +105,7 @@ class ChatCore:
 
     async def generate(self, cmd: ChatCommand, target: Target | None = None) -> Generation:
         """A typed generation whatever the backend (``cmd`` forwards nothing)."""
-        target = target or self.target(cmd.model, cmd.knowledge, cmd.caller.principal)
+        target = target or self.target(cmd.model, cmd.knowledge, cmd.caller.who)
         out = await self._backend(target.served).chat(cmd, target)
         if isinstance(out, Relayed):  # a command without ``forward`` is never relayed
             raise EngineError("the backend passed a typed command through")
@@ -115,11 +118,17 @@ class ChatCore:
         *,
         caller: Caller | None = None,
         stores: Sequence[str] | None = None,
+        who: Principal | None = None,
     ) -> Answer:
         """A grounded answer: from a knowledge profile (the named one, else the first),
-        or, with no profile configured, from ``stores`` with the first chat model."""
-        who = caller.principal if caller else None
-        chosen = self.catalog.get(profile, who) if profile else self.catalog.first(who)
+        or, with no profile configured, from ``stores`` with the first chat model; those
+        stores are resolved as the caller (``caller.who``), so only its own are searched."""
+        if caller is None:
+            who = who or LOCAL_ADMIN
+            caller = Caller(owner=who.key_id, project=who.project, principal=who)
+        chosen = (
+            self.catalog.get(profile, caller.who) if profile else self.catalog.first(caller.who)
+        )
         if profile and chosen is None:
             raise InvalidRequestError(f"no knowledge profile named {profile!r}", param="profile")
         knowledge = None
@@ -139,10 +148,8 @@ class ChatCore:
                 )
             name = models[0].info.id
             knowledge = KnowledgeRequest(vector_store_ids=tuple(stores))
-        cmd = ChatCommand(
-            name, (Message("user", question),), knowledge=knowledge, caller=caller or Caller()
-        )
-        target = self.target(name, knowledge, who)
+        cmd = ChatCommand(name, (Message("user", question),), knowledge=knowledge, caller=caller)
+        target = self.target(name, knowledge, caller.who)
         gen = await self.generate(cmd, target)
         text = ""
         async for ev in gen.events:

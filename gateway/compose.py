@@ -73,9 +73,13 @@ def compose(
 
 def mcp_server(ctx: AppContext) -> MCPServer:
     """The knowledge tools over ``ctx``'s knowledge base, ``ask`` answered by its core."""
+    from mcp_server.chunk_ids import load_key
     from mcp_server.server import build_server
 
-    return build_server(ctx.kb, ctx.settings.mcp, ctx.core, filter_limits(ctx.settings.limits))
+    cfg = ctx.settings.mcp
+    given = cfg.chunk_id_key
+    key = bytes.fromhex(given.get_secret_value()) if given else load_key(ctx.settings.data_dir)
+    return build_server(ctx.kb, cfg, ctx.core, filter_limits(ctx.settings.limits), key)
 
 
 @contextlib.asynccontextmanager

@@ -13,6 +13,7 @@ from litestar import Request
 
 from core.errors import InvalidRequestError, PayloadTooLargeError
 from gateway.schemas.files import PURPOSES
+from gateway.state import principal_of
 from kb.service import KnowledgeBase
 from kb.types import FileRecord
 
@@ -134,4 +135,6 @@ async def receive_file(kb: KnowledgeBase, request: Request[Any, Any, Any]) -> Fi
             f"'purpose' must be one of {sorted(PURPOSES)}; got {purpose!r}", param="purpose"
         )
     name = upload.filename or "upload.bin"
-    return await kb.register_upload(file_id, part, name, purpose, upload.size, upload.sha256)
+    return await kb.register_upload(
+        file_id, part, name, purpose, upload.size, upload.sha256, who=principal_of(request)
+    )

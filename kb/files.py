@@ -10,6 +10,7 @@ import uuid
 from pathlib import Path
 
 from core.errors import NotFoundError, PayloadTooLargeError
+from core.tenancy import ADMIN_PROJECT, LOCAL_ADMIN, Principal
 from kb.backend import KnowledgeBackend
 from kb.config import KnowledgeSettings
 from kb.types import FileRecord
@@ -58,8 +59,9 @@ class Files:
         size: int,
         digest: str,
         source_url: str | None = None,
+        project: str = ADMIN_PROJECT,
     ) -> FileRecord:
-        """Record a fully written upload and move its bytes into place."""
+        """Record a fully written upload (owned by ``project``) and move its bytes into place."""
         record = FileRecord(
             id=file_id,
             filename=safe_filename(filename),
@@ -68,6 +70,7 @@ class Files:
             sha256=digest,
             created_at=int(time.time()),
             source_url=source_url,
+            project=project,
         )
         try:
             await asyncio.to_thread(self.backend.add_file, record, part)
@@ -83,24 +86,34 @@ class Files:
             )
 
     async def add_bytes(
-        self, data: bytes, filename: str, purpose: str = "assistants", source_url: str | None = None
+        self,
+        data: bytes,
+        filename: str,
+        purpose: str = "assistants",
+        source_url: str | None = None,
+        project: str = ADMIN_PROJECT,
     ) -> FileRecord:
         self.check_size(len(data), "the file")
         file_id, part = self.new_upload()
         await asyncio.to_thread(part.write_bytes, data)
         digest = hashlib.sha256(data).hexdigest()
-        return await self.register(file_id, part, filename, purpose, len(data), digest, source_url)
+        return await self.register(
+            file_id, part, filename, purpose, len(data), digest, source_url, project
+        )
 
-    async def add_path(self, src: Path, purpose: str = "assistants") -> FileRecord:
+    async def add_path(
+        self, src: Path, purpose: str = "assistants", project: str = ADMIN_PROJECT
+    ) -> FileRecord:
         size = src.stat().st_size
         self.check_size(size, str(src))
         file_id, part = self.new_upload()
         digest = await asyncio.to_thread(_copy, src, part)
-        return await self.register(file_id, part, src.name, purpose, size, digest)
+        return await self.register(file_id, part, src.name, purpose, size, digest, project=project)
 
-    async def get(self, file_id: str) -> FileRecord:
+    async def get(self, file_id: str, who: Principal = LOCAL_ADMIN) -> FileRecord:
+        """A file ``who`` sees; another project's file is missing, exactly like an unknown id."""
         record = await asyncio.to_thread(self.backend.file, file_id)
-        if record is None:
+        if record is None or not who.sees(record.project):
             raise NotFoundError(f"no file with id {file_id!r}", param="file_id")
         return record
 

@@ -10,6 +10,7 @@ import json
 from collections.abc import Mapping
 from typing import cast
 
+from core.tenancy import ADMIN_PROJECT
 from kb.chunking import ChunkingStrategy
 from kb.types import (
     Attributes,
@@ -110,6 +111,7 @@ def collection_from(row: Row) -> Collection:
         else None,
         last_active_at=_opt_int(row.get("last_active_at")),
         chunking_strategy=strategy_from_json(row.get("chunking_strategy")),
+        project=_opt_str(row.get("project")) or ADMIN_PROJECT,
     )
 
 
@@ -122,6 +124,7 @@ def file_from(row: Row) -> FileRecord:
         sha256=str(row["sha256"]),
         created_at=_int(row["created_at"]),
         source_url=_opt_str(row.get("source_url")),
+        project=_opt_str(row.get("project")) or ADMIN_PROJECT,
     )
 
 

@@ -5,7 +5,14 @@ arguments (parsing request shapes is the caller's job) and returns typed read mo
 Its parts: ``Files`` (file objects), ``Ingestor`` (ingestion jobs), ``Reembedder``
 (re-embed jobs), ``Retriever`` (search), all over one ``KnowledgeBackend`` (SQLite +
 FAISS by default, PostgreSQL + pgvector when shared by several replicas). Stores are
-named by id or, wherever an id is accepted, by their unique name.
+named by id or, wherever an id is accepted, by a name unique among the stores the caller
+sees.
+
+Every public method runs as ``who`` (a ``core.tenancy.Principal``; the local admin when
+not given, for the CLI and internal callers). Stores and files belong to a project:
+lists are filtered in SQL to what ``who`` sees, another project's object is missing
+(``NotFoundError``, exactly like an unknown id), and creations go to ``who.project``.
+Store files, batches, jobs and chunks are reached through their store.
 """
 
 from __future__ import annotations
@@ -19,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from core.errors import InvalidRequestError, NotFoundError
+from core.tenancy import LOCAL_ADMIN, Principal
 from kb.backend import KnowledgeBackend
 from kb.chunking import ChunkingStrategy
 from kb.config import KnowledgeSettings
@@ -222,43 +230,72 @@ class KnowledgeBase:
         return self.files.new_upload()
 
     async def register_upload(
-        self, file_id: str, part: Path, filename: str, purpose: str, size: int, digest: str
+        self,
+        file_id: str,
+        part: Path,
+        filename: str,
+        purpose: str,
+        size: int,
+        digest: str,
+        *,
+        who: Principal = LOCAL_ADMIN,
     ) -> FileRecord:
-        return await self.files.register(file_id, part, filename, purpose, size, digest)
+        return await self.files.register(
+            file_id, part, filename, purpose, size, digest, project=who.project
+        )
 
     async def add_file_bytes(
-        self, data: bytes, filename: str, purpose: str = "assistants", source_url: str | None = None
+        self,
+        data: bytes,
+        filename: str,
+        purpose: str = "assistants",
+        source_url: str | None = None,
+        *,
+        who: Principal = LOCAL_ADMIN,
     ) -> FileRecord:
-        return await self.files.add_bytes(data, filename, purpose, source_url)
+        return await self.files.add_bytes(data, filename, purpose, source_url, who.project)
 
-    async def add_file_path(self, src: Path, purpose: str = "assistants") -> FileRecord:
-        return await self.files.add_path(src, purpose)
+    async def add_file_path(
+        self, src: Path, purpose: str = "assistants", *, who: Principal = LOCAL_ADMIN
+    ) -> FileRecord:
+        return await self.files.add_path(src, purpose, who.project)
 
-    async def file(self, file_id: str) -> FileRecord:
-        return await self.files.get(file_id)
+    async def file(self, file_id: str, *, who: Principal = LOCAL_ADMIN) -> FileRecord:
+        return await self.files.get(file_id, who)
 
-    async def list_files(self, purpose: str | None, page: PageRequest) -> Page[FileRecord]:
-        return await asyncio.to_thread(self.backend.list_files, purpose, page)
+    async def list_files(
+        self, purpose: str | None, page: PageRequest, *, who: Principal = LOCAL_ADMIN
+    ) -> Page[FileRecord]:
+        return await asyncio.to_thread(self.backend.list_files, purpose, page, who.visible)
 
-    async def file_content(self, file_id: str) -> tuple[FileRecord, Iterator[bytes]]:
-        record = await self.files.get(file_id)
+    async def file_content(
+        self, file_id: str, *, who: Principal = LOCAL_ADMIN
+    ) -> tuple[FileRecord, Iterator[bytes]]:
+        record = await self.files.get(file_id, who)
         return record, self.backend.read_file(file_id)
 
-    async def delete_file(self, file_id: str) -> None:
+    async def delete_file(self, file_id: str, *, who: Principal = LOCAL_ADMIN) -> None:
         """Delete a file everywhere: from every store holding it, then its bytes."""
-        await self.files.get(file_id)
+        await self.files.get(file_id, who)
         for cid in await asyncio.to_thread(self.backend.stores_with_file, file_id):
             await self._detach(cid, file_id)
         await asyncio.to_thread(self.backend.delete_file, file_id)
 
     # -- stores --------------------------------------------------------------------------
 
-    async def collection(self, ref: str) -> Collection:
-        """A store by id or, when unambiguous, by name."""
+    async def collection(self, ref: str, *, who: Principal = LOCAL_ADMIN) -> Collection:
+        """A store ``who`` sees, by id or, when unambiguous, by name. Names are looked up
+        among the stores ``who`` sees; an admin seeing every project who finds the name in
+        several takes its own project's store when exactly one there has it, else the name
+        is ambiguous (400, naming it): picking one of two other projects' stores silently
+        would act on whichever happened to be older."""
         col = await asyncio.to_thread(self.backend.collection, ref)
-        if col is not None:
+        if col is not None and who.sees(col.project):
             return col
-        named = await asyncio.to_thread(self.backend.collections_named, ref)
+        named = await asyncio.to_thread(self.backend.collections_named, ref, who.visible)
+        if len(named) > 1 and who.visible is None:
+            own = [c for c in named if c.project == who.project]
+            named = own if len(own) == 1 else named
         if len(named) == 1:
             return named[0]
         if not named:
@@ -272,15 +309,17 @@ class KnowledgeBase:
             col, await asyncio.to_thread(self.backend.stats, col.id), self.backend.name
         )
 
-    async def store(self, ref: str) -> StoreView:
-        return await self.view(await self.collection(ref))
+    async def store(self, ref: str, *, who: Principal = LOCAL_ADMIN) -> StoreView:
+        return await self.view(await self.collection(ref, who=who))
 
-    async def stores(self, page: PageRequest) -> Page[StoreView]:
-        found = await asyncio.to_thread(self.backend.list_collections, page)
+    async def stores(self, page: PageRequest, *, who: Principal = LOCAL_ADMIN) -> Page[StoreView]:
+        found = await asyncio.to_thread(self.backend.list_collections, page, who.visible)
         return Page([await self.view(c) for c in found.data], found.has_more)
 
-    async def all_stores(self) -> list[Collection]:
-        return await asyncio.to_thread(self.backend.all_collections)
+    async def all_stores(self, *, who: Principal = LOCAL_ADMIN) -> list[Collection]:
+        """Every store ``who`` sees, oldest first."""
+        found = await asyncio.to_thread(self.backend.all_collections)
+        return [c for c in found if who.sees(c.project)]
 
     async def create_store(
         self,
@@ -291,13 +330,14 @@ class KnowledgeBase:
         expires_after: Expiry | None = None,
         chunking_strategy: ChunkingStrategy | None = None,
         file_ids: list[str] | None = None,
+        who: Principal = LOCAL_ADMIN,
     ) -> StoreView:
         _check_store_text(name, metadata)
         model = embedding_model or self.default_model
         if not model:
             raise InvalidRequestError("no embedding model is configured for vector stores")
         for fid in file_ids or []:
-            await self.files.get(fid)
+            await self.files.get(fid, who)
         now = int(time.time())
         col = Collection(
             id=f"vs_{uuid.uuid4().hex}",
@@ -309,10 +349,11 @@ class KnowledgeBase:
             expires_after=expires_after,
             last_active_at=now,
             chunking_strategy=chunking_strategy,
+            project=who.project,
         )
         await asyncio.to_thread(self.backend.create_collection, col)
         for fid in file_ids or []:
-            await self.attach(col.id, fid, chunking_strategy=chunking_strategy)
+            await self.attach(col.id, fid, chunking_strategy=chunking_strategy, who=who)
         return await self.view(col)
 
     async def update_store(
@@ -322,12 +363,13 @@ class KnowledgeBase:
         name: str | _Unset | None = UNSET,
         metadata: dict[str, str] | _Unset | None = UNSET,
         expires_after: Expiry | _Unset | None = UNSET,
+        who: Principal = LOCAL_ADMIN,
     ) -> StoreView:
         _check_store_text(
             None if isinstance(name, _Unset) else name,
             None if isinstance(metadata, _Unset) else metadata,
         )
-        col = await self.collection(ref)
+        col = await self.collection(ref, who=who)
         fields: dict[str, object] = {}
         if not isinstance(name, _Unset):
             fields["name"] = name
@@ -343,8 +385,8 @@ class KnowledgeBase:
         await asyncio.to_thread(self.backend.update_collection, col.id, fields)
         return await self.store(col.id)
 
-    async def delete_store(self, ref: str) -> str:
-        col = await self.collection(ref)
+    async def delete_store(self, ref: str, *, who: Principal = LOCAL_ADMIN) -> str:
+        col = await self.collection(ref, who=who)
         await asyncio.to_thread(self.backend.delete_collection, col.id)
         return col.id
 
@@ -376,10 +418,12 @@ class KnowledgeBase:
         chunking_strategy: ChunkingStrategy | None = None,
         options: IngestOptions | None = None,
         batch_id: str | None = None,
+        who: Principal = LOCAL_ADMIN,
     ) -> StoreFile:
-        """Add a file to a store and queue its ingestion; attaching it again is a no-op."""
-        col = await self.collection(ref)
-        await self.files.get(file_id)
+        """Add a file to a store and queue its ingestion; attaching it again is a no-op.
+        The file must be one ``who`` sees (another project's is missing)."""
+        col = await self.collection(ref, who=who)
+        await self.files.get(file_id, who)
         attrs = check_attributes(attributes) if attributes is not None else {}
         strategy = (
             chunking_strategy or col.chunking_strategy or self._auto_strategy(col.embedding_model)
@@ -402,8 +446,10 @@ class KnowledgeBase:
             self.ingestor.wake()
         return await self.store_file(col.id, file_id)
 
-    async def store_file(self, ref: str, file_id: str) -> StoreFile:
-        col = await self.collection(ref)
+    async def store_file(
+        self, ref: str, file_id: str, *, who: Principal = LOCAL_ADMIN
+    ) -> StoreFile:
+        col = await self.collection(ref, who=who)
         sf = await asyncio.to_thread(self.backend.store_file, col.id, file_id)
         if sf is None:
             raise NotFoundError(
@@ -418,28 +464,31 @@ class KnowledgeBase:
         *,
         status: FileStatus | None = None,
         batch_id: str | None = None,
+        who: Principal = LOCAL_ADMIN,
     ) -> Page[StoreFile]:
-        col = await self.collection(ref)
+        col = await self.collection(ref, who=who)
         if batch_id is not None:
             await self.batch(col.id, batch_id)
         return await asyncio.to_thread(
             lambda: self.backend.list_store_files(col.id, page, status=status, batch_id=batch_id)
         )
 
-    async def completed_digests(self, ref: str) -> set[str]:
+    async def completed_digests(self, ref: str, *, who: Principal = LOCAL_ADMIN) -> set[str]:
         """The sha256 of the files a store holds completed (CLI: skip unchanged files)."""
-        col = await self.collection(ref)
+        col = await self.collection(ref, who=who)
         return await asyncio.to_thread(self.backend.completed_digests, col.id)
 
-    async def update_attributes(self, ref: str, file_id: str, attributes: Attributes) -> StoreFile:
-        sf = await self.store_file(ref, file_id)
+    async def update_attributes(
+        self, ref: str, file_id: str, attributes: Attributes, *, who: Principal = LOCAL_ADMIN
+    ) -> StoreFile:
+        sf = await self.store_file(ref, file_id, who=who)
         attrs = check_attributes(attributes)
         await asyncio.to_thread(self.backend.set_attributes, sf.collection_id, file_id, dict(attrs))
         return await self.store_file(sf.collection_id, file_id)
 
-    async def detach(self, ref: str, file_id: str) -> int:
+    async def detach(self, ref: str, file_id: str, *, who: Principal = LOCAL_ADMIN) -> int:
         """Remove a file from a store: its chunks leave the store and its indexes."""
-        sf = await self.store_file(ref, file_id)
+        sf = await self.store_file(ref, file_id, who=who)
         return await self._detach(sf.collection_id, file_id)
 
     async def _detach(self, cid: str, file_id: str) -> int:
@@ -457,30 +506,40 @@ class KnowledgeBase:
         title: str = "text.txt",
         attributes: Attributes | None = None,
         chunking_strategy: ChunkingStrategy | None = None,
+        who: Principal = LOCAL_ADMIN,
     ) -> StoreFile:
-        """Store ``text`` as a file and ingest it (MCP add_text, tests); returns when done."""
-        col = await self.collection(ref)
+        """Store ``text`` as a file of the store's project and ingest it (MCP add_text,
+        tests); returns when done."""
+        col = await self.collection(ref, who=who)
         if attributes is not None:
             check_attributes(attributes)
         name = title if "." in title else f"{title}.txt"
-        record = await self.files.add_bytes(text.encode("utf-8"), name)
+        record = await self.files.add_bytes(text.encode("utf-8"), name, project=col.project)
         await self.attach(
             col.id, record.id, attributes=attributes, chunking_strategy=chunking_strategy
         )
         return await self.wait_file(col.id, record.id)
 
     async def ingest_url(
-        self, ref: str, url: str, *, attributes: Attributes | None = None
+        self,
+        ref: str,
+        url: str,
+        *,
+        attributes: Attributes | None = None,
+        who: Principal = LOCAL_ADMIN,
     ) -> StoreFile:
-        """Fetch a web page (SSRF-checked) and ingest it; a refused or failed fetch is a 400."""
-        col = await self.collection(ref)
+        """Fetch a web page (SSRF-checked) into a file of the store's project and ingest
+        it; a refused or failed fetch is a 400."""
+        col = await self.collection(ref, who=who)
         attrs = check_attributes(attributes) if attributes is not None else {}
         try:
             fetched = await fetch_url(url, self.settings.url)
         except FetchError as exc:
             raise InvalidRequestError(exc.message, param="url", code=exc.code) from None
         url_kept = stored_url(fetched.final_url)[:512]
-        record = await self.files.add_bytes(fetched.body, fetched.filename, source_url=url_kept)
+        record = await self.files.add_bytes(
+            fetched.body, fetched.filename, source_url=url_kept, project=col.project
+        )
         return await self.attach(
             col.id,
             record.id,
@@ -488,7 +547,9 @@ class KnowledgeBase:
             options=IngestOptions(content_type=fetched.content_type),
         )
 
-    async def wait_file(self, ref: str, file_id: str, timeout: float = 600.0) -> StoreFile:
+    async def wait_file(
+        self, ref: str, file_id: str, timeout: float = 600.0, *, who: Principal = LOCAL_ADMIN
+    ) -> StoreFile:
         """The store file once its ingestion has ended (or as it is after ``timeout``). Without
         running workers (a tool using the KB directly) the ingestion runs here."""
         if not self.ingestor.started:
@@ -499,7 +560,7 @@ class KnowledgeBase:
                 await self.ingestor.stop()
         deadline = time.monotonic() + timeout
         while True:
-            sf = await self.store_file(ref, file_id)
+            sf = await self.store_file(ref, file_id, who=who)
             if sf.status != "in_progress" or time.monotonic() > deadline:
                 return sf
             await asyncio.sleep(0.02)
@@ -507,11 +568,16 @@ class KnowledgeBase:
     # -- batches -------------------------------------------------------------------------
 
     async def create_batch(
-        self, ref: str, items: list[BatchItem], chunking_strategy: ChunkingStrategy | None = None
+        self,
+        ref: str,
+        items: list[BatchItem],
+        chunking_strategy: ChunkingStrategy | None = None,
+        *,
+        who: Principal = LOCAL_ADMIN,
     ) -> Batch:
-        col = await self.collection(ref)
+        col = await self.collection(ref, who=who)
         for item in items:
-            await self.files.get(item.file_id)
+            await self.files.get(item.file_id, who)
             if item.attributes is not None:
                 check_attributes(item.attributes)
         batch = Batch(f"vsfb_{uuid.uuid4().hex}", col.id, "in_progress", int(time.time()))
@@ -527,16 +593,16 @@ class KnowledgeBase:
         await self._refresh_batch(batch.id)
         return await self.batch(col.id, batch.id)
 
-    async def batch(self, ref: str, batch_id: str) -> Batch:
-        col = await self.collection(ref)
+    async def batch(self, ref: str, batch_id: str, *, who: Principal = LOCAL_ADMIN) -> Batch:
+        col = await self.collection(ref, who=who)
         found = await asyncio.to_thread(self.backend.batch, batch_id)
         if found is None or found.collection_id != col.id:
             raise NotFoundError(f"no file batch {batch_id!r} in {col.id!r}", param="batch_id")
         counts = await asyncio.to_thread(self.backend.file_counts, col.id, batch_id)
         return Batch(found.id, found.collection_id, found.status, found.created_at, counts)
 
-    async def cancel_batch(self, ref: str, batch_id: str) -> Batch:
-        batch = await self.batch(ref, batch_id)
+    async def cancel_batch(self, ref: str, batch_id: str, *, who: Principal = LOCAL_ADMIN) -> Batch:
+        batch = await self.batch(ref, batch_id, who=who)
         page = PageRequest(limit=100_000, order="asc")
         running = await asyncio.to_thread(
             lambda: self.backend.list_store_files(
@@ -573,17 +639,31 @@ class KnowledgeBase:
     # -- chunks --------------------------------------------------------------------------
 
     async def file_chunks(
-        self, ref: str, file_id: str, *, after: int = -1, limit: int = 100
+        self,
+        ref: str,
+        file_id: str,
+        *,
+        after: int = -1,
+        limit: int = 100,
+        who: Principal = LOCAL_ADMIN,
     ) -> list[ChunkView]:
-        sf = await self.store_file(ref, file_id)
+        sf = await self.store_file(ref, file_id, who=who)
         return await asyncio.to_thread(
             self.backend.file_chunks, sf.collection_id, file_id, after, limit
         )
 
-    async def read_chunk(self, chunk_id: int, neighbours: int = 0) -> list[ChunkView]:
-        """A chunk and up to ``neighbours`` chunks either side of it in its file."""
+    async def read_chunk(
+        self, chunk_id: int, neighbours: int = 0, *, who: Principal = LOCAL_ADMIN
+    ) -> list[ChunkView]:
+        """A chunk of a store ``who`` sees and up to ``neighbours`` chunks either side of
+        it in its file."""
         found = (await asyncio.to_thread(self.backend.chunks, [chunk_id])).get(chunk_id)
-        if found is None:
+        col = (
+            await asyncio.to_thread(self.backend.collection, found.collection_id)
+            if found is not None
+            else None
+        )
+        if found is None or col is None or not who.sees(col.project):
             raise NotFoundError(f"no chunk with id {chunk_id}", param="chunk_id")
         if neighbours <= 0:
             return [found]
@@ -595,13 +675,14 @@ class KnowledgeBase:
             2 * neighbours + 1,
         )
 
-    async def file_record(self, file_id: str) -> FileRecord | None:
-        return await asyncio.to_thread(self.backend.file, file_id)
+    async def file_record(self, file_id: str, *, who: Principal = LOCAL_ADMIN) -> FileRecord | None:
+        found = await asyncio.to_thread(self.backend.file, file_id)
+        return found if found is not None and who.sees(found.project) else None
 
     # -- jobs ------------------------------------------------------------------------------
 
-    async def reembed(self, ref: str, model: str) -> Job:
-        return await self.reembedder.start_job(await self.collection(ref), model)
+    async def reembed(self, ref: str, model: str, *, who: Principal = LOCAL_ADMIN) -> Job:
+        return await self.reembedder.start_job(await self.collection(ref, who=who), model)
 
     async def web_search(
         self,
@@ -610,25 +691,30 @@ class KnowledgeBase:
         *,
         max_results: int | None = None,
         attributes: Attributes | None = None,
+        who: Principal = LOCAL_ADMIN,
     ) -> Job:
         """Search the web (the configured provider) and ingest the results, as a job."""
-        col = await self.collection(ref)
+        col = await self.collection(ref, who=who)
         attrs = check_attributes(attributes) if attributes is not None else {}
         return await self.web.start_job(col, query, max_results, attrs)
 
     async def _ingest_found(self, cid: str, url: str, attributes: Attributes) -> StoreFile:
         return await self.ingest_url(cid, url, attributes=attributes)
 
-    async def job(self, ref: str, job_id: str) -> Job:
-        col = await self.collection(ref)
+    async def job(self, ref: str, job_id: str, *, who: Principal = LOCAL_ADMIN) -> Job:
+        col = await self.collection(ref, who=who)
         job = await asyncio.to_thread(self.backend.job, job_id)
         if job is None or job.collection_id != col.id:
             raise NotFoundError(f"no job {job_id!r} in {col.id!r}", param="job_id")
         return job
 
-    async def jobs(self, ref: str | None = None) -> list[Job]:
-        cid = (await self.collection(ref)).id if ref else None
-        return await asyncio.to_thread(self.backend.jobs, None, cid)
+    async def jobs(self, ref: str | None = None, *, who: Principal = LOCAL_ADMIN) -> list[Job]:
+        cid = (await self.collection(ref, who=who)).id if ref else None
+        found = await asyncio.to_thread(self.backend.jobs, None, cid)
+        if cid is not None or who.visible is None:
+            return found
+        seen = {c.id for c in await self.all_stores(who=who)}
+        return [j for j in found if j.collection_id in seen]
 
     # -- figures -------------------------------------------------------------------------
 
@@ -641,18 +727,20 @@ class KnowledgeBase:
 
     # -- search and maintenance ----------------------------------------------------------
 
-    async def search(self, ref: str, query: SearchQuery) -> SearchOutcome:
-        col = await self.collection(ref)
+    async def search(
+        self, ref: str, query: SearchQuery, *, who: Principal = LOCAL_ADMIN
+    ) -> SearchOutcome:
+        col = await self.collection(ref, who=who)
         outcome = await self.retriever.search(col, query)
         await self.touch(col.id)
         return outcome
 
-    async def rebuild(self, ref: str) -> tuple[int, str]:
-        col = await self.collection(ref)
+    async def rebuild(self, ref: str, *, who: Principal = LOCAL_ADMIN) -> tuple[int, str]:
+        col = await self.collection(ref, who=who)
         return await asyncio.to_thread(self.backend.rebuild_index, col.id)
 
-    async def index_kind(self, ref: str) -> str | None:
-        col = await self.collection(ref)
+    async def index_kind(self, ref: str, *, who: Principal = LOCAL_ADMIN) -> str | None:
+        col = await self.collection(ref, who=who)
         return self.backend.index_kind(col.id)
 
 

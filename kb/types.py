@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Generic, Literal, TypeVar
 
+from core.tenancy import ADMIN_PROJECT
 from kb.chunking import ChunkingStrategy
 
 __all__ = [
@@ -81,6 +82,7 @@ class Collection:
     expires_after: Expiry | None = None
     last_active_at: int | None = None
     chunking_strategy: ChunkingStrategy | None = None
+    project: str = ADMIN_PROJECT  # the project that owns it (core.tenancy)
 
     @property
     def expires_at(self) -> int | None:
@@ -142,6 +144,7 @@ class FileRecord:
     sha256: str
     created_at: int
     source_url: str | None = None
+    project: str = ADMIN_PROJECT  # the project that owns it (core.tenancy)
 
 
 @dataclass(frozen=True, slots=True)

@@ -5,7 +5,8 @@ list_vector_stores, list_files, read_chunk, ask. Write tools (add_text, ingest_u
 delete_file) exist only when ``mcp.allow_writes`` is on, limited to ``mcp.writable_stores``
 when that is set. Failures a model should read (an unknown store, a bad filter, a refused
 URL) are ``ToolError``s, never protocol errors. ``asker`` answers ``ask`` (the gateway
-passes its chat core); the server imports nothing of the gateway.
+passes its chat core); the server imports nothing of the gateway. Every tool runs as the
+caller's principal (``tools.common.caller``) and sees only its projects' stores.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from mcp.server import MCPServer
 
 from kb.filters import FilterLimits
 from kb.service import KnowledgeBase
+from mcp_server.chunk_ids import ChunkIds
 from mcp_server.config import McpSettings
 from mcp_server.tools import ask, read, write
 from mcp_server.tools.ask import Asker
@@ -32,11 +34,15 @@ def build_server(
     cfg: McpSettings | None = None,
     asker: Asker | None = None,
     filter_limits: FilterLimits | None = None,
+    chunk_id_key: bytes | None = None,
 ) -> MCPServer:
+    """``chunk_id_key`` seals the chunk ids clients see (``mcp_server.chunk_ids``); without
+    one they are valid for this process only."""
     cfg = cfg or McpSettings()
     server = MCPServer(name="rwkv-rag-gateway", instructions=INSTRUCTIONS, version="0.1.0")
-    read.register(server, kb, cfg, filter_limits or FilterLimits())
-    ask.register(server, kb, cfg, asker)
+    ids = ChunkIds(chunk_id_key)
+    read.register(server, kb, cfg, filter_limits or FilterLimits(), ids)
+    ask.register(server, kb, cfg, asker, ids)
     if cfg.allow_writes:
         write.register(server, kb, cfg)
     return server

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 from core.errors import InvalidRequestError, NotFoundError
+from core.tenancy import LOCAL_ADMIN, Principal
 from kb.filters import Filter, FilterLimits, parse_filter
 from kb.retrieval import SearchQuery
 from kb.service import KnowledgeBase
@@ -71,6 +72,9 @@ class Knowledge:
     no_answer_message: str = ""
     debug: bool = False
     profile: Profile | None = None
+    # Whom the stores are resolved and searched as: the caller for stores its request
+    # names; the local admin for a profile's configured stores.
+    who: Principal = LOCAL_ADMIN
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,14 +176,22 @@ class RagService:
 
     # -- what a request asks for ---------------------------------------------------------
 
-    def knowledge_for(self, model: str, request: KnowledgeRequest | None) -> Knowledge | None:
+    def knowledge_for(
+        self, model: str, request: KnowledgeRequest | None, who: Principal = LOCAL_ADMIN
+    ) -> Knowledge | None:
         """The knowledge a request retrieves from: its profile's, with its own ``knowledge``
-        on top; None when it asks for none."""
+        on top; None when it asks for none. Stores the request names are resolved as
+        ``who`` (another project's store is missing); a profile's own stores are the
+        server's configuration, resolved inside the profile's project (a shared profile's
+        as the local admin)."""
         profile = self.catalog.get(model)
         if profile is None and request is None:
             return None
         r = request or KnowledgeRequest()
         refs = r.vector_store_ids or (profile.store_refs if profile else ())
+        searcher = who if r.vector_store_ids else LOCAL_ADMIN
+        if not r.vector_store_ids and profile is not None and profile.project is not None:
+            searcher = Principal(project=profile.project, role="member")
         refs = tuple(dict.fromkeys(refs))  # the same store twice is searched once
         if not refs:
             raise InvalidRequestError(
@@ -216,6 +228,7 @@ class RagService:
             no_answer_message=default_message,
             debug=r.debug if r.debug is not None else self.settings.debug,
             profile=profile,
+            who=searcher,
         )
 
     def search_queries(self, user_turns: list[str]) -> list[str]:
@@ -247,13 +260,13 @@ class RagService:
         )
         for ref in k.store_refs:
             try:
-                col = await self.kb.collection(ref)
+                col = await self.kb.collection(ref, who=k.who)
             except NotFoundError:
                 raise NotFoundError(
                     f"no vector store with id or name {ref!r}",
                     param="knowledge.vector_store_ids",
                 ) from None
-            hits.extend((await self.kb.search(col.id, query)).hits)
+            hits.extend((await self.kb.search(col.id, query, who=k.who)).hits)
         hits.sort(key=lambda h: -h.score)
         return hits[: k.top_k]
 

@@ -15,7 +15,7 @@ from litestar import Request, Response, post
 from litestar.datastructures import State
 
 from gateway.services.dify import DifyError, parse_request, records, retrieve
-from gateway.state import ctx_of
+from gateway.state import ctx_of, principal_of
 
 
 @post("/retrieval", status_code=200)
@@ -27,7 +27,7 @@ async def retrieval(request: Request[Any, Any, Any], state: State) -> Response[A
         except (ValueError, RecursionError):
             raise DifyError(400, 400, "the request body is not valid JSON") from None
         req = parse_request(body, ctx.settings.limits.max_filter_conditions)
-        cid, outcome = await retrieve(ctx.kb, req)
+        cid, outcome = await retrieve(ctx.kb, req, principal_of(request))
     except DifyError as exc:
         return Response({"error_code": exc.code, "error_msg": exc.message}, status_code=exc.status)
     return Response({"records": records(cid, outcome)}, status_code=200)

@@ -12,7 +12,7 @@ from litestar.response import Stream
 from gateway.converters import file_object, list_page, page_request
 from gateway.schemas.common import DeletedObject, ListPage
 from gateway.schemas.files import FileObject
-from gateway.state import ctx_of
+from gateway.state import ctx_of, principal_of
 from gateway.uploads import receive_file
 
 
@@ -24,6 +24,7 @@ async def upload_file(request: Request[Any, Any, Any], state: State) -> FileObje
 
 @get("/v1/files")
 async def list_files(
+    request: Request[Any, Any, Any],
     state: State,
     purpose: FromQuery[str | None] = None,
     limit: FromQuery[int | None] = None,
@@ -32,18 +33,22 @@ async def list_files(
     before: FromQuery[str | None] = None,
 ) -> ListPage:
     page = page_request(limit, order, after, before, default=100)
-    found = await ctx_of(state).kb.list_files(purpose, page)
+    found = await ctx_of(state).kb.list_files(purpose, page, who=principal_of(request))
     return list_page(found, file_object, lambda f: f.id)
 
 
 @get("/v1/files/{file_id:str}")
-async def retrieve_file(state: State, file_id: FromPath[str]) -> FileObject:
-    return file_object(await ctx_of(state).kb.file(file_id))
+async def retrieve_file(
+    request: Request[Any, Any, Any], state: State, file_id: FromPath[str]
+) -> FileObject:
+    return file_object(await ctx_of(state).kb.file(file_id, who=principal_of(request)))
 
 
 @get("/v1/files/{file_id:str}/content")
-async def file_content(state: State, file_id: FromPath[str]) -> Stream:
-    record, content = await ctx_of(state).kb.file_content(file_id)
+async def file_content(
+    request: Request[Any, Any, Any], state: State, file_id: FromPath[str]
+) -> Stream:
+    record, content = await ctx_of(state).kb.file_content(file_id, who=principal_of(request))
     disposition = f'attachment; filename="{record.filename.replace(chr(34), "")}"'
     return Stream(
         content,
@@ -53,8 +58,10 @@ async def file_content(state: State, file_id: FromPath[str]) -> Stream:
 
 
 @delete("/v1/files/{file_id:str}", status_code=200)
-async def delete_file(state: State, file_id: FromPath[str]) -> DeletedObject:
-    await ctx_of(state).kb.delete_file(file_id)
+async def delete_file(
+    request: Request[Any, Any, Any], state: State, file_id: FromPath[str]
+) -> DeletedObject:
+    await ctx_of(state).kb.delete_file(file_id, who=principal_of(request))
     return DeletedObject(id=file_id, object="file")
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 import msgspec
-from litestar import Response, delete, get, post
+from litestar import Request, Response, delete, get, post
 from litestar.datastructures import State
 from litestar.params import FromPath, FromQuery, JSONBody
 
@@ -42,13 +42,14 @@ from gateway.schemas.vector_stores import (
     WebSearchRequest,
 )
 from gateway.services.knowledge import batch_items, search_query
-from gateway.state import ctx_of
+from gateway.state import ctx_of, principal_of
 from kb.types import IngestOptions
 
 # The SDK's *_and_poll helpers wait this long between polls when the server says so.
 POLL_HEADERS = {"openai-poll-after-ms": "100"}
 
 Store = FromPath[str]
+AnyRequest = Request[Any, Any, Any]
 
 
 def _polled(content: Any) -> Response[Any]:
@@ -56,7 +57,9 @@ def _polled(content: Any) -> Response[Any]:
 
 
 @post("/v1/vector_stores", status_code=200)
-async def create_store(state: State, data: JSONBody[CreateVectorStoreRequest]) -> VectorStoreObject:
+async def create_store(
+    request: AnyRequest, state: State, data: JSONBody[CreateVectorStoreRequest]
+) -> VectorStoreObject:
     ctx = ctx_of(state)
     if len(data.file_ids) > ctx.settings.limits.max_batch_files:
         raise InvalidRequestError("too many file_ids (limits.max_batch_files)", param="file_ids")
@@ -67,30 +70,34 @@ async def create_store(state: State, data: JSONBody[CreateVectorStoreRequest]) -
         expires_after=expiry(data.expires_after),
         chunking_strategy=strategy(data.chunking_strategy),
         file_ids=data.file_ids,
+        who=principal_of(request),
     )
     return store_object(view)
 
 
 @get("/v1/vector_stores")
 async def list_stores(
+    request: AnyRequest,
     state: State,
     limit: FromQuery[int | None] = None,
     order: FromQuery[str | None] = None,
     after: FromQuery[str | None] = None,
     before: FromQuery[str | None] = None,
 ) -> ListPage:
-    found = await ctx_of(state).kb.stores(page_request(limit, order, after, before))
+    found = await ctx_of(state).kb.stores(
+        page_request(limit, order, after, before), who=principal_of(request)
+    )
     return list_page(found, store_object, lambda s: s.id)
 
 
 @get("/v1/vector_stores/{vs_id:str}")
-async def retrieve_store(state: State, vs_id: Store) -> VectorStoreObject:
-    return store_object(await ctx_of(state).kb.store(vs_id))
+async def retrieve_store(request: AnyRequest, state: State, vs_id: Store) -> VectorStoreObject:
+    return store_object(await ctx_of(state).kb.store(vs_id, who=principal_of(request)))
 
 
 @post("/v1/vector_stores/{vs_id:str}", status_code=200)
 async def update_store(
-    state: State, vs_id: Store, data: JSONBody[UpdateVectorStoreRequest]
+    request: AnyRequest, state: State, vs_id: Store, data: JSONBody[UpdateVectorStoreRequest]
 ) -> VectorStoreObject:
     fields: dict[str, Any] = {}
     if data.name is not msgspec.UNSET:
@@ -99,12 +106,14 @@ async def update_store(
         fields["metadata"] = dict(data.metadata) if data.metadata else None
     if data.expires_after is not msgspec.UNSET:
         fields["expires_after"] = expiry(data.expires_after)
-    return store_object(await ctx_of(state).kb.update_store(vs_id, **fields))
+    return store_object(
+        await ctx_of(state).kb.update_store(vs_id, **fields, who=principal_of(request))
+    )
 
 
 @delete("/v1/vector_stores/{vs_id:str}", status_code=200)
-async def delete_store(state: State, vs_id: Store) -> DeletedObject:
-    cid = await ctx_of(state).kb.delete_store(vs_id)
+async def delete_store(request: AnyRequest, state: State, vs_id: Store) -> DeletedObject:
+    cid = await ctx_of(state).kb.delete_store(vs_id, who=principal_of(request))
     return DeletedObject(id=cid, object="vector_store.deleted")
 
 
@@ -113,7 +122,7 @@ async def delete_store(state: State, vs_id: Store) -> DeletedObject:
 
 @post("/v1/vector_stores/{vs_id:str}/files", status_code=200)
 async def create_store_file(
-    state: State, vs_id: Store, data: JSONBody[CreateStoreFileRequest]
+    request: AnyRequest, state: State, vs_id: Store, data: JSONBody[CreateStoreFileRequest]
 ) -> Response[VectorStoreFileObject]:
     sf = await ctx_of(state).kb.attach(
         vs_id,
@@ -121,12 +130,14 @@ async def create_store_file(
         attributes=dict(data.attributes) if data.attributes is not None else None,
         chunking_strategy=strategy(data.chunking_strategy),
         options=IngestOptions(password=data.password, ocr_languages=data.ocr_languages),
+        who=principal_of(request),
     )
     return _polled(store_file_object(sf))
 
 
 @get("/v1/vector_stores/{vs_id:str}/files")
 async def list_store_files(
+    request: AnyRequest,
     state: State,
     vs_id: Store,
     limit: FromQuery[int | None] = None,
@@ -136,34 +147,52 @@ async def list_store_files(
     filter: FromQuery[str | None] = None,
 ) -> ListPage:
     page, status = page_request(limit, order, after, before), status_filter(filter)
-    found = await ctx_of(state).kb.store_files(vs_id, page, status=status)
+    found = await ctx_of(state).kb.store_files(
+        vs_id, page, status=status, who=principal_of(request)
+    )
     return list_page(found, store_file_object, lambda f: f.id)
 
 
 @get("/v1/vector_stores/{vs_id:str}/files/{file_id:str}")
 async def retrieve_store_file(
-    state: State, vs_id: Store, file_id: FromPath[str]
+    request: AnyRequest, state: State, vs_id: Store, file_id: FromPath[str]
 ) -> Response[VectorStoreFileObject]:
-    return _polled(store_file_object(await ctx_of(state).kb.store_file(vs_id, file_id)))
+    return _polled(
+        store_file_object(
+            await ctx_of(state).kb.store_file(vs_id, file_id, who=principal_of(request))
+        )
+    )
 
 
 @post("/v1/vector_stores/{vs_id:str}/files/{file_id:str}", status_code=200)
 async def update_store_file(
-    state: State, vs_id: Store, file_id: FromPath[str], data: JSONBody[UpdateStoreFileRequest]
+    request: AnyRequest,
+    state: State,
+    vs_id: Store,
+    file_id: FromPath[str],
+    data: JSONBody[UpdateStoreFileRequest],
 ) -> VectorStoreFileObject:
-    sf = await ctx_of(state).kb.update_attributes(vs_id, file_id, dict(data.attributes))
+    sf = await ctx_of(state).kb.update_attributes(
+        vs_id, file_id, dict(data.attributes), who=principal_of(request)
+    )
     return store_file_object(sf)
 
 
 @delete("/v1/vector_stores/{vs_id:str}/files/{file_id:str}", status_code=200)
-async def delete_store_file(state: State, vs_id: Store, file_id: FromPath[str]) -> DeletedObject:
-    await ctx_of(state).kb.detach(vs_id, file_id)
+async def delete_store_file(
+    request: AnyRequest, state: State, vs_id: Store, file_id: FromPath[str]
+) -> DeletedObject:
+    await ctx_of(state).kb.detach(vs_id, file_id, who=principal_of(request))
     return DeletedObject(id=file_id, object="vector_store.file.deleted")
 
 
 @get("/v1/vector_stores/{vs_id:str}/files/{file_id:str}/content")
-async def store_file_content(state: State, vs_id: Store, file_id: FromPath[str]) -> dict[str, Any]:
-    chunks = await ctx_of(state).kb.file_chunks(vs_id, file_id, limit=100_000)
+async def store_file_content(
+    request: AnyRequest, state: State, vs_id: Store, file_id: FromPath[str]
+) -> dict[str, Any]:
+    chunks = await ctx_of(state).kb.file_chunks(
+        vs_id, file_id, limit=100_000, who=principal_of(request)
+    )
     return {
         "object": "vector_store.file_content.page",
         "data": [{"type": "text", "text": c.text} for c in chunks],
@@ -174,6 +203,7 @@ async def store_file_content(state: State, vs_id: Store, file_id: FromPath[str])
 
 @get("/v1/vector_stores/{vs_id:str}/files/{file_id:str}/chunks")
 async def list_file_chunks(
+    request: AnyRequest,
     state: State,
     vs_id: Store,
     file_id: FromPath[str],
@@ -184,7 +214,9 @@ async def list_file_chunks(
     if not 1 <= limit <= 1000:
         raise InvalidRequestError("'limit' must be between 1 and 1000", param="limit")
     start = -1 if after is None else after
-    rows = await ctx_of(state).kb.file_chunks(vs_id, file_id, after=start, limit=limit + 1)
+    rows = await ctx_of(state).kb.file_chunks(
+        vs_id, file_id, after=start, limit=limit + 1, who=principal_of(request)
+    )
     data = [msgspec.to_builtins(chunk_object(r)) for r in rows[:limit]]
     more = len(rows) > limit
     return {
@@ -202,28 +234,37 @@ async def list_file_chunks(
 
 @post("/v1/vector_stores/{vs_id:str}/file_batches", status_code=200)
 async def create_batch(
-    state: State, vs_id: Store, data: JSONBody[CreateBatchRequest]
+    request: AnyRequest, state: State, vs_id: Store, data: JSONBody[CreateBatchRequest]
 ) -> Response[BatchObject]:
     ctx = ctx_of(state)
     items = batch_items(data, ctx.settings.limits)
-    batch = await ctx.kb.create_batch(vs_id, items, strategy(data.chunking_strategy))
+    batch = await ctx.kb.create_batch(
+        vs_id, items, strategy(data.chunking_strategy), who=principal_of(request)
+    )
     return _polled(batch_object(batch))
 
 
 @get("/v1/vector_stores/{vs_id:str}/file_batches/{batch_id:str}")
 async def retrieve_batch(
-    state: State, vs_id: Store, batch_id: FromPath[str]
+    request: AnyRequest, state: State, vs_id: Store, batch_id: FromPath[str]
 ) -> Response[BatchObject]:
-    return _polled(batch_object(await ctx_of(state).kb.batch(vs_id, batch_id)))
+    return _polled(
+        batch_object(await ctx_of(state).kb.batch(vs_id, batch_id, who=principal_of(request)))
+    )
 
 
 @post("/v1/vector_stores/{vs_id:str}/file_batches/{batch_id:str}/cancel", status_code=200)
-async def cancel_batch(state: State, vs_id: Store, batch_id: FromPath[str]) -> BatchObject:
-    return batch_object(await ctx_of(state).kb.cancel_batch(vs_id, batch_id))
+async def cancel_batch(
+    request: AnyRequest, state: State, vs_id: Store, batch_id: FromPath[str]
+) -> BatchObject:
+    return batch_object(
+        await ctx_of(state).kb.cancel_batch(vs_id, batch_id, who=principal_of(request))
+    )
 
 
 @get("/v1/vector_stores/{vs_id:str}/file_batches/{batch_id:str}/files")
 async def list_batch_files(
+    request: AnyRequest,
     state: State,
     vs_id: Store,
     batch_id: FromPath[str],
@@ -234,7 +275,9 @@ async def list_batch_files(
     filter: FromQuery[str | None] = None,
 ) -> ListPage:
     page, status = page_request(limit, order, after, before), status_filter(filter)
-    found = await ctx_of(state).kb.store_files(vs_id, page, status=status, batch_id=batch_id)
+    found = await ctx_of(state).kb.store_files(
+        vs_id, page, status=status, batch_id=batch_id, who=principal_of(request)
+    )
     return list_page(found, store_file_object, lambda f: f.id)
 
 
@@ -242,46 +285,62 @@ async def list_batch_files(
 
 
 @post("/v1/vector_stores/{vs_id:str}/search", status_code=200)
-async def search_store(state: State, vs_id: Store, data: JSONBody[SearchRequest]) -> SearchPage:
+async def search_store(
+    request: AnyRequest, state: State, vs_id: Store, data: JSONBody[SearchRequest]
+) -> SearchPage:
     ctx = ctx_of(state)
-    outcome = await ctx.kb.search(vs_id, search_query(data, ctx.settings.limits))
+    outcome = await ctx.kb.search(
+        vs_id, search_query(data, ctx.settings.limits), who=principal_of(request)
+    )
     return search_page(outcome)
 
 
 @post("/v1/vector_stores/{vs_id:str}/urls", status_code=200)
 async def ingest_url(
-    state: State, vs_id: Store, data: JSONBody[IngestUrlRequest]
+    request: AnyRequest, state: State, vs_id: Store, data: JSONBody[IngestUrlRequest]
 ) -> Response[VectorStoreFileObject]:
     attrs = dict(data.attributes) if data.attributes is not None else None
     return _polled(
-        store_file_object(await ctx_of(state).kb.ingest_url(vs_id, data.url, attributes=attrs))
+        store_file_object(
+            await ctx_of(state).kb.ingest_url(
+                vs_id, data.url, attributes=attrs, who=principal_of(request)
+            )
+        )
     )
 
 
 @post("/v1/vector_stores/{vs_id:str}/reembed", status_code=200)
-async def reembed_store(state: State, vs_id: Store, data: JSONBody[ReembedRequest]) -> JobObject:
+async def reembed_store(
+    request: AnyRequest, state: State, vs_id: Store, data: JSONBody[ReembedRequest]
+) -> JobObject:
     ctx = ctx_of(state)
     ctx.registry.resolve(data.model, "embedding")
-    return job_object(await ctx.kb.reembed(vs_id, data.model))
+    return job_object(await ctx.kb.reembed(vs_id, data.model, who=principal_of(request)))
 
 
 @post("/v1/vector_stores/{vs_id:str}/web_search", status_code=200)
-async def web_search(state: State, vs_id: Store, data: JSONBody[WebSearchRequest]) -> JobObject:
+async def web_search(
+    request: AnyRequest, state: State, vs_id: Store, data: JSONBody[WebSearchRequest]
+) -> JobObject:
     attrs = dict(data.attributes) if data.attributes is not None else None
     kb = ctx_of(state).kb
-    job = await kb.web_search(vs_id, data.query, max_results=data.max_results, attributes=attrs)
+    job = await kb.web_search(
+        vs_id, data.query, max_results=data.max_results, attributes=attrs, who=principal_of(request)
+    )
     return job_object(job)
 
 
 @get("/v1/vector_stores/{vs_id:str}/jobs/{job_id:str}")
-async def retrieve_job(state: State, vs_id: Store, job_id: FromPath[str]) -> JobObject:
-    return job_object(await ctx_of(state).kb.job(vs_id, job_id))
+async def retrieve_job(
+    request: AnyRequest, state: State, vs_id: Store, job_id: FromPath[str]
+) -> JobObject:
+    return job_object(await ctx_of(state).kb.job(vs_id, job_id, who=principal_of(request)))
 
 
 @get("/v1/vector_stores/{vs_id:str}/jobs")
-async def list_jobs(state: State, vs_id: Store) -> dict[str, Any]:
+async def list_jobs(request: AnyRequest, state: State, vs_id: Store) -> dict[str, Any]:
     """The store's jobs (re-embeds, web searches), newest first."""
-    jobs = await ctx_of(state).kb.jobs(vs_id)
+    jobs = await ctx_of(state).kb.jobs(vs_id, who=principal_of(request))
     data = [job_object(j) for j in sorted(jobs, key=lambda j: -j.created_at)]
     return {"object": "list", "data": data}
 

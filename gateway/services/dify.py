@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from core.errors import APIError, NotFoundError
+from core.tenancy import LOCAL_ADMIN, Principal
 from kb.filters import Compare, Compound, Filter, scalar_problem
 from kb.retrieval import SearchQuery
 from kb.service import KnowledgeBase
@@ -114,16 +115,19 @@ def parse_request(body: Any, max_conditions: int) -> DifyRequest:
     return DifyRequest(knowledge_id, query, top_k, float(threshold), flt)
 
 
-async def retrieve(kb: KnowledgeBase, req: DifyRequest) -> tuple[str, SearchOutcome]:
+async def retrieve(
+    kb: KnowledgeBase, req: DifyRequest, who: Principal = LOCAL_ADMIN
+) -> tuple[str, SearchOutcome]:
+    """Search the knowledge (a store ``who`` sees; another project's is missing)."""
     try:
-        col = await kb.collection(req.knowledge_id)
+        col = await kb.collection(req.knowledge_id, who=who)
     except NotFoundError:
         raise DifyError(404, 2001, "The knowledge does not exist") from None
     query = SearchQuery(
         (req.query,), req.top_k, filter=req.filter, score_threshold=req.score_threshold
     )
     try:
-        return col.id, await kb.search(col.id, query)
+        return col.id, await kb.search(col.id, query, who=who)
     except APIError as exc:
         raise DifyError(exc.status_code, exc.status_code, exc.message) from None
 

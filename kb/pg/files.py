@@ -33,7 +33,7 @@ class FilesMixin(SqlFiles, Database):
         with self._conn(transaction=True) as conn:
             conn.execute(
                 "INSERT INTO files (id, filename, bytes, purpose, sha256, source_url, "
-                "created_at) VALUES (%s, %s, %s, %s, %s, %s, %s)",
+                "created_at, project) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
                 (
                     record.id,
                     pg_text(record.filename),
@@ -42,6 +42,7 @@ class FilesMixin(SqlFiles, Database):
                     record.sha256,
                     record.source_url,
                     record.created_at,
+                    record.project,
                 ),
             )
             with open(source, "rb") as fh:

@@ -88,8 +88,8 @@ def _copy_rows(src: SqliteBackend, dst: PostgresBackend, tell: Progress) -> None
         for c in cols:
             conn.execute(
                 "INSERT INTO collections (id, name, embedding_model, dimensions, metadata, "
-                "created_at, expires_after, last_active_at, chunking_strategy) VALUES "
-                "(%s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
+                "created_at, expires_after, last_active_at, chunking_strategy, project) VALUES "
+                "(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
                 (
                     c["id"],
                     c["name"],
@@ -100,6 +100,7 @@ def _copy_rows(src: SqliteBackend, dst: PostgresBackend, tell: Progress) -> None
                     _json(c["expires_after"]),
                     c["last_active_at"],
                     _json(c["chunking_strategy"]),
+                    c["project"],
                 ),
             )
     for c in cols:
@@ -112,7 +113,7 @@ def _copy_rows(src: SqliteBackend, dst: PostgresBackend, tell: Progress) -> None
             with dst._conn(transaction=True) as conn:
                 conn.execute(
                     "INSERT INTO files (id, filename, bytes, purpose, sha256, source_url, "
-                    "created_at) VALUES (%s, %s, %s, %s, %s, %s, %s)",
+                    "created_at, project) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
                     (
                         fid,
                         f["filename"],
@@ -121,6 +122,7 @@ def _copy_rows(src: SqliteBackend, dst: PostgresBackend, tell: Progress) -> None
                         f["sha256"],
                         f["source_url"],
                         f["created_at"],
+                        f["project"],
                     ),
                 )
                 for part, data in enumerate(src.read_file(fid, dst._part)):

@@ -170,4 +170,12 @@ MIGRATIONS: list[str] = [
     END
     $$;
     """,
+    # 3: projects own stores and files (core.tenancy); rows from before belong to the
+    # admin project. A constant default adds the column without rewriting the table.
+    """
+    ALTER TABLE collections ADD COLUMN project TEXT NOT NULL DEFAULT 'default';
+    ALTER TABLE files ADD COLUMN project TEXT NOT NULL DEFAULT 'default';
+    CREATE INDEX collections_project ON collections(project, name);
+    CREATE INDEX files_project ON files(project, created_at, seq);
+    """,
 ]

@@ -7,19 +7,24 @@ from kb.sql.paging import paged
 from kb.sql.port import SqlPort, to_int
 from kb.types import Collection, FileCounts, Page, PageRequest, StoreStats
 
-__all__ = ["SqlCollections"]
+__all__ = ["SqlCollections", "in_project"]
 
 # The columns ``update_collection`` may write, and those of them holding JSON.
 _UPDATABLE = {"name", "metadata", "expires_after", "last_active_at", "chunking_strategy"}
 _JSON_COLUMNS = {"metadata", "expires_after", "chunking_strategy"}
 
 
+def in_project(project: str | None) -> tuple[str, list[object]]:
+    """The condition limiting rows to ``project`` (None: every project)."""
+    return ("project = ?", [project]) if project is not None else ("1 = 1", [])
+
+
 class SqlCollections(SqlPort):
     def create_collection(self, c: Collection) -> None:
         self.execute(
             "INSERT INTO collections (id, name, embedding_model, dimensions, metadata, "
-            "created_at, expires_after, last_active_at, chunking_strategy) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "created_at, expires_after, last_active_at, chunking_strategy, project) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             [
                 c.id,
                 c.name,
@@ -32,6 +37,7 @@ class SqlCollections(SqlPort):
                 else None,
                 c.last_active_at,
                 dump_json(strategy_json(c.chunking_strategy)) if c.chunking_strategy else None,
+                c.project,
             ],
         )
 
@@ -39,10 +45,15 @@ class SqlCollections(SqlPort):
         row = self.one("SELECT * FROM collections WHERE id = ?", [cid])
         return collection_from(row) if row else None
 
-    def collections_named(self, name: str) -> list[Collection]:
+    def collections_named(self, name: str, project: str | None = None) -> list[Collection]:
+        where, args = in_project(project)
         return [
             collection_from(r)
-            for r in self.rows("SELECT * FROM collections WHERE name = ?", [name])
+            for r in self.rows(
+                f"SELECT * FROM collections WHERE name = ? AND {where} "
+                f"ORDER BY created_at, {self.dialect.tie}",
+                [name, *args],
+            )
         ]
 
     def all_collections(self) -> list[Collection]:
@@ -51,8 +62,9 @@ class SqlCollections(SqlPort):
             for r in self.rows(f"SELECT * FROM collections ORDER BY created_at, {self.dialect.tie}")
         ]
 
-    def list_collections(self, page: PageRequest) -> Page[Collection]:
-        return paged(self, "collections", "id", "1 = 1", [], page, collection_from)
+    def list_collections(self, page: PageRequest, project: str | None = None) -> Page[Collection]:
+        where, args = in_project(project)
+        return paged(self, "collections", "id", where, args, page, collection_from)
 
     def update_collection(self, cid: str, fields: dict[str, object]) -> None:
         if not fields:

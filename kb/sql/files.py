@@ -16,6 +16,7 @@ from kb.rows import (
     store_file_from,
     strategy_json,
 )
+from kb.sql.collections import in_project
 from kb.sql.paging import paged
 from kb.sql.port import SqlPort
 from kb.types import Batch, FileRecord, FileStatus, LastError, Page, PageRequest, StoreFile
@@ -38,8 +39,13 @@ class SqlFiles(SqlPort):
         row = self.one("SELECT * FROM files WHERE id = ?", [file_id])
         return file_from(row) if row else None
 
-    def list_files(self, purpose: str | None, page: PageRequest) -> Page[FileRecord]:
-        where, args = ("purpose = ?", [purpose]) if purpose else ("1 = 1", [])
+    def list_files(
+        self, purpose: str | None, page: PageRequest, project: str | None = None
+    ) -> Page[FileRecord]:
+        where, args = in_project(project)
+        if purpose:
+            where += " AND purpose = ?"
+            args.append(purpose)
         return paged(self, "files", "id", where, args, page, file_from)
 
     def delete_file(self, file_id: str) -> None:

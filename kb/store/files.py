@@ -30,7 +30,7 @@ class FilesMixin(SqlFiles, Database):
             target.write_bytes(source.read_bytes())
         self.execute(
             "INSERT INTO files (id, filename, bytes, purpose, sha256, path, source_url, "
-            "created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            "created_at, project) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
             [
                 record.id,
                 record.filename,
@@ -40,6 +40,7 @@ class FilesMixin(SqlFiles, Database):
                 str(target),
                 record.source_url,
                 record.created_at,
+                record.project,
             ],
         )
 

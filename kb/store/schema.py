@@ -166,4 +166,12 @@ MIGRATIONS: list[str] = [
         INSERT INTO chunks_stem(chunks_stem, rowid, text) VALUES ('delete', old.id, old.text);
     END;
     """,
+    # 6: projects own stores and files (core.tenancy); rows from before belong to the
+    # admin project. Store files, batches, jobs and chunks are reached through their store.
+    """
+    ALTER TABLE collections ADD COLUMN project TEXT NOT NULL DEFAULT 'default';
+    ALTER TABLE files ADD COLUMN project TEXT NOT NULL DEFAULT 'default';
+    CREATE INDEX collections_project ON collections(project, name);
+    CREATE INDEX files_project ON files(project, created_at);
+    """,
 ]

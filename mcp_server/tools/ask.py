@@ -7,13 +7,17 @@ from collections.abc import Sequence
 from typing import Annotated, Protocol
 
 from mcp.server import MCPServer
+from mcp.server.mcpserver import Context
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp.types import CallToolResult
 from pydantic import BaseModel, Field
 
+from core.tenancy import Principal
 from kb.service import KnowledgeBase
+from mcp_server.chunk_ids import ChunkIds
 from mcp_server.config import McpSettings
-from mcp_server.tools.common import READ_ONLY, lookup, result, tool_errors
+from mcp_server.tools.common import READ_ONLY, caller, result, tool_errors
+from mcp_server.tools.read import scoped_stores
 from rag.service import Citation as SourceCitation
 
 __all__ = ["AnswerLike", "Asker", "register"]
@@ -34,15 +38,22 @@ class Asker(Protocol):
     """What answers questions from the knowledge base (the gateway's chat core)."""
 
     async def answer(
-        self, question: str, profile: str | None = None, *, stores: Sequence[str] | None = None
-    ) -> AnswerLike: ...
+        self,
+        question: str,
+        profile: str | None = None,
+        *,
+        stores: Sequence[str] | None = None,
+        who: Principal | None = None,
+    ) -> AnswerLike:
+        """``stores`` are resolved and searched as ``who``."""
+        ...
 
 
 class Citation(BaseModel):
     index: int
     file_id: str
     filename: str
-    chunk_id: int
+    chunk_id: str
     score: float
     page: int | None = None
 
@@ -54,7 +65,9 @@ class AskOutput(BaseModel):
     citations: list[Citation]
 
 
-def register(server: MCPServer, kb: KnowledgeBase, cfg: McpSettings, asker: Asker | None) -> None:
+def register(
+    server: MCPServer, kb: KnowledgeBase, cfg: McpSettings, asker: Asker | None, ids: ChunkIds
+) -> None:
     @server.tool(
         description=(
             "Ask a question and get an answer grounded in the knowledge base, with "
@@ -64,6 +77,7 @@ def register(server: MCPServer, kb: KnowledgeBase, cfg: McpSettings, asker: Aske
         annotations=READ_ONLY,
     )
     async def ask(
+        ctx: Context,
         question: Annotated[str, Field(description="The question.")],
         profile: Annotated[str | None, Field(description="Knowledge profile id.")] = None,
     ) -> Annotated[CallToolResult, AskOutput]:
@@ -71,16 +85,16 @@ def register(server: MCPServer, kb: KnowledgeBase, cfg: McpSettings, asker: Aske
             raise ToolError("this server serves no chat model to answer with")
         if not question.strip():
             raise ToolError("question must not be empty")
+        who = caller(ctx)
         with tool_errors():
-            refs = cfg.default_stores
-            stores = [await lookup(kb, r) for r in refs] if refs else await kb.all_stores()
-            got = await asker.answer(question, profile, stores=[s.id for s in stores])
+            stores = await scoped_stores(kb, cfg, who, None)
+            got = await asker.answer(question, profile, stores=[s.id for s in stores], who=who)
         cites = [
             Citation(
                 index=c.index,
                 file_id=c.hit.file_id,
                 filename=c.hit.filename,
-                chunk_id=c.hit.chunk_id,
+                chunk_id=ids.seal(c.hit.vector_store_id, c.hit.chunk_id),
                 score=round(c.hit.score, 6),
                 page=c.hit.page,
             )

@@ -1,5 +1,11 @@
 """What every tool group shares: output models, the one translator from the knowledge
-base's errors to ``ToolError`` (which the model reads), and store lookup."""
+base's errors to ``ToolError`` (which the model reads), who a call runs as, and store
+lookup.
+
+Every tool runs as the caller's principal: over Streamable HTTP the gateway's auth
+middleware has put it in the request's ASGI scope (``scope["state"]["principal"]``);
+over stdio (no HTTP request) it is the local admin. Chunk ids on the wire are sealed
+tokens (``mcp_server.chunk_ids``)."""
 
 from __future__ import annotations
 
@@ -7,19 +13,23 @@ import contextlib
 from collections.abc import Iterator
 from typing import Any
 
+from mcp.server.mcpserver import Context
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp.types import CallToolResult, TextContent, ToolAnnotations
 from pydantic import BaseModel, Field
 
 from core.errors import APIError, NotFoundError
+from core.tenancy import LOCAL_ADMIN, Principal
 from kb.service import KnowledgeBase
 from kb.types import ChunkView, Collection, SearchHit, StoreFile
+from mcp_server.chunk_ids import ChunkIds
 
 __all__ = [
     "READ_ONLY",
     "ChunkInfo",
     "FileWritten",
     "Hit",
+    "caller",
     "lookup",
     "result",
     "tool_errors",
@@ -31,7 +41,7 @@ READ_ONLY = ToolAnnotations(readOnlyHint=True, openWorldHint=False)
 
 
 class Hit(BaseModel):
-    chunk_id: int
+    chunk_id: str
     vector_store_id: str
     file_id: str
     filename: str
@@ -43,9 +53,9 @@ class Hit(BaseModel):
     attributes: dict[str, Any] = Field(default_factory=dict)
 
     @classmethod
-    def of(cls, h: SearchHit) -> Hit:
+    def of(cls, h: SearchHit, ids: ChunkIds) -> Hit:
         return cls(
-            chunk_id=h.chunk_id,
+            chunk_id=ids.seal(h.vector_store_id, h.chunk_id),
             vector_store_id=h.vector_store_id,
             file_id=h.file_id,
             filename=h.filename,
@@ -59,7 +69,7 @@ class Hit(BaseModel):
 
 
 class ChunkInfo(BaseModel):
-    chunk_id: int
+    chunk_id: str
     position: int
     text: str
     page: int | None = None
@@ -67,9 +77,14 @@ class ChunkInfo(BaseModel):
     row: int | None = None
 
     @classmethod
-    def of(cls, c: ChunkView) -> ChunkInfo:
+    def of(cls, c: ChunkView, ids: ChunkIds) -> ChunkInfo:
         return cls(
-            chunk_id=c.id, position=c.position, text=c.text, page=c.page, sheet=c.sheet, row=c.row
+            chunk_id=ids.seal(c.collection_id, c.id),
+            position=c.position,
+            text=c.text,
+            page=c.page,
+            sheet=c.sheet,
+            row=c.row,
         )
 
 
@@ -91,10 +106,33 @@ def tool_errors(what: str | None = None) -> Iterator[None]:
         raise ToolError(exc.message) from None
 
 
-async def lookup(kb: KnowledgeBase, ref: str) -> Collection:
-    """A store by id or name; an unknown one is a tool error that does not list the others."""
+# Where the gateway's auth middleware keeps the request's principal in the ASGI scope.
+_STATE_KEY = "principal"
+
+
+def caller(ctx: Context) -> Principal:
+    """The principal a tool call runs as: the HTTP request's (set by the gateway's auth
+    middleware), or the local admin over stdio, where there is no HTTP request."""
+    try:
+        request = ctx.request_context.request
+    except ValueError:  # called outside a request (a tool invoked in-process)
+        return LOCAL_ADMIN
+    if request is None:
+        return LOCAL_ADMIN
+    scope = getattr(request, "scope", None)
+    state = scope.get("state") if isinstance(scope, dict) else None
+    found = state.get(_STATE_KEY) if isinstance(state, dict) else None
+    if isinstance(found, Principal):
+        return found
+    # An HTTP request that did not come through the gateway's auth runs as nobody.
+    raise ToolError("this request carries no authenticated caller")
+
+
+async def lookup(kb: KnowledgeBase, ref: str, who: Principal) -> Collection:
+    """A store ``who`` sees by id or name; an unknown one (or another project's) is a tool
+    error that does not list the others."""
     with tool_errors(f"vector store {ref!r} does not exist (list_vector_stores shows the stores)"):
-        return await kb.collection(ref)
+        return await kb.collection(ref, who=who)
 
 
 def result(structured: BaseModel, text: str) -> CallToolResult:

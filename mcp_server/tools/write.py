@@ -7,14 +7,16 @@ import json
 from typing import Annotated, Any
 
 from mcp.server import MCPServer
+from mcp.server.mcpserver import Context
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp.types import CallToolResult, ToolAnnotations
 from pydantic import BaseModel, Field
 
+from core.tenancy import Principal
 from kb.service import KnowledgeBase
 from kb.types import Collection
 from mcp_server.config import McpSettings
-from mcp_server.tools.common import FileWritten, lookup, result, tool_errors, written
+from mcp_server.tools.common import FileWritten, caller, lookup, result, tool_errors, written
 
 __all__ = ["register"]
 
@@ -37,18 +39,26 @@ class WebSearchDone(BaseModel):
 
 
 def register(server: MCPServer, kb: KnowledgeBase, cfg: McpSettings) -> None:
-    async def writable(ref: str) -> Collection:
-        col = await lookup(kb, ref)
+    async def writable(ref: str, who: Principal) -> Collection:
+        """A store ``who`` sees that ``mcp.writable_stores`` lets MCP clients change. The
+        list names store ids; a name there allows a store only while no other store,
+        in any project, has that name (names are unique only within a project)."""
+        col = await lookup(kb, ref, who)
         allowed = cfg.writable_stores
-        if allowed and col.id not in allowed and col.name not in allowed:
-            raise ToolError(f"vector store {ref!r} is read-only for MCP clients")
-        return col
+        if not allowed or col.id in allowed:
+            return col
+        if col.name is not None and col.name in allowed:
+            named = [c for c in await kb.all_stores() if c.name == col.name]
+            if len(named) == 1:
+                return col
+        raise ToolError(f"vector store {ref!r} is read-only for MCP clients")
 
     @server.tool(
         description="Add a text note to a vector store (it is chunked, embedded and indexed).",
         annotations=WRITE,
     )
     async def add_text(
+        ctx: Context,
         vector_store: Annotated[str, Field(description="Store id or name.")],
         text: Annotated[str, Field(description="The text to store.")],
         title: Annotated[str | None, Field(description="A file name for it.")] = None,
@@ -56,11 +66,14 @@ def register(server: MCPServer, kb: KnowledgeBase, cfg: McpSettings) -> None:
             dict[str, Any] | None, Field(description="Attributes for filters.")
         ] = None,
     ) -> Annotated[CallToolResult, FileWritten]:
-        col = await writable(vector_store)
+        who = caller(ctx)
+        col = await writable(vector_store, who)
         if not text.strip():
             raise ToolError("text must not be empty")
         with tool_errors():
-            sf = await kb.add_text(col.id, text, title=title or "note.txt", attributes=attributes)
+            sf = await kb.add_text(
+                col.id, text, title=title or "note.txt", attributes=attributes, who=who
+            )
         return written(sf, f"{sf.file_id} in {col.name or col.id}")
 
     @server.tool(
@@ -68,13 +81,15 @@ def register(server: MCPServer, kb: KnowledgeBase, cfg: McpSettings) -> None:
         annotations=ToolAnnotations(readOnlyHint=False, destructiveHint=False, openWorldHint=True),
     )
     async def ingest_url(
+        ctx: Context,
         vector_store: Annotated[str, Field(description="Store id or name.")],
         url: Annotated[str, Field(description="http(s) URL of the page.")],
     ) -> Annotated[CallToolResult, FileWritten]:
-        col = await writable(vector_store)
+        who = caller(ctx)
+        col = await writable(vector_store, who)
         with tool_errors():
-            sf = await kb.ingest_url(col.id, url)
-            sf = await kb.wait_file(col.id, sf.file_id, timeout=120)
+            sf = await kb.ingest_url(col.id, url, who=who)
+            sf = await kb.wait_file(col.id, sf.file_id, timeout=120, who=who)
         return written(sf, f"{url} -> {sf.file_id}")
 
     @server.tool(
@@ -85,15 +100,17 @@ def register(server: MCPServer, kb: KnowledgeBase, cfg: McpSettings) -> None:
         annotations=ToolAnnotations(readOnlyHint=False, destructiveHint=False, openWorldHint=True),
     )
     async def web_search_ingest(
+        ctx: Context,
         vector_store: Annotated[str, Field(description="Store id or name.")],
         query: Annotated[str, Field(description="What to search the web for.")],
         max_results: Annotated[int | None, Field(description="Results to ingest.", ge=1)] = None,
     ) -> Annotated[CallToolResult, WebSearchDone]:
-        col = await writable(vector_store)
+        who = caller(ctx)
+        col = await writable(vector_store, who)
         with tool_errors():
-            job = await kb.web_search(col.id, query, max_results=max_results)
+            job = await kb.web_search(col.id, query, max_results=max_results, who=who)
             await kb.web.wait(timeout=300)
-            job = await kb.job(col.id, job.id)
+            job = await kb.job(col.id, job.id, who=who)
         p = job.params
         out = WebSearchDone(
             vector_store_id=col.id,
@@ -110,11 +127,13 @@ def register(server: MCPServer, kb: KnowledgeBase, cfg: McpSettings) -> None:
         annotations=ToolAnnotations(readOnlyHint=False, destructiveHint=True, openWorldHint=False),
     )
     async def delete_file(
+        ctx: Context,
         vector_store: Annotated[str, Field(description="Store id or name.")],
         file_id: Annotated[str, Field(description="The file id (from list_files).")],
     ) -> Annotated[CallToolResult, Deleted]:
-        col = await writable(vector_store)
+        who = caller(ctx)
+        col = await writable(vector_store, who)
         with tool_errors(f"file {file_id!r} is not in vector store {vector_store!r}"):
-            removed = await kb.detach(col.id, file_id)
+            removed = await kb.detach(col.id, file_id, who=who)
         out = Deleted(vector_store_id=col.id, file_id=file_id, chunks_removed=removed)
         return result(out, json.dumps(out.model_dump()))

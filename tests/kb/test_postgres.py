@@ -14,6 +14,7 @@ from typing import Any
 
 import yaml
 
+from core.tenancy import Principal
 from engines.base import ModelInfo
 from engines.fake import FakeEmbedder
 from gateway.app import create_app
@@ -90,6 +91,9 @@ async def test_migrate_keeps_ids_vectors_and_results(tmp_path: Path, pg_server: 
     count = src.backend.count(cid)
     assert count >= 1000
     before = {m: await _search_all(src, cid, m) for m in ("dense", "hybrid")}
+    team = Principal(project="team-a", role="member")
+    team_store = (await src.create_store("manuals", "fake-embed", who=team)).id
+    team_file = (await src.add_file_bytes(b"team notes", "team.txt", who=team)).id
     src.close()
 
     dsn = new_database(pg_server)
@@ -130,6 +134,11 @@ async def test_migrate_keeps_ids_vectors_and_results(tmp_path: Path, pg_server: 
         assert len(page.data) == 70 and all(f.status == "completed" for f in page.data)
         record, body = await dst.file_content(page.data[0].file_id)
         assert len(b"".join(body)) == record.bytes
+        # Each store and file keeps its project.
+        assert (await dst.collection(cid)).project == "default"
+        assert [c.id for c in await dst.all_stores(who=team)] == [team_store]
+        assert (await dst.file(team_file, who=team)).filename == "team.txt"
+        assert (await dst.collection("manuals", who=team)).id == team_store
         # New chunks take ids after the copied ones.
         top = max(max(ids) for ids in before["dense"])
         await dst.add_text(cid, "a brand new line about the relay panel", title="new.md")

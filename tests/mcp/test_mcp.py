@@ -117,7 +117,7 @@ async def test_in_memory_read_only_tools(kb_env: Any) -> None:
         assert res.is_error and "nope" in _text(res) and "manuals" not in _text(res)
         res = await client.call_tool("search", {"query": "x", "filters": {"type": "like"}})
         assert res.is_error and "filters" in _text(res)
-        res = await client.call_tool("read_chunk", {"chunk_id": 999999})
+        res = await client.call_tool("read_chunk", {"chunk_id": "chunk_999999"})
         assert res.is_error and "999999" in _text(res)
         res = await client.call_tool("search", {"query": "x", "top_k": 500})
         assert res.is_error
