@@ -96,6 +96,30 @@ def stored_url(url: str) -> str:
     return urlunsplit((p.scheme, netloc, p.path, query, ""))
 
 
+def check_url(url: str, settings: UrlFetchSettings) -> str:
+    """``url`` when it could be fetched at all (http(s), a host, no credentials, not a
+    literal non-public address), else a FetchError. A host name's addresses are checked
+    when it is fetched (resolving it is work for the job)."""
+    _, host, _ = _parse(url)
+    try:
+        literal = ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return url
+    if not _exempt(host, settings) and not is_public_address(literal):
+        raise FetchError(
+            f"refused to fetch {host!r}: {literal} is a non-public address (allow it with "
+            "knowledge.url.allow_private_networks or allowed_hosts)",
+            "url_not_allowed",
+        )
+    return url
+
+
+def url_filename(url: str) -> str:
+    """A file name for ``url`` before its answer names one."""
+    parts = urlsplit(url)
+    return PurePosixPath(unquote(parts.path)).name or parts.hostname or "page"
+
+
 def _exempt(host: str, settings: UrlFetchSettings) -> bool:
     allowed = {h.lower() for h in settings.allowed_hosts}
     return settings.allow_private_networks or host.lower() in allowed

@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import functools
+import hashlib
 import itertools
 import logging
 import os
@@ -29,11 +31,13 @@ from core.errors import APIError, is_disk_full
 from kb.backend import KnowledgeBackend
 from kb.chunking import ChunkingStrategy, chunk_text
 from kb.config import KnowledgeSettings
+from kb.fetch import FetchError, fetch_url
+from kb.files import safe_filename
 from kb.loaders import LoaderError, LoaderLimits, Section, iter_document
 from kb.loaders.pdf import OcrPage
 from kb.ports import EmbeddingProvider, Progress, embed_both
 from kb.sql.chunks import content_hash
-from kb.types import ChunkRecord, LastError, StoreFile
+from kb.types import ChunkRecord, FileRecord, LastError, StoreFile
 
 __all__ = ["Ingestor", "chunk_sections", "last_error"]
 
@@ -282,6 +286,36 @@ class Ingestor:
 
     # -- one file -----------------------------------------------------------------------
 
+    async def _fetched(self, record: FileRecord, url: str) -> tuple[FileRecord, str | None]:
+        """Fill the file made for a page with the page (under knowledge.url's deadline and
+        byte cap); its record and the page's content type."""
+        try:
+            page = await fetch_url(url, self.settings.url)
+        except FetchError as exc:
+            raise LoaderError(f"{exc.message} ({exc.code})") from None
+        self.files_check(len(page.body))
+        part = self.backend.upload_path(record.id)
+        await asyncio.to_thread(part.write_bytes, page.body)
+        filled = dataclasses.replace(
+            record,
+            filename=safe_filename(page.filename),
+            bytes=len(page.body),
+            sha256=hashlib.sha256(page.body).hexdigest(),
+        )
+        try:
+            await asyncio.to_thread(self.backend.replace_file, filled, part)
+        finally:
+            part.unlink(missing_ok=True)
+        return filled, page.content_type
+
+    def files_check(self, size: int) -> None:
+        if size > self.settings.max_upload_bytes:
+            raise LoaderError(
+                f"the page is larger than {self.settings.max_upload_bytes} bytes "
+                "(knowledge.max_upload_bytes)",
+                "file_too_large",
+            )
+
     async def _ingest(self, job: _Job) -> _Outcome:
         sf = job.sf
         cid, file_id = sf.collection_id, sf.file_id
@@ -289,6 +323,9 @@ class Ingestor:
         col = await asyncio.to_thread(self.backend.collection, cid)
         if record is None or col is None:
             raise LoaderError("the file's content is missing")
+        content_type = sf.options.content_type
+        if sf.options.fetch_url and record.bytes == 0:
+            record, content_type = await self._fetched(record, sf.options.fetch_url)
         count = self.provider.tokenizer(col.embedding_model).count
         deadline = time.monotonic() + self.settings.max_seconds_per_file
         outcome = _Outcome()
@@ -299,7 +336,7 @@ class Ingestor:
                 path,
                 record.filename,
                 self.limits,
-                content_type=sf.options.content_type,
+                content_type=content_type,
                 password=sf.options.password,
                 ocr=self.ocr,
                 ocr_languages=sf.options.ocr_languages,

@@ -133,6 +133,7 @@ def options_json(options: IngestOptions) -> dict[str, str]:
         "content_type": options.content_type,
         "password": options.password,
         "ocr_languages": options.ocr_languages,
+        "fetch_url": options.fetch_url,
     }
     return {k: v for k, v in raw.items() if v is not None}
 
@@ -156,6 +157,7 @@ def store_file_from(row: Row) -> StoreFile:
             content_type=_opt_str(opts.get("content_type")),
             password=_opt_str(opts.get("password")),
             ocr_languages=_opt_str(opts.get("ocr_languages")),
+            fetch_url=_opt_str(opts.get("fetch_url")),
         ),
         attempts=_int(row.get("attempts")),
         filename=_opt_str(row.get("filename")),

@@ -30,7 +30,7 @@ from core.tenancy import LOCAL_ADMIN, Principal
 from kb.backend import KnowledgeBackend
 from kb.chunking import ChunkingStrategy
 from kb.config import KnowledgeSettings
-from kb.fetch import FetchError, fetch_url, stored_url
+from kb.fetch import FetchError, check_url, fetch_url, stored_url, url_filename
 from kb.files import Files
 from kb.filters import scalar_problem
 from kb.ingest import Ingestor
@@ -528,23 +528,26 @@ class KnowledgeBase:
         attributes: Attributes | None = None,
         who: Principal = LOCAL_ADMIN,
     ) -> StoreFile:
-        """Fetch a web page (SSRF-checked) into a file of the store's project and ingest
-        it; a refused or failed fetch is a 400."""
+        """Queue a web page for a store, as a job: the answer comes at once with the file
+        ``in_progress``; the ingestion fetches it (SSRF-checked, under knowledge.url's total
+        deadline and byte cap) into a file of the store's project, and a refused or failed
+        fetch fails the file with the reason. A URL that could never be fetched is a 400."""
         col = await self.collection(ref, who=who)
         attrs = check_attributes(attributes) if attributes is not None else {}
         try:
-            fetched = await fetch_url(url, self.settings.url)
+            check_url(url, self.settings.url)
         except FetchError as exc:
             raise InvalidRequestError(exc.message, param="url", code=exc.code) from None
-        url_kept = stored_url(fetched.final_url)[:512]
+        url_kept = stored_url(url)[:512]
         record = await self.files.add_bytes(
-            fetched.body, fetched.filename, source_url=url_kept, project=col.project
+            b"", url_filename(url), source_url=url_kept, project=col.project
         )
         return await self.attach(
             col.id,
             record.id,
             attributes=check_attributes({"url": url_kept, **attrs}),
-            options=IngestOptions(content_type=fetched.content_type),
+            options=IngestOptions(fetch_url=url),
+            who=who,
         )
 
     async def wait_file(
@@ -699,7 +702,23 @@ class KnowledgeBase:
         return await self.web.start_job(col, query, max_results, attrs)
 
     async def _ingest_found(self, cid: str, url: str, attributes: Attributes) -> StoreFile:
-        return await self.ingest_url(cid, url, attributes=attributes)
+        """One web search result, fetched here: the search job (already off the request)
+        records a result that cannot be fetched as failed and goes on with the others."""
+        col = await self.collection(cid)
+        try:
+            fetched = await fetch_url(url, self.settings.url)
+        except FetchError as exc:
+            raise InvalidRequestError(exc.message, param="url", code=exc.code) from None
+        url_kept = stored_url(fetched.final_url)[:512]
+        record = await self.files.add_bytes(
+            fetched.body, fetched.filename, source_url=url_kept, project=col.project
+        )
+        return await self.attach(
+            col.id,
+            record.id,
+            attributes=check_attributes({"url": url_kept, **attributes}),
+            options=IngestOptions(content_type=fetched.content_type),
+        )
 
     async def job(self, ref: str, job_id: str, *, who: Principal = LOCAL_ADMIN) -> Job:
         col = await self.collection(ref, who=who)

@@ -161,6 +161,8 @@ class IngestOptions:
     content_type: str | None = None
     password: str | None = None
     ocr_languages: str | None = None
+    # A page still to fetch (``/urls`` runs as a job): the file's bytes come from it.
+    fetch_url: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -54,6 +54,21 @@ class FilesMixin(SqlFiles, Database):
         if source.parent == self._tmp:
             source.unlink(missing_ok=True)
 
+    def replace_file(self, record: FileRecord, source: Path) -> None:
+        with self._conn(transaction=True) as conn:
+            conn.execute(
+                "UPDATE files SET filename = %s, bytes = %s, sha256 = %s WHERE id = %s",
+                (pg_text(record.filename), record.bytes, record.sha256, record.id),
+            )
+            conn.execute("DELETE FROM file_parts WHERE file_id = %s", (record.id,))
+            with open(source, "rb") as fh:
+                for part, data in enumerate(iter(lambda: fh.read(self._part), b"")):
+                    conn.execute(
+                        "INSERT INTO file_parts (file_id, part, data) VALUES (%s, %s, %s)",
+                        (record.id, part, data),
+                    )
+        source.unlink(missing_ok=True)
+
     def read_file(self, file_id: str, block: int = 1 << 20) -> Iterator[bytes]:
         parts = self._int("SELECT count(*) FROM file_parts WHERE file_id = %s", (file_id,))
         for part in range(parts):

@@ -44,6 +44,14 @@ class FilesMixin(SqlFiles, Database):
             ],
         )
 
+    def replace_file(self, record: FileRecord, source: Path) -> None:
+        target = self.files_dir / record.id
+        os.replace(source, target)
+        self.execute(
+            "UPDATE files SET filename = ?, bytes = ?, sha256 = ?, path = ? WHERE id = ?",
+            [record.filename, record.bytes, record.sha256, str(target), record.id],
+        )
+
     def file_path(self, file_id: str) -> Path | None:
         row = self.one("SELECT path FROM files WHERE id = ?", [file_id])
         path = Path(str(row["path"])) if row else None

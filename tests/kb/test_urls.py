@@ -132,6 +132,15 @@ async def test_ingest_url_endpoint(site: int, tmp_path: Path) -> None:
         err = r.json()["error"]
         assert err["code"] == "url_not_allowed" and err["param"] == "url"
         assert (await http.get(f"/v1/vector_stores/{vs['id']}/files")).json()["data"] == []
+        # A name is resolved by the job: the file fails with the reason, its content empty.
+        r = await http.post(
+            f"/v1/vector_stores/{vs['id']}/urls", json={"url": f"http://localhost:{site}/page"}
+        )
+        assert r.status_code == 200 and r.json()["status"] == "in_progress"
+        failed = await _wait(http, vs["id"], r.json()["id"])
+        assert failed["status"] == "failed"
+        assert "url_not_allowed" in failed["last_error"]["message"]
+        assert failed["last_error"]["code"] == "invalid_file"
 
 
 async def _wait(http: httpx.AsyncClient, vs_id: str, file_id: str) -> dict[str, Any]:
