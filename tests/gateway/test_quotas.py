@@ -59,7 +59,12 @@ def fresh_window(need: float = 20.0) -> None:
 
 @pytest.fixture(scope="module")
 def server(tiny_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
-    rwkv7 = [m for m in chat_models(tiny_dir) if m["id"] == MODEL]
+    # Room in the batch for a held stream of four choices beside the other requests.
+    rwkv7 = [
+        {**m, "options": {**m["options"], "max_batch_size": 16}}
+        for m in chat_models(tiny_dir)
+        if m["id"] == MODEL
+    ]
     config = {
         "models": rwkv7,
         "auth": {"keys": list(KEYS.values())},
@@ -176,14 +181,26 @@ def test_a_project_holding_its_open_streams_is_refused_another_until_one_closes(
     server: RunningServer,
 ) -> None:
     delta, omega = sdk(server, "delta"), sdk(server, "omega")
-    body = {"model": MODEL, "messages": HI, "max_tokens": 4000, "stream": True}
+    # Four long choices with every alternative's logprob: megabytes more than the socket
+    # buffers hold, so the unread stream stays open on the server while the test runs.
+    body = {
+        "model": MODEL,
+        "messages": HI,
+        "max_tokens": 4000,
+        "n": 4,
+        "logprobs": True,
+        "top_logprobs": 20,
+        "stream": True,
+    }
     auth = {"Authorization": f"Bearer {key('delta')}"}
     with (
         httpx.Client(base_url=server.base_url, timeout=120) as http,
         http.stream("POST", "/v1/chat/completions", json=body, headers=auth) as held,
     ):
         assert held.status_code == 200
-        assert next(held.iter_lines()).startswith("data: ")
+        # One reader for the whole block: a dropped reader would close the connection.
+        lines = held.iter_lines()
+        assert next(lines).startswith("data: ")
         with pytest.raises(openai.RateLimitError) as caught:
             delta.chat.completions.create(model=MODEL, messages=HI, max_tokens=2, stream=True)
         assert_rate_limited(caught.value)
