@@ -15,7 +15,7 @@ import contextlib
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
@@ -199,8 +199,10 @@ class QuotaService:
         retry = max(1, math.ceil(reset))
         generating = method == "POST" and path in GENERATING
         rpm, tpm = limits.requests_per_minute, limits.tokens_per_minute
-        if rpm:
-            count = await self.counters.add(project, "requests", window, 1)
+        count = (
+            await self._safely(self.counters.add(project, "requests", window, 1)) if rpm else None
+        )
+        if count is not None:
             out.headers += [
                 (b"x-ratelimit-limit-requests", str(rpm).encode()),
                 (b"x-ratelimit-remaining-requests", str(max(0, rpm - count)).encode()),
@@ -218,8 +220,10 @@ class QuotaService:
                         retry,
                     ),
                 )
+        used = None
         if tpm and generating:
-            used = await self.counters.get(project, "tokens", window)
+            used = await self._safely(self.counters.get(project, "tokens", window))
+        if used is not None:
             out.headers += [
                 (b"x-ratelimit-limit-tokens", str(tpm).encode()),
                 (b"x-ratelimit-remaining-tokens", str(max(0, tpm - used)).encode()),
@@ -241,16 +245,16 @@ class QuotaService:
             uploading = method == "POST" and path == "/v1/files"
             storing = method == "POST" and path == "/v1/responses" and store
             if uploading or storing:
-                used = await self.meter.used(project)
-                if used + (upload_bytes if uploading else 0) > limits.storage_bytes or (
-                    storing and used >= limits.storage_bytes
-                ):
+                stored = await self._safely(self.meter.used(project))
+                # An upload counts its own size; a stored answer needs the project under.
+                wanted = upload_bytes if uploading else 1
+                if stored is not None and stored + wanted > limits.storage_bytes:
                     return self._refuse(
                         project,
                         out,
                         Refusal(
                             "storage",
-                            f"project {project!r} stores {used} bytes of its "
+                            f"project {project!r} stores {stored} bytes of its "
                             f"{limits.storage_bytes}-byte quota; delete files to make room",
                             "insufficient_quota",
                             None,
@@ -273,6 +277,15 @@ class QuotaService:
             self._streams[project] = held + 1
             out._release = lambda: self._close_stream(project)
         return out
+
+    async def _safely(self, counted: Awaitable[int]) -> int | None:
+        """A count, or None when the database cannot be reached: a quota that cannot be
+        read lets the request through rather than fail it."""
+        try:
+            return await counted
+        except Exception:  # noqa: BLE001 - logged; the request goes on unlimited
+            log.warning("a quota count could not be read; the request is let through")
+            return None
 
     def _close_stream(self, project: str) -> None:
         left = self._streams.get(project, 0) - 1

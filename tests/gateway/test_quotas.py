@@ -351,7 +351,8 @@ async def test_a_project_queued_behind_another_projects_six_requests_is_admitted
     tiny_dir: Path, tmp_path: Path
 ) -> None:
     """Two batch slots, project A asks six times, then project B once: B's request is let
-    in at the first free slot, before A's later requests."""
+    in at the first free slot, before A's later requests (every answer runs to max_tokens
+    under greedy sampling, so the order they end in is the order they were let in)."""
     rwkv7 = [
         {**m, "options": {**m["options"], "max_batch_size": 2}}
         for m in chat_models(tiny_dir)
@@ -392,7 +393,9 @@ async def test_a_project_queued_behind_another_projects_six_requests_is_admitted
         tasks.append(asyncio.create_task(ask("beta", 0)))
         await asyncio.gather(*tasks)
         deferred = await gauge("rwkv_rag_chat_fairness_deferrals_total")
-    assert finished.index("beta0") <= 2, finished
-    later = [f"alpha{i}" for i in range(2, 6)]
+    # A's first two held both slots; when they end (maybe at one step) B goes in with at
+    # most one more of A's, never behind the rest: it ends before A's last three.
+    assert finished.index("beta0") <= 3, finished
+    later = [f"alpha{i}" for i in range(3, 6)]
     assert all(finished.index(a) > finished.index("beta0") for a in later), finished
     assert deferred > 0
