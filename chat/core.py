@@ -4,14 +4,14 @@ generation. Every surface comes through here; ``answer`` is MCP ``ask``'s whole 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from chat.backend import ChatBackend, Generation, Relayed, Target
 from chat.command import Caller, ChatCommand, CompletionCommand
 from chat.config import ChatSettings
-from chat.events import Content
+from chat.events import Content, Finish, GenerationEvent
 from chat.local import LocalBackend
 from chat.remote import RemoteBackend
 from chat.turns import Message
@@ -24,7 +24,10 @@ from engines.remote.engine import RemoteChat
 from rag.catalog import ProfileCatalog
 from rag.service import Citation, KnowledgeRequest, RagService
 
-__all__ = ["Answer", "ChatCore"]
+__all__ = ["Answer", "ChatCore", "UsageSink"]
+
+# Told (project, generated tokens) as each choice finishes: per-project token quotas.
+UsageSink = Callable[[str, int], Awaitable[None]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +53,7 @@ class ChatCore:
         self.catalog = catalog
         self.rag = rag
         self._backends: dict[str, tuple[object, ChatBackend]] = {}
+        self.on_generated: UsageSink | None = None
 
     def _backend(self, served: ServedModel) -> ChatBackend:
         """The model's backend, built once per loaded engine."""
@@ -90,11 +94,30 @@ class ChatCore:
 
     async def chat(self, cmd: ChatCommand) -> Generation | Relayed:
         target = self.target(cmd.model, cmd.knowledge, cmd.caller.who)
-        return await self._backend(target.served).chat(cmd, target)
+        return await self._metered(await self._backend(target.served).chat(cmd, target), cmd)
 
     async def complete(self, cmd: CompletionCommand) -> Generation | Relayed:
         target = self.target(cmd.model, cmd.knowledge, cmd.caller.who)
-        return await self._backend(target.served).complete(cmd, target)
+        out = await self._backend(target.served).complete(cmd, target)
+        return await self._metered(out, cmd)
+
+    async def _metered(
+        self, out: Generation | Relayed, cmd: ChatCommand | CompletionCommand
+    ) -> Generation | Relayed:
+        """``out`` with its generated tokens reported to ``on_generated`` as they are known:
+        a generation's as each choice finishes, a relayed JSON answer's from its usage (a
+        relayed stream's usage is the upstream's own and is not read)."""
+        sink, project = self.on_generated, cmd.caller.project
+        if sink is None or project is None:
+            return out
+        if isinstance(out, Generation):
+            out.events = _reporting(out.events, sink, project)
+        elif isinstance(out.body, dict):
+            usage = out.body.get("usage")
+            tokens = usage.get("completion_tokens") if isinstance(usage, dict) else None
+            if isinstance(tokens, int) and tokens > 0:
+                await sink(project, tokens)
+        return out
 
     def forget_states(self, states: dict[str, Any]) -> None:
         """Delete the disk states a stored conversation kept (``Generation.states``)."""
@@ -106,7 +129,7 @@ class ChatCore:
     async def generate(self, cmd: ChatCommand, target: Target | None = None) -> Generation:
         """A typed generation whatever the backend (``cmd`` forwards nothing)."""
         target = target or self.target(cmd.model, cmd.knowledge, cmd.caller.who)
-        out = await self._backend(target.served).chat(cmd, target)
+        out = await self._metered(await self._backend(target.served).chat(cmd, target), cmd)
         if isinstance(out, Relayed):  # a command without ``forward`` is never relayed
             raise EngineError("the backend passed a typed command through")
         return out
@@ -158,3 +181,18 @@ class ChatCore:
         return Answer(
             text, chosen.id if chosen else None, target.served.info.id, list(gen.citations or [])
         )
+
+
+async def _reporting(
+    events: AsyncIterator[GenerationEvent], sink: UsageSink, project: str
+) -> AsyncIterator[GenerationEvent]:
+    try:
+        async for ev in events:
+            if isinstance(ev, Finish) and ev.completion_tokens > 0:
+                await sink(project, ev.completion_tokens)
+            yield ev
+    finally:
+        # A reader that stops early closes this wrapper: the generation under it is
+        # closed at once too (a local engine frees its slot), not whenever it is collected.
+        if isinstance(events, AsyncGenerator):
+            await events.aclose()

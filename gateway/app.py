@@ -28,6 +28,7 @@ from gateway.middleware import (
     MetricsMiddleware,
     RequestLogMiddleware,
 )
+from gateway.quotas import QuotaMiddleware, StorageMeter
 from gateway.routes import (
     chat,
     conversations,
@@ -77,6 +78,8 @@ class _Lifespan:
             extra={"data_dir": str(ctx.settings.data_dir)},
         )
         loader = await self._load()
+        if ctx.quotas is not None:
+            await ctx.quotas.start()
 
         kb = ctx.knowledge
 
@@ -148,10 +151,16 @@ def _openapi() -> tuple[OpenAPIConfig, list[Any]]:
     return config, [assets]
 
 
-def create_app(settings: Settings | None = None, engines: EngineRegistry | None = None) -> Litestar:
-    """Build the gateway. ``engines`` may be a registry the caller owns (it is not closed)."""
+def create_app(
+    settings: Settings | None = None,
+    engines: EngineRegistry | None = None,
+    *,
+    storage_meter: StorageMeter | None = None,
+) -> Litestar:
+    """Build the gateway. ``engines`` may be a registry the caller owns (it is not closed);
+    ``storage_meter`` measures each project's stored bytes for the storage quota."""
     settings = settings or Settings()
-    ctx = compose(settings, engines)
+    ctx = compose(settings, engines, storage_meter=storage_meter)
     metrics = ctx.metrics
     lifespan = _Lifespan(ctx, owns_registry=engines is None)
     route_handlers: list[Any] = [
@@ -202,6 +211,7 @@ def create_app(settings: Settings | None = None, engines: EngineRegistry | None 
                 max_depth=limits.max_json_depth,
                 max_bytes=limits.max_body_bytes,
             ),
+            DefineMiddleware(QuotaMiddleware, quotas=ctx.quotas),
         ],
         request_max_body_size=limits.max_body_bytes,
         openapi_config=openapi,

@@ -10,12 +10,20 @@ from typing import TYPE_CHECKING
 from chat.core import ChatCore
 from engines.registry import EngineRegistry
 from gateway.metrics import Metrics
+from gateway.quotas.service import (
+    Counters,
+    MemoryCounters,
+    QuotaService,
+    SharedCounters,
+    StorageMeter,
+)
 from gateway.services.chat import ChatService
 from gateway.services.embeddings import EmbeddingService, RerankService
 from gateway.services.knowledge import build_knowledge_base, filter_limits
 from gateway.services.responses import ResponsesService, ResponseStore
 from gateway.settings import Settings
 from gateway.state import AppContext
+from kb.quotas import FilesStorageMeter, quota_counters
 from kb.service import KnowledgeBase
 from rag.catalog import ProfileCatalog
 from rag.service import RagService
@@ -30,9 +38,12 @@ def compose(
     settings: Settings,
     registry: EngineRegistry | None = None,
     metrics: Metrics | None = None,
+    storage_meter: StorageMeter | None = None,
 ) -> AppContext:
     """Every service for ``settings`` (the engine role gets the model APIs only: no
-    knowledge base, no profiles, no Responses API). Engines are not loaded here."""
+    knowledge base, no profiles, no Responses API). Engines are not loaded here.
+    ``storage_meter`` measures each project's stored bytes for ``quotas.storage_bytes``
+    (default: the knowledge base's files, by project)."""
     metrics = metrics or Metrics()
     registry = registry or EngineRegistry(settings.registry_config(), observer=metrics)
     if registry.observer is None:
@@ -52,6 +63,9 @@ def compose(
     if kb is not None:
         rag = RagService(kb, catalog, settings.rag, filter_limits(settings.limits))
     core = ChatCore(registry, settings.chat, catalog, rag)
+    quotas = _quotas(settings, kb, metrics, storage_meter)
+    if quotas.enabled:
+        core.on_generated = quotas.charge_tokens
     responses = None
     if kb is not None:
         store = ResponseStore(settings.data_dir / "responses.sqlite3", settings.auth.admin_project)
@@ -68,7 +82,20 @@ def compose(
         knowledge=kb,
         rag=rag,
         catalog=catalog,
+        quotas=quotas,
     )
+
+
+def _quotas(
+    settings: Settings, kb: KnowledgeBase | None, metrics: Metrics, meter: StorageMeter | None
+) -> QuotaService:
+    """Quotas counted in the knowledge base's database (shared by the replicas using
+    it), or in this process without one."""
+    shared = quota_counters(kb) if kb is not None else None
+    counters: Counters = SharedCounters(shared) if shared is not None else MemoryCounters()
+    if meter is None and kb is not None:
+        meter = FilesStorageMeter(kb)
+    return QuotaService(settings.quotas, counters, meter, on_refusal=metrics.quota_refused)
 
 
 def mcp_server(ctx: AppContext) -> MCPServer:

@@ -72,6 +72,13 @@ class Metrics:
             ["model"],
             registry=self.registry,
         )
+        self.quota_refusals = Counter(
+            "rwkv_rag_quota_refusals",
+            "Requests refused (429) for a project's quota, by project and kind (requests, "
+            "tokens, streams, storage).",
+            ["project", "kind"],
+            registry=self.registry,
+        )
         self.affinity_routes = Counter(
             "rwkv_rag_remote_affinity",
             "Affinity-routed chat requests of remote models: `hit` went to the conversation's "
@@ -91,6 +98,9 @@ class Metrics:
 
     def queue_depth(self, name: str, depth: int) -> None:
         self.queue.labels(name).set(depth)
+
+    def quota_refused(self, project: str, kind: str) -> None:
+        self.quota_refusals.labels(project, kind).inc()
 
     # UpstreamObserver (remote models)
     def affinity(self, model: str, result: str) -> None:

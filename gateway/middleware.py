@@ -206,6 +206,10 @@ def _route(scope: Any) -> str:
 
 class _ModelOnly(msgspec.Struct):
     model: str | None = None
+    # Read by the quota check: a streaming answer holds a stream slot, a stored one uses
+    # storage. Any type: a wrong one is the handler's to report.
+    stream: Any = None
+    store: Any = None
 
 
 def _error(message: str, code: str, param: str | None = None) -> dict[str, Any]:
@@ -274,8 +278,11 @@ class JsonGuardMiddleware:
         if body[:1] == b"{":
             # A body that does not decode is the handler's to report, in full.
             with contextlib.suppress(msgspec.DecodeError, RecursionError):
-                model = msgspec.json.decode(body, type=_ModelOnly).model
-                scope.setdefault("state", {})["access_model"] = model
+                noted = msgspec.json.decode(body, type=_ModelOnly)
+                state = scope.setdefault("state", {})
+                state["access_model"] = noted.model
+                state["body_stream"] = noted.stream
+                state["body_store"] = noted.store
         await self.app(
             scope,
             _replay([{"type": "http.request", "body": body, "more_body": False}], receive),

@@ -17,6 +17,7 @@ from pydantic_settings import (
 from chat.config import ChatSettings
 from engines.config import BatchingSettings, ModelConfig, RegistryConfig
 from gateway.auth import AuthSettings, KeyTable
+from gateway.quotas.config import QuotaSettings
 from gateway.services.responses.config import ResponsesSettings
 from kb.config import KnowledgeSettings
 from mcp_server.config import McpSettings
@@ -153,6 +154,10 @@ class Settings(BaseSettings):
     )
     limits: LimitSettings = Field(
         default_factory=lambda: LimitSettings(), description="Request limits."
+    )
+    quotas: QuotaSettings = Field(
+        default_factory=lambda: QuotaSettings(),
+        description="Per-project quotas: requests, generated tokens, open streams, storage.",
     )
     load_in_background: bool = Field(
         True,

@@ -13,6 +13,7 @@ from core.errors import NotFoundError
 from core.tenancy import LOCAL_ADMIN, Principal
 from engines.registry import EngineRegistry
 from gateway.metrics import Metrics
+from gateway.quotas.service import QuotaService
 from gateway.services.chat import ChatService
 from gateway.services.embeddings import EmbeddingService, RerankService
 from gateway.services.responses import ResponsesService
@@ -37,6 +38,7 @@ class AppContext:
     knowledge: KnowledgeBase | None  # None in the engine role
     rag: RagService | None
     catalog: ProfileCatalog
+    quotas: QuotaService | None = None
 
     @property
     def responses(self) -> ResponsesService:
