@@ -63,13 +63,16 @@ def compose(
     if kb is not None:
         rag = RagService(kb, catalog, settings.rag, filter_limits(settings.limits))
     core = ChatCore(registry, settings.chat, catalog, rag)
-    quotas = _quotas(settings, kb, metrics, storage_meter)
-    if quotas.enabled:
-        core.on_generated = quotas.charge_tokens
     responses = None
+    store = None
     if kb is not None:
         store = ResponseStore(settings.data_dir / "responses.sqlite3", settings.auth.admin_project)
         responses = ResponsesService(core, store, settings.responses)
+    if storage_meter is None and kb is not None:
+        storage_meter = FilesStorageMeter(kb, store.used_bytes if store is not None else None)
+    quotas = _quotas(settings, kb, metrics, storage_meter)
+    if quotas.enabled:
+        core.on_generated = quotas.charge_tokens
     return AppContext(
         settings=settings,
         registry=registry,
@@ -93,8 +96,6 @@ def _quotas(
     it), or in this process without one."""
     shared = quota_counters(kb) if kb is not None else None
     counters: Counters = SharedCounters(shared) if shared is not None else MemoryCounters()
-    if meter is None and kb is not None:
-        meter = FilesStorageMeter(kb)
     return QuotaService(settings.quotas, counters, meter, on_refusal=metrics.quota_refused)
 
 

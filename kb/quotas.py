@@ -8,21 +8,13 @@ knowledge base's service, so they work on SQLite and PostgreSQL alike.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 
 from kb.service import KnowledgeBase
 from kb.sql.port import SqlPort
 from kb.sql.quotas import SqlQuotaCounters
 
 __all__ = ["FilesStorageMeter", "quota_counters"]
-
-
-_HAS_PROJECT = {
-    "sqlite": "SELECT count(*) AS n FROM pragma_table_info('files') WHERE name = 'project'",
-    "postgres": (
-        "SELECT count(*) AS n FROM information_schema.columns WHERE table_schema = "
-        "current_schema() AND table_name = 'files' AND column_name = 'project'"
-    ),
-}
 
 
 def _port(kb: KnowledgeBase) -> SqlPort | None:
@@ -37,32 +29,31 @@ def quota_counters(kb: KnowledgeBase) -> SqlQuotaCounters | None:
 
 
 class FilesStorageMeter:
-    """A project's stored bytes: the sizes of its uploaded files (``files.bytes`` grouped by
-    ``files.project``). Without a ``project`` column the files cannot be told apart by
-    project, and ``available`` says so."""
+    """A project's stored bytes in the knowledge base: its uploaded files (``files.bytes``)
+    and what ingestion stored for its stores (chunks with their vectors, the store files'
+    ``usage_bytes``). ``elsewhere`` adds what is kept outside it (stored responses)."""
 
-    def __init__(self, kb: KnowledgeBase) -> None:
+    def __init__(
+        self, kb: KnowledgeBase, elsewhere: Callable[[str], Awaitable[int]] | None = None
+    ) -> None:
         self.kb = kb
-        self._has_project: bool | None = None
-
-    def _probe(self) -> bool:
-        port = _port(self.kb)
-        if port is None:
-            return False
-        sql = _HAS_PROJECT.get(port.dialect.name)
-        return sql is not None and port.integer(sql) > 0
-
-    async def available(self) -> bool:
-        if self._has_project is None:
-            self._has_project = await asyncio.to_thread(self._probe)
-        return self._has_project
+        self.elsewhere = elsewhere
 
     async def used(self, project: str) -> int:
         port = _port(self.kb)
-        if port is None or not await self.available():
-            return 0
-        return await asyncio.to_thread(
-            port.integer,
-            "SELECT coalesce(sum(bytes), 0) AS n FROM files WHERE project = ?",
-            [project],
-        )
+        total = 0
+        if port is not None:
+            total += await asyncio.to_thread(
+                port.integer,
+                "SELECT coalesce(sum(bytes), 0) AS n FROM files WHERE project = ?",
+                [project],
+            )
+            total += await asyncio.to_thread(
+                port.integer,
+                "SELECT coalesce(sum(f.usage_bytes), 0) AS n FROM vector_store_files f "
+                "JOIN collections c ON c.id = f.collection_id WHERE c.project = ?",
+                [project],
+            )
+        if self.elsewhere is not None:
+            total += await self.elsewhere(project)
+        return total

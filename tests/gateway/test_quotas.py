@@ -17,9 +17,9 @@ import openai
 import pytest
 
 from gateway.app import create_app
-from kb.service import KnowledgeBase
 from tests.chat.conftest import chat_models
 from tests.conftest import (
+    FAKE_MODELS,
     RunningServer,
     asgi_client,
     fake_settings,
@@ -118,7 +118,8 @@ def test_a_project_over_its_requests_per_minute_is_refused_while_another_is_serv
         f"{server.base_url}/metrics", headers={"Authorization": f"Bearer {key('omega')}"}
     ).text
     assert 'rwkv_rag_quota_refusals_total{kind="requests",project="alpha"} 1.0' in metrics
-    assert 'project="beta"' not in metrics
+    # Refusals only where there were refusals (requests are counted by project too).
+    assert 'rwkv_rag_quota_refusals_total{kind="requests",project="beta"}' not in metrics
     assert key("alpha") not in metrics
 
 
@@ -264,41 +265,18 @@ async def test_two_gateways_over_one_database_share_a_projects_request_count(
 # -- storage ---------------------------------------------------------------------------
 
 
-class _UploadedBytes:
-    """Every file in the knowledge base counted against ``owner``: the seam the storage
-    quota reads, over the knowledge base's own file listing."""
-
-    def __init__(self, owner: str) -> None:
-        self.owner = owner
-        self.kb: KnowledgeBase | None = None
-
-    async def used(self, project: str) -> int:
-        if project != self.owner or self.kb is None:
-            return 0
-        page = await self.kb.list_files(None, _all())
-        return sum(f.bytes for f in page.data)
-
-
-def _all() -> Any:
-    from kb.types import PageRequest
-
-    return PageRequest(limit=10_000)
-
-
 @pytest.fixture
-async def storage_app(tmp_path: Path) -> AsyncIterator[tuple[httpx.AsyncClient, _UploadedBytes]]:
-    meter = _UploadedBytes("alpha")
+async def storage_app(tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
+    """The default meter: a project's files, what ingestion stored and its responses."""
     quotas = {"projects": {"alpha": {"storage_bytes": 1000}, "beta": {"storage_bytes": 1000}}}
-    app = create_app(_app_settings(tmp_path, quotas=quotas), storage_meter=meter)
-    meter.kb = app.state.ctx.kb
-    async with asgi_client(app) as client:
-        yield client, meter
+    async with asgi_client(create_app(_app_settings(tmp_path, quotas=quotas))) as client:
+        yield client
 
 
 async def test_an_upload_past_the_projects_storage_quota_is_refused_as_insufficient_quota(
-    storage_app: tuple[httpx.AsyncClient, _UploadedBytes],
+    storage_app: httpx.AsyncClient,
 ) -> None:
-    client, _ = storage_app
+    client = storage_app
     alpha, beta = _async_sdk(client, "alpha"), _async_sdk(client, "beta")
     await alpha.files.create(file=("a.txt", b"a" * 600), purpose="assistants")
     with pytest.raises(openai.RateLimitError) as caught:
@@ -314,34 +292,24 @@ async def test_an_upload_past_the_projects_storage_quota_is_refused_as_insuffici
     assert 'rwkv_rag_quota_refusals_total{kind="storage",project="alpha"} 1.0' in metrics
 
 
-class _Full:
-    """A meter that finds ``project`` at ``used`` bytes and every other project empty."""
-
-    def __init__(self, project: str, used: int) -> None:
-        self.project, self.bytes = project, used
-
-    async def used(self, project: str) -> int:
-        return self.bytes if project == self.project else 0
-
-
-async def test_a_project_at_its_storage_quota_cannot_store_a_responses_answer(
-    tmp_path: Path,
-) -> None:
-    quotas = {"projects": {"alpha": {"storage_bytes": 1000}, "beta": {"storage_bytes": 1000}}}
-    app = create_app(_app_settings(tmp_path, quotas=quotas), storage_meter=_Full("alpha", 1000))
+async def test_stored_responses_count_against_the_storage_quota(tmp_path: Path) -> None:
+    quotas = {"projects": {"alpha": {"storage_bytes": 4000}, "beta": {"storage_bytes": 4000}}}
+    models = [*FAKE_MODELS, {"id": "scripted-chat", "kind": "chat", "engine": "fake"}]
+    app = create_app(_app_settings(tmp_path, quotas=quotas, models=models))
     async with asgi_client(app) as client:
-        alpha = _async_sdk(client, "alpha")
-        with pytest.raises(openai.RateLimitError) as caught:
-            await alpha.responses.create(model="fake-embed", input="Hi.")
-        assert_rate_limited(caught.value, "insufficient_quota")
-        # An answer not stored takes no room: it goes on to the model (which is no chat
-        # model here, so the request ends there, not at the quota).
-        for who, store in (("alpha", False), ("beta", True)):
-            with pytest.raises(openai.APIStatusError) as passed:
-                await _async_sdk(client, who).responses.create(
-                    model="fake-embed", input="Hi.", store=store
-                )
-            assert passed.value.status_code == 400
+        alpha, beta = _async_sdk(client, "alpha"), _async_sdk(client, "beta")
+        # One stored answer with a long input fills most of alpha's room.
+        await alpha.responses.create(model="scripted-chat", input="words " * 600)
+        for attempt in (
+            alpha.files.create(file=("a.txt", b"a" * 1500), purpose="assistants"),
+            alpha.responses.create(model="scripted-chat", input="Hi."),
+        ):
+            with pytest.raises(openai.RateLimitError) as caught:
+                await attempt
+            assert_rate_limited(caught.value, "insufficient_quota")
+        # An answer not stored takes no room; the other project has its own.
+        assert (await alpha.responses.create(model="scripted-chat", input="Hi.", store=False)).id
+        assert (await beta.files.create(file=("b.txt", b"b" * 1500), purpose="assistants")).id
 
 
 # -- fair admission ----------------------------------------------------------------------
