@@ -20,6 +20,7 @@ __all__ = [
     "ModelNotFoundError",
     "NotFoundError",
     "PayloadTooLargeError",
+    "PermissionDeniedError",
     "QueueFullError",
     "QuotaExceededError",
     "StorageUnavailableError",
@@ -69,6 +70,14 @@ class AuthenticationError(APIError):
     status_code = 401
     type = "invalid_request_error"
     code = "invalid_api_key"
+
+
+class PermissionDeniedError(APIError):
+    """A route for admins only (never for another project's object: that is a 404)."""
+
+    status_code = 403
+    type = "invalid_request_error"
+    code = "insufficient_permissions"
 
 
 class NotFoundError(APIError):

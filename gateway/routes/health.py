@@ -1,14 +1,16 @@
-"""GET /health (503 while loading or unhealthy) and GET /metrics (Prometheus text)."""
+"""GET /health (503 while loading or unhealthy) and GET /metrics (Prometheus text, for
+admin keys)."""
 
 from __future__ import annotations
 
 import asyncio
 from typing import Any
 
-from litestar import Response, get
+from litestar import Request, Response, get
 from litestar.datastructures import State
 
-from gateway.state import ctx_of
+from core.errors import PermissionDeniedError
+from gateway.state import ctx_of, principal_of
 
 
 @get("/health", sync_to_thread=False)
@@ -38,7 +40,10 @@ def health(state: State) -> Response[dict[str, Any]]:
 
 
 @get("/metrics", media_type="text/plain; version=0.0.4")
-async def metrics(state: State) -> Response[bytes]:
+async def metrics(state: State, request: Request[Any, Any, Any]) -> Response[bytes]:
+    # Its series name every project's stores and models: a member key may not read them.
+    if not principal_of(request).is_admin:
+        raise PermissionDeniedError("/metrics is for admin keys (auth.keys role: admin)")
     body = await asyncio.to_thread(ctx_of(state).metrics.render)
     return Response(body, media_type="text/plain; version=0.0.4")
 

@@ -105,3 +105,12 @@ async def test_openai_project_header_narrows_an_admin_and_must_match_a_member() 
             headers={"Authorization": "Bearer sk-root", "OpenAI-Project": "team-b"},
         )
         assert admin.status_code == 200
+
+
+async def test_metrics_are_for_admin_keys_only() -> None:
+    async with AsyncTestClient(create_app(fake_settings(**KEYS))) as c:
+        member = await c.get("/metrics", headers={"Authorization": "Bearer sk-alice"})
+        assert member.status_code == 403
+        assert member.json()["error"]["code"] == "insufficient_permissions"
+        admin = await c.get("/metrics", headers={"Authorization": "Bearer sk-root"})
+        assert admin.status_code == 200 and "rwkv_rag_requests_total" in admin.text

@@ -32,6 +32,7 @@ KEYS = {
     name: {"key": f"sk-{name}-000000", "project": name}
     for name in ("alpha", "beta", "gamma", "eta", "delta", "omega")
 }
+KEYS["omega"]["role"] = "admin"  # reads /metrics
 QUOTAS = {
     "projects": {
         "alpha": {"requests_per_minute": 3},
