@@ -10,6 +10,13 @@ and writes JSON (``--out``, default ``bench/results/tenancy-cpu.json``).
 
     python bench/tenancy.py                         # 4 projects x 8 streams, CPU
     python bench/tenancy.py --projects 4 --streams 8 --max-tokens 96
+    python bench/tenancy.py --part search --chunks 100000
+
+``--part search``: the cost of scoping on search. One store of N chunks (synthetic 384-d
+vectors, generated text) in the embedded backend, searched through the knowledge base's
+façade as an admin who sees every project (no project predicate: the lookup search made
+before projects existed) and as a member of the store's project (the store looked up
+within its project), interleaved query by query; p50/p95 of each and the overhead.
 """
 
 from __future__ import annotations
@@ -121,8 +128,106 @@ async def _run(
     }
 
 
+class _HashedEmbeddings:
+    """Deterministic unit vectors from a text's hash: search cost without a model."""
+
+    dims = 384
+
+    async def embed(self, model: str, texts: list[str]) -> tuple[Any, list[int]]:
+        import numpy as np
+
+        out = np.stack(
+            [np.random.default_rng(abs(hash(t)) % 2**32).standard_normal(self.dims) for t in texts]
+        ).astype("float32")
+        out /= np.linalg.norm(out, axis=1, keepdims=True)
+        return out, [len(t.split()) for t in texts]
+
+    def tokenizer(self, model: str) -> Any:
+        from engines.fake import FakeTokenizer
+
+        return FakeTokenizer(512)
+
+    def dimensions(self, model: str) -> int:
+        return self.dims
+
+    def max_tokens(self, model: str) -> int | None:
+        return None
+
+
+async def _scoped_search(n: int, n_queries: int) -> dict[str, Any]:
+    import numpy as np
+
+    from bench.kb import corpus_texts, pct
+    from core.tenancy import LOCAL_ADMIN, Principal
+    from kb.retrieval import SearchQuery
+    from kb.service import KnowledgeBase
+    from kb.types import ChunkRecord
+
+    member = Principal(project="team-a", role="member")
+    texts = corpus_texts(n)
+    # Topic clusters of unit vectors (the cost, not the quality, is measured here).
+    rng = np.random.default_rng(4)
+    centres = rng.standard_normal((max(50, n // 10), 384)).astype("float32")
+    vecs = centres[rng.integers(0, len(centres), n)] + 0.5 * rng.standard_normal((n, 384)).astype(
+        "float32"
+    )
+    vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
+    with tempfile.TemporaryDirectory(prefix="bench-scoping-") as tmp:
+        kb = KnowledgeBase.open_sqlite(Path(tmp), _HashedEmbeddings())  # type: ignore[arg-type]
+        # Other projects' stores beside it, as on a shared server.
+        for p in range(8):
+            await kb.create_store("big", "m", who=Principal(project=f"other-{p}", role="member"))
+        view = await kb.create_store("big", "m", who=member)
+        backend: Any = kb.backend
+        for start in range(0, n, 5000):
+            recs = [
+                ChunkRecord(f"f{i // 50}", i % 50, texts[i], 40)
+                for i in range(start, min(n, start + 5000))
+            ]
+            backend.insert_chunks(view.id, recs, vecs[start : start + len(recs)])
+        backend.indexes.rebuild(view.id)
+        rng = np.random.default_rng(8)
+        queries = [" ".join(texts[i].split()[:8]) for i in rng.choice(n, n_queries, replace=False)]
+        lat: dict[str, list[float]] = {"admin": [], "member": []}
+        for i, q in enumerate(queries):
+            order = [("admin", LOCAL_ADMIN), ("member", member)]
+            for name, who in order if i % 2 else order[::-1]:
+                t = time.perf_counter()
+                await kb.search(view.id, SearchQuery((q,), k=10, rerank=False), who=who)
+                lat[name].append(time.perf_counter() - t)
+        kb.close()
+    a50, m50 = pct(lat["admin"], 50), pct(lat["member"], 50)
+    return {
+        "chunks": n,
+        "queries": n_queries,
+        "admin_p50_ms": round(a50, 2),
+        "admin_p95_ms": round(pct(lat["admin"], 95), 2),
+        "member_p50_ms": round(m50, 2),
+        "member_p95_ms": round(pct(lat["member"], 95), 2),
+        "scoping_overhead_p50": round(m50 / a50 - 1, 4),
+    }
+
+
+def _search_part(args: argparse.Namespace) -> None:
+    res = asyncio.run(_scoped_search(args.chunks, args.queries))
+    res["machine"] = f"{platform.machine()} {os.cpu_count()} cores, {platform.platform()}"
+    print(f"{'caller':<10}{'p50 ms':>9}{'p95 ms':>9}")
+    print(f"{'admin':<10}{res['admin_p50_ms']:>9}{res['admin_p95_ms']:>9}")
+    print(f"{'member':<10}{res['member_p50_ms']:>9}{res['member_p95_ms']:>9}")
+    print(
+        f"scoping overhead at p50: {res['scoping_overhead_p50'] * 100:+.1f}% ({res['chunks']} chunks)"
+    )
+    out = Path(args.out or ROOT / "bench/results/tenancy-search.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(res, indent=2) + "\n")
+    print(f"wrote {out}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--part", choices=["streams", "search"], default="streams")
+    ap.add_argument("--chunks", type=int, default=100_000, help="store size (--part search)")
+    ap.add_argument("--queries", type=int, default=200, help="queries (--part search)")
     ap.add_argument("--projects", type=int, default=4)
     ap.add_argument("--streams", type=int, default=8, help="streams each project opens")
     ap.add_argument("--max-tokens", type=int, default=96)
@@ -133,6 +238,9 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2, help="torch_threads of the server")
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
+    if args.part == "search":
+        _search_part(args)
+        return
 
     from tests.conftest import start_server, stop_server
 
