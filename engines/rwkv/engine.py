@@ -38,6 +38,7 @@ from engines.rwkv.cache import PrefixStateCache
 from engines.rwkv.forward import Forward
 from engines.rwkv.grammar import Guided, MaskWorker, check_grammar
 from engines.rwkv.graphs import DecodeGraphs
+from engines.rwkv.linear import LinearKind
 from engines.rwkv.model import LoadedRWKV, load_rwkv, load_state_file
 from engines.rwkv.options import RWKVOptions
 from engines.rwkv.pool import RowPool
@@ -146,6 +147,7 @@ class RWKVChatEngine:
                 "states": self.state_names,
                 "decode": self.decode_path,
                 "prefill": self.prefill_path,
+                "linear": self.linear_kernel,
                 # Why the fla kernel gave way to the torch form (None: it did not).
                 "prefill_fallback": self.wkv.fallback_reason,
                 "max_batch_size": self.max_batch_size,
@@ -167,6 +169,10 @@ class RWKVChatEngine:
             "generated_tokens": 0,
             "stalled_readers": 0,
             "deferred_for_fairness": 0,
+            # Steps that advanced prefill, and the most tokens (decode rows and prompt
+            # tokens) one step has processed: what step_token_budget bounds.
+            "prefill_steps": 0,
+            "max_step_tokens": 0,
         }
         self._masks: MaskWorker | None = None
         self._pending: deque[_Handle] = deque()
@@ -202,7 +208,8 @@ class RWKVChatEngine:
         )
         self.wkv.on_fallback = self._wkv_fell_back
         self.wkv.probe(self.lm.version, self.lm.n_head, self.lm.head_size, self.lm.dtype, device)
-        self.forward = Forward(self.lm, self.wkv)
+        self.linear_kernel = _linear_kind(opts.linear_kernel, self.strategy)
+        self.forward = Forward(self.lm, self.wkv, self.linear_kernel)
         self._package_prefill = kernel == "rwkv-cuda"
         if self._package_prefill and not opts.cuda_kernels:
             log.warning(
@@ -370,9 +377,15 @@ class RWKVChatEngine:
                 self._admit()
             try:
                 self._drop_cancelled()
-                budget = max(1, self.options.step_token_budget - len(self._batch))
+                running = len(self._batch)
+                budget = max(1, self.options.step_token_budget - running)
+                before = self.stats["prefill_tokens"]
                 if self._prefill:
                     self._prefill_step(budget)
+                prefilled = self.stats["prefill_tokens"] - before
+                self.stats["prefill_steps"] += prefilled > 0
+                step_tokens = prefilled + running
+                self.stats["max_step_tokens"] = max(self.stats["max_step_tokens"], step_tokens)
                 if self._batch:
                     self._decode_step()
                 self.healthy = True
@@ -747,6 +760,18 @@ class _Rows:
 
     def __init__(self, pool: RowPool, start: int, end: int) -> None:
         self.tensors = {name: t[start:end] for name, t in pool.tensors.items()}
+
+
+def _linear_kind(option: str, strategy: str) -> LinearKind:
+    """The option's kind of linear; packed and quantized kinds need ``cpu fp32``."""
+    import torch
+
+    if option == "auto":
+        onednn = torch.backends.mkldnn.is_available()  # type: ignore[no-untyped-call]
+        return "onednn" if onednn and strategy.split() == ["cpu", "fp32"] else "dense"
+    if option != "dense" and strategy.split() != ["cpu", "fp32"]:
+        raise ValueError(f"linear_kernel {option} needs strategy 'cpu fp32', not {strategy!r}")
+    return "onednn" if option == "onednn" else "int8" if option == "int8" else "dense"
 
 
 def _find_stop(text: str, stops: tuple[str, ...], emitted: int) -> int | None:

@@ -94,6 +94,16 @@ class RWKVOptions(BaseModel):
             "kernel, one prompt at a time), torch (chunked matrix form); auto picks."
         ),
     )
+    linear_kernel: Literal["auto", "dense", "onednn", "int8"] = Field(
+        "auto",
+        description=(
+            "How the CPU step multiplies by its large weights: dense (x @ W, as the rwkv "
+            "package keeps them), onednn (packed once for oneDNN: several times faster for "
+            "2-16 rows; keeps a second fp32 copy of those weights), int8 (dynamically "
+            "quantized, a quarter of the bytes, approximate logits); auto: onednn for "
+            "cpu fp32, dense elsewhere."
+        ),
+    )
     wkv_chunk: int = Field(16, ge=1, le=128, description="Tokens per chunk of the torch WKV.")
     fla_chunk: Literal[16, 32, 64] = Field(
         64, description="Tokens per chunk of fla's RWKV-7 prefill kernel."
