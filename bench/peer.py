@@ -72,15 +72,15 @@ def text_of_tokens(n: int, salt: int) -> str:
     tok = world_tokenizer()
     words = ["river", "market", "city", "trader", "stone", "bridge", "harbour", "lantern"]
     parts = [f" {words[(salt + i * 3) % len(words)]}" for i in range(n)]
-    text = "".join(parts)
-    ids = list(tok.encode(text))
-    while len(ids) > n:
+    while parts and len(tok.encode("".join(parts))) > n:
         parts.pop()
-        text = "".join(parts)
-        ids = list(tok.encode(text))
-    if len(ids) != n:
-        raise ValueError(f"cannot build a text of {n} tokens ({len(ids)})")
-    return text
+    for filler in (" a", " x", ".", ",", " the"):
+        while len(tok.encode("".join(parts))) < n:
+            parts.append(filler)
+        if len(tok.encode("".join(parts))) == n:
+            return "".join(parts)
+        parts.pop()
+    raise ValueError(f"cannot build a text of exactly {n} tokens")
 
 
 class PeerServer:

@@ -68,8 +68,10 @@ def sampler_pool(rows: int, vocab: int, kind: str) -> _Pool:
 
 def classify(key: Any, vocab: int) -> str:
     name, shapes = key.key, str(key.input_shapes)
-    if name in ("aten::mm", "aten::matmul", "aten::addmm", "aten::linear"):
+    if name in ("aten::mm", "aten::matmul", "aten::addmm", "aten::linear", "aten::mkldnn_linear"):
         return "head" if str(vocab) in shapes else "layer matmuls"
+    if name in ("aten::to_mkldnn", "aten::to_dense"):
+        return "onednn in/out copies"
     if name in ("aten::bmm",):
         return "wkv (bmm)"
     if name.startswith("quantized::") or "dynamic" in name:
