@@ -1,21 +1,24 @@
 """Where a batched RWKV decode step spends its time on the CPU, and what prefill slices do
 to the running streams' inter-token gaps.
 
-Two parts, on one generated random checkpoint (default x070 8 layers x 768, ``cpu fp32``):
+Three parts, on one generated random checkpoint (default x070 8 layers x 768, ``cpu fp32``):
 
-- ``step``: for each row count, the step's wall time (forward, sampling top-p and greedy),
+- ``step``: for each row count, the step's time (forward, sampling top-p and greedy;
+  with ``--threads 1`` the thread's CPU time, which a shared machine disturbs least),
   the head's matrix product alone, and a torch-profiler breakdown of the forward by op
   class (head, layer matmuls, WKV, elementwise/norms; "python" is the wall time no op
   accounts for: interpreter and dispatch overhead). Variants (``--variants``) time other
   forms of the step A/B, interleaved in the same loop, medians over repeats.
 - ``arrivals`` (``--arrivals``): the engine in process with ``--running`` streams decoding;
   p50/p90 inter-token gap without arrivals, then while new prompts of ``--prompt`` tokens
-  arrive one after another, for each ``step_token_budget`` in ``--budgets``.
+  arrive every ``--interval`` seconds, for each ``step_token_budget`` in ``--budgets``.
+- ``quality`` (``--quality``): int8 linears against fp32 over 256 greedy steps.
 
 Prints tables and writes JSON (``bench/results/profile-step-cpu.json``).
 
     python bench/profile_step.py --threads 2
-    python bench/profile_step.py --threads 2 --no-step --arrivals --budgets 1024,64,32
+    python bench/profile_step.py --threads 1 --no-step --arrivals --budgets 1024,256,64,32
+    python bench/profile_step.py --threads 1 --no-step --quality
 """
 
 from __future__ import annotations
@@ -218,6 +221,41 @@ def print_row(rows: int, row: dict[str, Any]) -> None:
             print(f"  {k:<34}{v:10.2f}")
 
 
+def quality_part(args: argparse.Namespace, path: Path) -> dict[str, Any]:
+    """int8 against fp32 over ``args.quality_steps`` greedy steps from one prompt: fed the
+    fp32 step's tokens (so the two see the same text), the largest logit difference (also
+    relative to the logits' spread) and how often the greedy choices agree."""
+    import torch
+
+    from engines.rwkv.model import load_rwkv
+
+    lm = load_rwkv(path, "cpu fp32")
+    exact, approx = make_variant("onednn", lm), make_variant("int8", lm)
+    st_exact = [torch.zeros((1, *t.shape), dtype=t.dtype) for t in lm.zero_state()]
+    st_approx = [t.clone() for t in st_exact]
+    tokens = torch.tensor([prompt_tokens(args.prompt, 7)])
+    a, b = exact(tokens, st_exact), approx(tokens, st_approx)
+    worst, worst_rel, agree = 0.0, 0.0, 0
+    for _ in range(args.quality_steps):
+        diff = float((a - b).abs().max())
+        worst, worst_rel = max(worst, diff), max(worst_rel, diff / float(a.std()))
+        agree += int(a.argmax(-1) == b.argmax(-1))
+        chosen = a.argmax(-1)[:, None]
+        a, b = exact(chosen, st_exact), approx(chosen, st_approx)
+    out = {
+        "steps": args.quality_steps,
+        "max_logit_diff": worst,
+        "max_logit_diff_over_std": worst_rel,
+        "greedy_agreement": agree / args.quality_steps,
+    }
+    print(
+        f"int8 vs fp32 over {args.quality_steps} greedy steps: max logit diff {worst:.3f} "
+        f"({worst_rel:.3f} of the spread), greedy agreement {100 * agree / args.quality_steps:.1f} %",
+        flush=True,
+    )
+    return out
+
+
 async def gaps(local: InProcess, args: argparse.Namespace, arrive: bool) -> dict[str, float]:
     """Inter-token gaps of ``args.running`` streams (after their fifth token); with
     ``arrive``, a prompt of ``args.prompt`` tokens (asking one token) arrives every
@@ -323,6 +361,8 @@ def main() -> None:
     )
     ap.add_argument("--no-step", action="store_true")
     ap.add_argument("--arrivals", action="store_true")
+    ap.add_argument("--quality", action="store_true", help="int8 against fp32")
+    ap.add_argument("--quality-steps", type=int, default=256)
     ap.add_argument("--running", type=int, default=8)
     ap.add_argument("--prompt", type=int, default=201)
     ap.add_argument("--tokens", type=int, default=48, help="tokens per running stream")
@@ -351,6 +391,8 @@ def main() -> None:
         result = {**json.loads(out.read_text()), **result}
     if not args.no_step:
         result["step"] = step_part(args, path)
+    if args.quality:
+        result["int8_quality"] = quality_part(args, path)
     if args.arrivals:
         result["arrivals"] = {
             "running": args.running,

@@ -208,7 +208,7 @@ class RWKVChatEngine:
         )
         self.wkv.on_fallback = self._wkv_fell_back
         self.wkv.probe(self.lm.version, self.lm.n_head, self.lm.head_size, self.lm.dtype, device)
-        self.linear_kernel = _linear_kind(opts.linear_kernel, self.strategy)
+        self.linear_kernel = _linear_kind(opts.linear_kernel, self.strategy, self._weight_bytes())
         self.forward = Forward(self.lm, self.wkv, self.linear_kernel)
         self._package_prefill = kernel == "rwkv-cuda"
         if self._package_prefill and not opts.cuda_kernels:
@@ -250,6 +250,11 @@ class RWKVChatEngine:
         if hasattr(self, "info"):
             self.info.extra["prefill"] = self.prefill_path
             self.info.extra["prefill_fallback"] = reason
+
+    def _weight_bytes(self) -> int:
+        """Bytes of the weights the model holds (what a packed copy would add, at most)."""
+        weights = self.lm.model.w if self.lm.version == "x060" else self.lm.model.z
+        return sum(int(t.numel() * t.element_size()) for t in weights.values())
 
     def _vocab(self) -> int:
         head = self.lm.model.w if self.lm.version == "x060" else self.lm.model.z
@@ -762,14 +767,23 @@ class _Rows:
         self.tensors = {name: t[start:end] for name, t in pool.tensors.items()}
 
 
-def _linear_kind(option: str, strategy: str) -> LinearKind:
-    """The option's kind of linear; packed and quantized kinds need ``cpu fp32``."""
+def _linear_kind(option: str, strategy: str, weight_bytes: int) -> LinearKind:
+    """The option's kind of linear; packed and quantized kinds need ``cpu fp32``. ``auto``
+    packs for oneDNN only while the second copy of the weights (``weight_bytes``) stays
+    within a quarter of the machine's memory."""
+    import os
+
     import torch
 
+    cpu_fp32 = strategy.split() == ["cpu", "fp32"]
     if option == "auto":
         onednn = torch.backends.mkldnn.is_available()  # type: ignore[no-untyped-call]
-        return "onednn" if onednn and strategy.split() == ["cpu", "fp32"] else "dense"
-    if option != "dense" and strategy.split() != ["cpu", "fp32"]:
+        memory = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        if onednn and cpu_fp32 and weight_bytes > memory // 4:
+            log.info("linear_kernel auto: dense (a packed copy would take %d bytes)", weight_bytes)
+            return "dense"
+        return "onednn" if onednn and cpu_fp32 else "dense"
+    if option != "dense" and not cpu_fp32:
         raise ValueError(f"linear_kernel {option} needs strategy 'cpu fp32', not {strategy!r}")
     return "onednn" if option == "onednn" else "int8" if option == "int8" else "dense"
 

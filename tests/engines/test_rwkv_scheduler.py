@@ -194,3 +194,17 @@ async def test_the_step_token_budget_bounds_the_prompt_tokens_of_every_step(make
     assert engine.stats["prefill_tokens"] == prompt_tokens
     assert 0 < engine.stats["max_step_tokens"] <= 24
     assert engine.stats["prefill_steps"] >= prompt_tokens // 24
+
+
+async def test_the_linear_kernel_is_reported_and_int8_serves(make: Any) -> None:
+    import torch
+
+    packed = make(max_batch_size=2)
+    onednn = torch.backends.mkldnn.is_available()  # type: ignore[no-untyped-call]
+    assert packed.info.extra["linear"] == ("onednn" if onednn else "dense")
+    quantized = make(max_batch_size=2, linear_kernel="int8")
+    assert quantized.info.extra["linear"] == "int8"
+    tokens = await collect(quantized, GenerationRequest(prompt(90), params(max_tokens=6)))
+    assert 0 < len(tokens) <= 6
+    with pytest.raises(ValueError, match="cpu fp32"):
+        make(strategy="cpu bf16", linear_kernel="int8")
