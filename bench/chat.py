@@ -70,6 +70,7 @@ def engine_options(args: argparse.Namespace, max_batch: int) -> dict[str, Any]:
         "context_length": 8192,
         "prefix_cache_bytes": 4 * 2**30,
         "cuda_graphs": not args.no_graphs,
+        "linear_kernel": args.linear_kernel,
     }
 
 
@@ -266,7 +267,12 @@ def against_peer(args: argparse.Namespace, path: Path, tmp: Path) -> dict[str, A
             ours.close()
     finally:
         peer.close()
-    return {"peer": args.peer, "prompt_tokens": args.peer_prompt, "streams": ratios}
+    return {
+        "peer": args.peer,
+        "prompt_tokens": args.peer_prompt,
+        "linear_kernel": args.linear_kernel,
+        "streams": ratios,
+    }
 
 
 def main() -> None:
@@ -289,6 +295,7 @@ def main() -> None:
         "--server-start-timeout", type=float, default=900.0, help="seconds to wait for /health"
     )
     ap.add_argument("--no-graphs", action="store_true")
+    ap.add_argument("--linear-kernel", default="auto", choices=["auto", "dense", "onednn", "int8"])
     ap.add_argument("--constrained", action="store_true")
     ap.add_argument("--model-dir", default=None)
     ap.add_argument("--out", default=None)
