@@ -778,7 +778,10 @@ def _linear_kind(option: str, strategy: str, weight_bytes: int) -> LinearKind:
     cpu_fp32 = strategy.split() == ["cpu", "fp32"]
     if option == "auto":
         onednn = torch.backends.mkldnn.is_available()  # type: ignore[no-untyped-call]
-        memory = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        try:
+            memory = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        except (AttributeError, ValueError, OSError):  # no sysconf here: memory unknown
+            memory = 4 * weight_bytes
         if onednn and cpu_fp32 and weight_bytes > memory // 4:
             log.info("linear_kernel auto: dense (a packed copy would take %d bytes)", weight_bytes)
             return "dense"
