@@ -38,7 +38,7 @@ from engines.rwkv.cache import PrefixStateCache
 from engines.rwkv.forward import Forward
 from engines.rwkv.grammar import Guided, MaskWorker, check_grammar
 from engines.rwkv.graphs import DecodeGraphs
-from engines.rwkv.linear import LinearKind
+from engines.rwkv.linear import choose_linear_kind
 from engines.rwkv.model import LoadedRWKV, load_rwkv, load_state_file
 from engines.rwkv.options import RWKVOptions
 from engines.rwkv.pool import RowPool
@@ -208,7 +208,8 @@ class RWKVChatEngine:
         )
         self.wkv.on_fallback = self._wkv_fell_back
         self.wkv.probe(self.lm.version, self.lm.n_head, self.lm.head_size, self.lm.dtype, device)
-        self.linear_kernel = _linear_kind(opts.linear_kernel, self.strategy, self._weight_bytes())
+        kind = choose_linear_kind(opts.linear_kernel, self.strategy, self._weight_bytes())
+        self.linear_kernel = kind
         self.forward = Forward(self.lm, self.wkv, self.linear_kernel)
         self._package_prefill = kernel == "rwkv-cuda"
         if self._package_prefill and not opts.cuda_kernels:
@@ -765,30 +766,6 @@ class _Rows:
 
     def __init__(self, pool: RowPool, start: int, end: int) -> None:
         self.tensors = {name: t[start:end] for name, t in pool.tensors.items()}
-
-
-def _linear_kind(option: str, strategy: str, weight_bytes: int) -> LinearKind:
-    """The option's kind of linear; packed and quantized kinds need ``cpu fp32``. ``auto``
-    packs for oneDNN only while the second copy of the weights (``weight_bytes``) stays
-    within a quarter of the machine's memory."""
-    import os
-
-    import torch
-
-    cpu_fp32 = strategy.split() == ["cpu", "fp32"]
-    if option == "auto":
-        onednn = torch.backends.mkldnn.is_available()  # type: ignore[no-untyped-call]
-        try:
-            memory = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-        except (AttributeError, ValueError, OSError):  # no sysconf here: memory unknown
-            memory = 4 * weight_bytes
-        if onednn and cpu_fp32 and weight_bytes > memory // 4:
-            log.info("linear_kernel auto: dense (a packed copy would take %d bytes)", weight_bytes)
-            return "dense"
-        return "onednn" if onednn and cpu_fp32 else "dense"
-    if option != "dense" and not cpu_fp32:
-        raise ValueError(f"linear_kernel {option} needs strategy 'cpu fp32', not {strategy!r}")
-    return "onednn" if option == "onednn" else "int8" if option == "int8" else "dense"
 
 
 def _find_stop(text: str, stops: tuple[str, ...], emitted: int) -> int | None:

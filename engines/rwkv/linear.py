@@ -16,10 +16,13 @@ that. Kinds:
 
 from __future__ import annotations
 
+import logging
 import warnings
 from typing import Any, Literal
 
-__all__ = ["LinearKind", "Linears"]
+__all__ = ["LinearKind", "Linears", "choose_linear_kind"]
+
+log = logging.getLogger(__name__)
 
 LinearKind = Literal["dense", "onednn", "int8"]
 
@@ -78,3 +81,27 @@ def _quantized(wt: Any) -> Any:
         )
         layer.set_weight_bias(q, None)
     return layer
+
+
+def choose_linear_kind(option: str, strategy: str, weight_bytes: int) -> LinearKind:
+    """The option's kind of linear; packed and quantized kinds need ``cpu fp32``. ``auto``
+    packs for oneDNN only while the second copy of the weights (``weight_bytes``) stays
+    within a quarter of the machine's memory."""
+    import os
+
+    import torch
+
+    cpu_fp32 = strategy.split() == ["cpu", "fp32"]
+    if option == "auto":
+        onednn = torch.backends.mkldnn.is_available()  # type: ignore[no-untyped-call]
+        try:
+            memory = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        except (AttributeError, ValueError, OSError):  # no sysconf here: memory unknown
+            memory = 4 * weight_bytes
+        if onednn and cpu_fp32 and weight_bytes > memory // 4:
+            log.info("linear_kernel auto: dense (a packed copy would take %d bytes)", weight_bytes)
+            return "dense"
+        return "onednn" if onednn and cpu_fp32 else "dense"
+    if option != "dense" and not cpu_fp32:
+        raise ValueError(f"linear_kernel {option} needs strategy 'cpu fp32', not {strategy!r}")
+    return "onednn" if option == "onednn" else "int8" if option == "int8" else "dense"
