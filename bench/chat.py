@@ -10,8 +10,14 @@ Prints and writes (``bench/results/chat-<device>.json``):
   stream and at the largest stream count;
 - ``constrained`` (``--constrained``): tok/s with json_schema-constrained rows vs plain.
 
+With ``--peer rwkvserve --peer-venv PATH`` it measures only the engine's server against
+that peer on the same weights (``bench/peer.py``), interleaved, at ``--peer-streams``,
+and writes the ratios (``bench/results/chat-peer-<device>.json``).
+
     python bench/chat.py                                   # CPU, small shape
     python bench/chat.py --device cuda --layers 24 --embd 2048 --streams 1,16,64,256
+    python bench/chat.py --layers 8 --embd 768 --threads 2 --peer rwkvserve \
+        --peer-venv /tmp/peer-venv
 """
 
 from __future__ import annotations
@@ -64,6 +70,7 @@ def engine_options(args: argparse.Namespace, max_batch: int) -> dict[str, Any]:
         "context_length": 8192,
         "prefix_cache_bytes": 4 * 2**30,
         "cuda_graphs": not args.no_graphs,
+        "linear_kernel": args.linear_kernel,
     }
 
 
@@ -233,6 +240,41 @@ async def measure(
             remote.close()
 
 
+def against_peer(args: argparse.Namespace, path: Path, tmp: Path) -> dict[str, Any]:
+    """Both servers up at once (one idles while the other is measured), rounds alternating."""
+    from bench.peer import PeerServer, compare, peer_model_dir
+
+    streams = [int(s) for s in args.peer_streams.split(",")]
+    options = engine_options(args, max(streams))
+    peer = PeerServer(
+        Path(args.peer_venv),
+        peer_model_dir(path, tmp / "peer-model"),
+        max(streams),
+        args.threads,
+        args.peer_port,
+        tmp / "peer.log",
+    )
+    try:
+        ours = OverHTTP(path, options, args.threads, tmp, args.port, args.server_start_timeout)
+        try:
+            peer.wait_healthy(args.server_start_timeout)
+            base = f"http://127.0.0.1:{args.port}"
+            peer_base = f"http://127.0.0.1:{args.peer_port}"
+            ratios = asyncio.run(
+                compare(base, peer_base, streams, args.peer_prompt, args.tokens, args.peer_rounds)
+            )
+        finally:
+            ours.close()
+    finally:
+        peer.close()
+    return {
+        "peer": args.peer,
+        "prompt_tokens": args.peer_prompt,
+        "linear_kernel": args.linear_kernel,
+        "streams": ratios,
+    }
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
@@ -253,10 +295,19 @@ def main() -> None:
         "--server-start-timeout", type=float, default=900.0, help="seconds to wait for /health"
     )
     ap.add_argument("--no-graphs", action="store_true")
+    ap.add_argument("--linear-kernel", default="auto", choices=["auto", "dense", "onednn", "int8"])
     ap.add_argument("--constrained", action="store_true")
     ap.add_argument("--model-dir", default=None)
     ap.add_argument("--out", default=None)
+    ap.add_argument("--peer", choices=["rwkvserve"], default=None)
+    ap.add_argument("--peer-venv", default=None, help="a virtual environment with the peer")
+    ap.add_argument("--peer-port", type=int, default=18901)
+    ap.add_argument("--peer-streams", default="1,4,8,16")
+    ap.add_argument("--peer-prompt", type=int, default=201, help="prompt tokens per stream")
+    ap.add_argument("--peer-rounds", type=int, default=3)
     args = ap.parse_args()
+    if args.peer and not args.peer_venv:
+        ap.error("--peer needs --peer-venv")
     args.precision = args.precision or ("fp16" if args.device == "cuda" else "fp32")
 
     import torch
@@ -279,6 +330,12 @@ def main() -> None:
             "strategy": strategy,
             "threads": args.threads,
         }
+        if args.peer:
+            result.update(against_peer(args, path, tmp))
+            out = Path(args.out or ROOT / f"bench/results/chat-peer-{args.device}.json")
+            out.write_text(json.dumps(result, indent=2, default=str))
+            print(f"wrote {out}")
+            return
         out = Path(args.out or ROOT / f"bench/results/chat-{args.device}.json")
         out.parent.mkdir(parents=True, exist_ok=True)
 

@@ -38,6 +38,7 @@ from engines.rwkv.cache import PrefixStateCache
 from engines.rwkv.forward import Forward
 from engines.rwkv.grammar import Guided, MaskWorker, check_grammar
 from engines.rwkv.graphs import DecodeGraphs
+from engines.rwkv.linear import choose_linear_kind
 from engines.rwkv.model import LoadedRWKV, load_rwkv, load_state_file
 from engines.rwkv.options import RWKVOptions
 from engines.rwkv.pool import RowPool
@@ -148,6 +149,7 @@ class RWKVChatEngine:
                 "states": self.state_names,
                 "decode": self.decode_path,
                 "prefill": self.prefill_path,
+                "linear": self.linear_kernel,
                 # Why the fla kernel gave way to the torch form (None: it did not).
                 "prefill_fallback": self.wkv.fallback_reason,
                 "max_batch_size": self.max_batch_size,
@@ -169,6 +171,10 @@ class RWKVChatEngine:
             "generated_tokens": 0,
             "stalled_readers": 0,
             "deferred_for_fairness": 0,
+            # Steps that advanced prefill, and the most tokens (decode rows and prompt
+            # tokens) one step has processed: what step_token_budget bounds.
+            "prefill_steps": 0,
+            "max_step_tokens": 0,
         }
         self._masks: MaskWorker | None = None
         self._pending: deque[_Handle] = deque()
@@ -204,7 +210,9 @@ class RWKVChatEngine:
         )
         self.wkv.on_fallback = self._wkv_fell_back
         self.wkv.probe(self.lm.version, self.lm.n_head, self.lm.head_size, self.lm.dtype, device)
-        self.forward = Forward(self.lm, self.wkv)
+        kind = choose_linear_kind(opts.linear_kernel, self.strategy, self._weight_bytes())
+        self.linear_kernel = kind
+        self.forward = Forward(self.lm, self.wkv, self.linear_kernel)
         self._package_prefill = kernel == "rwkv-cuda"
         if self._package_prefill and not opts.cuda_kernels:
             log.warning(
@@ -245,6 +253,11 @@ class RWKVChatEngine:
         if hasattr(self, "info"):
             self.info.extra["prefill"] = self.prefill_path
             self.info.extra["prefill_fallback"] = reason
+
+    def _weight_bytes(self) -> int:
+        """Bytes of the weights the model holds (what a packed copy would add, at most)."""
+        weights = self.lm.model.w if self.lm.version == "x060" else self.lm.model.z
+        return sum(int(t.numel() * t.element_size()) for t in weights.values())
 
     def _vocab(self) -> int:
         head = self.lm.model.w if self.lm.version == "x060" else self.lm.model.z
@@ -372,9 +385,15 @@ class RWKVChatEngine:
                 self._admit()
             try:
                 self._drop_cancelled()
-                budget = max(1, self.options.step_token_budget - len(self._batch))
+                running = len(self._batch)
+                budget = max(1, self.options.step_token_budget - running)
+                before = self.stats["prefill_tokens"]
                 if self._prefill:
                     self._prefill_step(budget)
+                prefilled = self.stats["prefill_tokens"] - before
+                self.stats["prefill_steps"] += prefilled > 0
+                step_tokens = prefilled + running
+                self.stats["max_step_tokens"] = max(self.stats["max_step_tokens"], step_tokens)
                 if self._batch:
                     self._decode_step()
                 self.healthy = True

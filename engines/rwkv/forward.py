@@ -15,14 +15,27 @@ from __future__ import annotations
 
 from typing import Any
 
+from engines.rwkv.linear import LinearKind, Linears
 from engines.rwkv.model import LoadedRWKV
 from engines.rwkv.wkv import Wkv
 
 __all__ = ["Forward"]
 
 
+# The products worth packing: every row's per-layer projections and the head.
+_X070_LINEARS = (
+    "att.receptance.weight",
+    "att.key.weight",
+    "att.value.weight",
+    "att.output.weight",
+    "ffn.key.weight",
+    "ffn.value.weight",
+)
+_X060_LINEARS = (*_X070_LINEARS, "att.gate.weight", "ffn.receptance.weight")
+
+
 class Forward:
-    def __init__(self, lm: LoadedRWKV, wkv: Wkv) -> None:
+    def __init__(self, lm: LoadedRWKV, wkv: Wkv, linear: LinearKind = "dense") -> None:
         self.lm = lm
         self.wkv = wkv
         if lm.version == "x060":
@@ -35,6 +48,9 @@ class Forward:
         # a time by a host index); the batched step looks up device tensors of tokens, so
         # the table lives where the step computes, in its dtype (for x070 this is no copy).
         self.emb = self.w["emb.weight"].to(device=lm.device, dtype=lm.dtype)
+        suffixes = _X060_LINEARS if lm.version == "x060" else _X070_LINEARS
+        names = [f"blocks.{i}.{s}" for i in range(lm.n_layer) for s in suffixes]
+        self.mm = Linears(self.w, [*names, "head.weight"], linear)
 
     def embed(self, tokens: Any) -> Any:
         """``[P, T, C]`` rows of the embedding, on the computing device."""
@@ -74,7 +90,7 @@ class Forward:
         import torch
         import torch.nn.functional as F
 
-        z, lm = self.w, self.lm
+        z, lm, mm = self.w, self.lm, self.mm
         P, T = tokens.shape
         C, H, N = lm.n_embd, lm.n_head, lm.head_size
         x = self.embed(tokens)
@@ -86,10 +102,10 @@ class Forward:
             xr, xw = xx + dx * z[a_ + "x_r"], xx + dx * z[a_ + "x_w"]
             xk, xv = xx + dx * z[a_ + "x_k"], xx + dx * z[a_ + "x_v"]
             xa, xg = xx + dx * z[a_ + "x_a"], xx + dx * z[a_ + "x_g"]
-            r = xr @ z[a_ + "receptance.weight"]
+            r = mm(xr, a_ + "receptance.weight")
             ww = torch.tanh(xw @ z[a_ + "w1"]) @ z[a_ + "w2"]
-            k = xk @ z[a_ + "key.weight"]
-            v = xv @ z[a_ + "value.weight"]
+            k = mm(xk, a_ + "key.weight")
+            v = mm(xv, a_ + "value.weight")
             aa = torch.sigmoid(z[a_ + "a0"] + (xa @ z[a_ + "a1"]) @ z[a_ + "a2"])
             g = torch.sigmoid(xg @ z[a_ + "g1"]) @ z[a_ + "g2"]
             kk = F.normalize((k * z[a_ + "k_k"]).view(P, T, H, N), dim=-1, p=2.0).view(P, T, C)
@@ -112,16 +128,16 @@ class Forward:
             ).view(P, T, C)
             bonus = (r * k * z[a_ + "r_k"]).view(P, T, H, N).sum(dim=-1, keepdim=True)
             out = out + (bonus * v.view(P, T, H, N)).view(P, T, C)
-            x = x + (out * g) @ z[a_ + "output.weight"]
+            x = x + mm(out * g, a_ + "output.weight")
 
             xx = F.layer_norm(x, (C,), weight=z[b + "ln2.weight"], bias=z[b + "ln2.bias"])
             kx = xx + (self._shifted(st[i * 3 + 2], xx) - xx) * z[f + "x_k"]
-            x = x + (torch.relu(kx @ z[f + "key.weight"]) ** 2) @ z[f + "value.weight"]
+            x = x + mm(torch.relu(mm(kx, f + "key.weight")) ** 2, f + "value.weight")
             st[i * 3 + 2].copy_(self._last(xx, lengths))
         x = F.layer_norm(
             self._last(x, lengths), (C,), weight=z["ln_out.weight"], bias=z["ln_out.bias"]
         )
-        return (x @ z["head.weight"]).float()
+        return mm(x, "head.weight").float()
 
     def _wkv7(
         self,
@@ -137,11 +153,23 @@ class Forward:
         shape: tuple[int, int, int, int],
     ) -> Any:
         """The WKV output ``[P, T, H, N]`` (fp32); the layer's state updated in place."""
+        import torch
+
         P, T, H, N = shape
         s = st[i * 3 + 1]
+        if T == 1 and s.device.type == "cpu" and r.dtype == torch.float32:
+            # S @ (a b^T) is (S a) b^T: a matrix-vector product and an outer product
+            # instead of a product of N x N matrices (N times fewer operations; what a
+            # CPU step spends most of its WKV time on). In place, as below.
+            sa = s @ (-kk).view(P, H, N, 1)
+            s.mul_(logw.exp().view(P, H, 1, N))
+            s.addcmul_(sa, (kk * aa).view(P, H, 1, N))
+            s.addcmul_(v.view(P, H, N, 1), k.view(P, H, 1, N))
+            return (s @ r.view(P, H, N, 1)).view(P, 1, H, N)
         if T == 1:
             # In place: the state is pool memory, and a temporary copy of it per layer
-            # per step would cost as much as the update itself.
+            # per step would cost as much as the update itself. The package's order of
+            # operations, so that 16-bit steps stay bit-identical to its forward.
             w = logw.exp().view(P, H, 1, N)
             vk = v.view(P, H, N, 1) @ k.view(P, H, 1, N)
             ab = (-kk).view(P, H, N, 1) @ (kk * aa).view(P, H, 1, N)
@@ -159,7 +187,7 @@ class Forward:
         import torch
         import torch.nn.functional as F
 
-        w, lm = self.w, self.lm
+        w, lm, mm = self.w, self.lm, self.mm
         P, T = tokens.shape
         C, H = lm.n_embd, lm.n_head
         N = C // H
@@ -177,10 +205,10 @@ class Forward:
             vx = xx + sx * (w[a_ + "time_maa_v"] + mv)
             rx = xx + sx * (w[a_ + "time_maa_r"] + mr)
             gx = xx + sx * (w[a_ + "time_maa_g"] + mg)
-            r = (rx @ w[a_ + "receptance.weight"]).float()
-            k = (kx @ w[a_ + "key.weight"]).float()
-            v = (vx @ w[a_ + "value.weight"]).float()
-            g = F.silu(gx @ w[a_ + "gate.weight"])
+            r = mm(rx, a_ + "receptance.weight").float()
+            k = mm(kx, a_ + "key.weight").float()
+            v = mm(vx, a_ + "value.weight").float()
+            g = F.silu(mm(gx, a_ + "gate.weight"))
             td = torch.tanh(wx @ w[a_ + "time_decay_w1"]) @ w[a_ + "time_decay_w2"]
             logw = -torch.exp(w[a_ + "time_decay"].view(C) + td.float())
             o = self._wkv6(st, i, r, logw, k, v, w[a_ + "time_first"], lengths, (P, T, H, N))
@@ -192,22 +220,22 @@ class Forward:
                 bias=w[a_ + "ln_x.bias"],
                 eps=64e-5,
             ).view(P, T, C)
-            x = x + (out.to(dtype=x.dtype) * g) @ w[a_ + "output.weight"]
+            x = x + mm(out.to(dtype=x.dtype) * g, a_ + "output.weight")
 
             xx = F.layer_norm(x, (C,), weight=w[b + "ln2.weight"], bias=w[b + "ln2.bias"])
             sx = self._shifted(st[i * 3 + 2], xx) - xx
             kx = xx + sx * w[f + "time_maa_k"]
             rx = xx + sx * w[f + "time_maa_r"]
-            rr = torch.sigmoid(rx @ w[f + "receptance.weight"])
-            vx = torch.relu(kx @ w[f + "key.weight"]) ** 2
-            x = x + rr * (vx @ w[f + "value.weight"])
+            rr = torch.sigmoid(mm(rx, f + "receptance.weight"))
+            vx = torch.relu(mm(kx, f + "key.weight")) ** 2
+            x = x + rr * mm(vx, f + "value.weight")
             st[i * 3 + 2].copy_(self._last(xx, lengths))
             if lm.rescale_layer > 0 and (i + 1) % lm.rescale_layer == 0:
                 x = x / 2
         x = F.layer_norm(
             self._last(x, lengths), (C,), weight=w["ln_out.weight"], bias=w["ln_out.bias"]
         )
-        return (x @ w["head.weight"]).float()
+        return mm(x, "head.weight").float()
 
     def _wkv6(
         self,

@@ -32,7 +32,10 @@ class RWKVOptions(BaseModel):
         ge=1,
         description=(
             "Tokens per scheduler step, shared by the decode rows (one each) and prefill "
-            "chunks, so a long prompt never stalls decoding."
+            "chunks (every prefilling prompt advances at least one token), so a long "
+            "prompt never stalls decoding. On a CPU each prefill slice is a pass over all "
+            "the weights: small budgets put that cost into more steps and raise the "
+            "running streams' median gap; large ones make rarer, longer gaps."
         ),
     )
     prefix_cache_bytes: int = Field(
@@ -107,6 +110,16 @@ class RWKVOptions(BaseModel):
         description=(
             "WKV for prefill: fla (flash-linear-attention, CUDA), rwkv-cuda (the package's "
             "kernel, one prompt at a time), torch (chunked matrix form); auto picks."
+        ),
+    )
+    linear_kernel: Literal["auto", "dense", "onednn", "int8"] = Field(
+        "auto",
+        description=(
+            "How the CPU step multiplies by its large weights: dense (x @ W, as the rwkv "
+            "package keeps them), onednn (packed once for oneDNN: several times faster for "
+            "2-16 rows; keeps a second fp32 copy of those weights), int8 (dynamically "
+            "quantized, a quarter of the bytes, approximate logits); auto: onednn for "
+            "cpu fp32 while that copy fits in a quarter of the machine's memory, else dense."
         ),
     )
     wkv_chunk: int = Field(16, ge=1, le=128, description="Tokens per chunk of the torch WKV.")

@@ -178,3 +178,33 @@ async def test_one_key_cannot_hold_every_slot_while_others_wait(make: Any) -> No
     # b's request did not wait behind all of a's: it finished among the first two.
     assert "b9" in finished[:2]
     assert engine.stats["deferred_for_fairness"] > 0
+
+
+async def test_the_step_token_budget_bounds_the_prompt_tokens_of_every_step(make: Any) -> None:
+    """Prompts far longer than the budget (and with a chunk size above it) advance at most
+    the budget less the running rows per step, all the while a stream decodes."""
+    engine = make(max_batch_size=4, max_prefill_chunk=256, step_token_budget=24)
+    long_prompts = [prompt(71, 300), prompt(72, 250)]
+    results = await asyncio.gather(
+        collect(engine, GenerationRequest(prompt(70), params(max_tokens=40, temperature=0))),
+        *(collect(engine, GenerationRequest(p, params(max_tokens=2))) for p in long_prompts),
+    )
+    assert all(results)
+    prompt_tokens = 6 + 300 + 250
+    assert engine.stats["prefill_tokens"] == prompt_tokens
+    assert 0 < engine.stats["max_step_tokens"] <= 24
+    assert engine.stats["prefill_steps"] >= prompt_tokens // 24
+
+
+async def test_the_linear_kernel_is_reported_and_int8_serves(make: Any) -> None:
+    import torch
+
+    packed = make(max_batch_size=2)
+    onednn = torch.backends.mkldnn.is_available()  # type: ignore[no-untyped-call]
+    assert packed.info.extra["linear"] == ("onednn" if onednn else "dense")
+    quantized = make(max_batch_size=2, linear_kernel="int8")
+    assert quantized.info.extra["linear"] == "int8"
+    tokens = await collect(quantized, GenerationRequest(prompt(90), params(max_tokens=6)))
+    assert 0 < len(tokens) <= 6
+    with pytest.raises(ValueError, match="cpu fp32"):
+        make(strategy="cpu bf16", linear_kernel="int8")

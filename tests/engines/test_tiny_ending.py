@@ -57,7 +57,10 @@ async def test_the_embedded_demo_model_ends_its_chat_turns_with_stop(tmp_path: P
                 json={
                     "model": "rwkv7-tiny-random",
                     "messages": [{"role": "user", "content": "Hi"}],
-                    "max_tokens": 100,
+                    # Turn lengths have a long tail (seeds 0-11: 2 to 87 tokens, and one
+                    # past 200 when the step's fp32 rounding differs), so the budget is
+                    # ample; the median is what the test above bounds.
+                    "max_tokens": 400,
                     "seed": seed,
                 },
             )
