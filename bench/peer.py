@@ -147,10 +147,17 @@ class PeerServer:
             self.proc.kill()
 
 
-async def _burst(base: str, streams: int, prompt_len: int, max_tokens: int) -> float:
-    """Output tokens/s of ``streams`` concurrent completions against ``base``."""
+async def _burst(
+    base: str, streams: int, prompt_len: int, max_tokens: int
+) -> tuple[float, list[float]]:
+    """Output tokens/s of ``streams`` concurrent streamed completions against ``base``, and
+    every gap between two text events of one stream (a text event per token on both
+    servers; one carrying several tokens makes its gap count once, against us)."""
+    import json
+
     import httpx
 
+    gaps: list[float] = []
     async with httpx.AsyncClient(base_url=base, timeout=900) as client:
 
         async def one(i: int) -> int:
@@ -160,14 +167,28 @@ async def _burst(base: str, streams: int, prompt_len: int, max_tokens: int) -> f
                 "max_tokens": max_tokens,
                 "temperature": 1.0,
                 "top_p": 0.85,
+                "stream": True,
             }
-            r = await client.post("/v1/completions", json=body)
-            r.raise_for_status()
-            return int(r.json()["usage"]["completion_tokens"])
+            events = 0
+            last: float | None = None
+            async with client.stream("POST", "/v1/completions", json=body) as r:
+                r.raise_for_status()
+                async for line in r.aiter_lines():
+                    if not line.startswith("data:") or line.strip() == "data: [DONE]":
+                        continue
+                    chunk = json.loads(line[5:])
+                    if not any(c.get("text") for c in chunk.get("choices") or []):
+                        continue
+                    now = time.perf_counter()
+                    if last is not None:
+                        gaps.append(now - last)
+                    last = now
+                    events += 1
+            return events
 
         started = time.perf_counter()
         done = await asyncio.gather(*(one(i) for i in range(streams)))
-        return sum(done) / (time.perf_counter() - started)
+        return sum(done) / (time.perf_counter() - started), gaps
 
 
 async def compare(
@@ -179,20 +200,30 @@ async def compare(
     out: dict[str, Any] = {}
     for s in streams:
         runs: dict[str, list[float]] = {"ours": [], "peer": []}
+        gaps: dict[str, list[float]] = {"ours": [], "peer": []}
         for r in range(rounds):
             order = [("ours", ours), ("peer", peer)]
             for name, base in order if r % 2 == 0 else order[::-1]:
-                runs[name].append(await _burst(base, s, prompt_len, max_tokens))
+                tok_s, seen = await _burst(base, s, prompt_len, max_tokens)
+                runs[name].append(tok_s)
+                gaps[name].extend(seen)
         ours_tok_s, peer_tok_s = (statistics.median(runs[k]) for k in ("ours", "peer"))
+        ours_itl, peer_itl = (
+            statistics.median(gaps[k]) * 1000 if gaps[k] else float("nan") for k in ("ours", "peer")
+        )
         out[str(s)] = {
             "ours_tok_s": ours_tok_s,
             "peer_tok_s": peer_tok_s,
             "ratio": ours_tok_s / peer_tok_s,
+            "ours_itl_p50_ms": ours_itl,
+            "peer_itl_p50_ms": peer_itl,
+            "itl_ratio": ours_itl / peer_itl,
             "runs": runs,
         }
         print(
             f"{s:>3} streams: ours {ours_tok_s:8.1f} tok/s, peer {peer_tok_s:8.1f} tok/s, "
-            f"ratio {ours_tok_s / peer_tok_s:5.2f}",
+            f"ratio {ours_tok_s / peer_tok_s:5.2f}; median inter-token ours {ours_itl:7.1f} ms, "
+            f"peer {peer_itl:7.1f} ms, ratio {ours_itl / peer_itl:5.2f}",
             flush=True,
         )
     return out

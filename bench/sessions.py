@@ -3,6 +3,7 @@
 A conversation of T turns (about 200 tokens a user turn) runs through
 - ``chat``: /v1/chat/completions, the client re-sending the whole history each turn;
 - ``responses``: /v1/responses, each turn naming the previous one (``previous_response_id``);
+- ``conversation``: /v1/responses, each turn naming one conversation (the Conversations API);
 each in three modes:
 - ``warm``: one app, the prefix-state cache on (the state is in memory);
 - ``restart``: the app is restarted (a new process state over the same data dir) before
@@ -138,10 +139,38 @@ async def run_responses(
     return rows
 
 
+async def run_conversation(
+    app: App, turns: int, words: int, restart_at: set[int]
+) -> list[dict[str, Any]]:
+    r = await app.http.post(
+        "/v1/conversations",
+        json={"items": [{"type": "message", "role": "system", "content": "You answer briefly."}]},
+    )
+    conversation = r.json()["id"]
+    rows = []
+    for t in range(1, turns + 1):
+        if t in restart_at:
+            await app.stop()
+            await app.start()
+        body: dict[str, Any] = {
+            "model": "m",
+            "input": user_turn(t, words),
+            "max_output_tokens": 1,
+            "temperature": 0,
+            "conversation": conversation,
+        }
+        s, got = await timed(app.http, "/v1/responses", body)
+        usage = got["usage"]
+        cached = usage["input_tokens_details"]["cached_tokens"]
+        rows.append({"turn": t, "ttft_s": s, "prompt": usage["input_tokens"], "cached": cached})
+    return rows
+
+
 async def measure(args: argparse.Namespace, model: Path, tmp: Path) -> dict[str, Any]:
     restarts = {t for t in (1, args.turns // 5, args.turns // 2, args.turns) if t > 1}
     out: dict[str, Any] = {}
-    for api, run in (("chat", run_chat), ("responses", run_responses)):
+    apis = (("chat", run_chat), ("responses", run_responses), ("conversation", run_conversation))
+    for api, run in apis:
         for mode in ("warm", "restart", "reread"):
             app = App(model, tmp / f"{api}-{mode}", cached=mode != "reread")
             await app.start()
@@ -160,7 +189,7 @@ async def measure(args: argparse.Namespace, model: Path, tmp: Path) -> dict[str,
                 "wall_s": time.perf_counter() - started,
             }
             print(
-                f"{api:9s} {mode:8s} turn 1 {first['ttft_s'] * 1000:8.1f} ms   "
+                f"{api:12s} {mode:8s} turn 1 {first['ttft_s'] * 1000:8.1f} ms   "
                 f"turn {args.turns} {last['ttft_s'] * 1000:8.1f} ms   "
                 f"prompt {last['prompt']:6d} cached {last['cached']:6d}",
                 flush=True,

@@ -36,7 +36,8 @@ async def _served(base_url: str) -> float:
     async with httpx.AsyncClient(base_url=base_url) as c:
         text = (await c.get("/metrics")).text
     return metric(
-        text, 'rwkv_rag_requests_total{method="POST",route="/v1/chat/completions",status="200"}'
+        text,
+        'rwkv_rag_requests_total{method="POST",project="default",route="/v1/chat/completions",status="200"}',
     )
 
 

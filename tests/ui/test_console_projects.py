@@ -132,3 +132,33 @@ def test_a_member_sees_its_project_and_no_switcher(page: Page, server: RunningSe
     expect(page.get_by_role("cell", name="b-bot")).to_be_visible()
     expect(page.get_by_role("cell", name="a-bot")).to_have_count(0)
     assert page.errors == []  # type: ignore[attr-defined]
+
+
+def test_one_projects_console_neither_lists_nor_opens_anothers_store(
+    page: Page, server: RunningServer
+) -> None:
+    import httpx
+
+    made = httpx.post(
+        f"{server.base_url}/v1/vector_stores",
+        json={"name": "alice-manuals"},
+        headers={"Authorization": "Bearer sk-console-alice"},
+    )
+    assert made.status_code == 200, made.text
+    alice_store = made.json()["id"]
+    _sign_in(page, server, BOB)
+    page.get_by_role("link", name="Stores").click()
+    expect(page.get_by_role("heading", name="Stores")).to_be_visible()
+    expect(page.get_by_role("link", name="alice-manuals")).to_have_count(0)
+    # Her store's id typed into the address bar: the API's 404, nothing of hers shown.
+    page.goto(f"{server.base_url}/ui/#/stores/{alice_store}")
+    expect(page.get_by_role("heading", name="Something went wrong")).to_be_visible()
+    expect(page.locator("main")).to_contain_text("no vector store")
+    expect(page.locator("main")).not_to_contain_text("alice-manuals")
+    # An admin inside team-a finds it in the console.
+    page.get_by_role("button", name="Forget key").click()
+    _sign_in(page, server, ADMIN)
+    page.get_by_label("Project").select_option("team-a")
+    page.get_by_role("link", name="Stores").click()
+    expect(page.get_by_role("link", name="alice-manuals")).to_be_visible()
+    assert page.errors == []  # type: ignore[attr-defined]
