@@ -83,35 +83,37 @@ async def test_a_damaged_state_row_is_refused_and_re_read(
     assert _metric(metrics, 'rwkv_rag_state_disk_events_total{event="refused",model="m"}') > 0
 
 
-async def test_a_tiny_budget_in_postgresql_evicts_and_answers_stay_the_same(
-    tiny_dir: Path, tmp_path: Path, pg_server: Any
+def test_a_full_budget_in_postgresql_drops_the_least_recently_used_state(
+    pg_server: Any,
 ) -> None:
-    probe = new_database(pg_server)
-    await _chat(_replica(tiny_dir, tmp_path / "p", probe, "rwkv7-tiny"), [TURN_1], None)
-    one = max(size for _, size in _rows(probe))
-    budget = one + one // 2
-    conversations = [TURN_1, _turn_2("A state is memory."), _turn_2("It is small.")]
+    import time
+
+    import torch
+
+    from engines.rwkv.blobs import PostgresBlobs
+    from engines.rwkv.states import DiskStates, StateIdentity, StateWrite, prefix_digests
+
     dsn = new_database(pg_server)
-    got = await _chat(
-        _replica(
-            tiny_dir,
-            tmp_path / "t",
-            dsn,
-            "rwkv7-tiny",
-            prefix_cache_bytes=0,
-            state_disk_bytes=budget,
-        ),
-        conversations,
-        None,
-    )
-    ref = await _chat(
-        _replica(tiny_dir, tmp_path / "r", new_database(pg_server), "rwkv7-tiny", **NO_CACHE),
-        conversations,
-        None,
-    )
-    assert [t for t, _, _ in got] == [t for t, _, _ in ref]
-    rows = _rows(dsn)
-    assert rows and sum(size for _, size in rows) <= budget
+    ident = StateIdentity(model="m", weights="w" * 64, states={"": "z" * 64})
+    blobs = PostgresBlobs(dsn)
+    store = DiskStates(blobs, ident, 2**30, 0.0)
+    state, logits = [torch.ones(256)], torch.ones(2)
+    digests = [prefix_digests([i], [1])[1] for i in range(3)]
+    for d in digests[:2]:
+        store.save(StateWrite("", d, 1, [*state, logits]))
+    one = max(size for _, size in _rows(dsn))
+    with psycopg.connect(dsn) as conn:
+        conn.execute(
+            "UPDATE rwkv_states SET used_at = %s WHERE key = %s",
+            (time.time() - 100, store.key("", digests[1])),
+        )
+    assert store.load("", digests[0], 1, [torch.zeros(256)], "cpu") is not None  # now recent
+    store.max_bytes = 2 * one + 64  # room for two states, not three
+    store.save(StateWrite("", digests[2], 1, [*state, logits]))
+    kept = {key for key, _ in _rows(dsn)}
+    assert kept == {store.key("", digests[0]), store.key("", digests[2])}
+    assert store.stats.evicted == 1
+    blobs.close()
 
 
 def test_the_postgres_store_needs_a_database() -> None:

@@ -138,7 +138,7 @@ async def test_a_loop_through_too_many_gateways_is_refused_before_forwarding(
 def test_a_gateway_whose_upstream_is_itself_answers_508_at_once(tmp_path: Path) -> None:
     port = free_port()
     self_url = f"http://127.0.0.1:{port}/v1"
-    opts = {"upstreams": [self_url], "upstream_model": "loop", "health_interval_s": 60}
+    opts = {"upstreams": [self_url], "upstream_model": "loop", "health_interval_s": 1}
     config = {
         "models": [{"id": "loop", "kind": "chat", "engine": "remote", "options": opts}],
         "log_json": False,
