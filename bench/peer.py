@@ -150,9 +150,10 @@ class PeerServer:
 async def _burst(
     base: str, streams: int, prompt_len: int, max_tokens: int
 ) -> tuple[float, list[float]]:
-    """Output tokens/s of ``streams`` concurrent streamed completions against ``base``, and
-    every gap between two text events of one stream (a text event per token on both
-    servers; one carrying several tokens makes its gap count once, against us)."""
+    """Output tokens/s of ``streams`` concurrent streamed chat completions against ``base``
+    (the peer streams chat as SSE; its completions stream is not SSE), and every gap
+    between two text events of one stream (a text event per token on both servers; one
+    carrying several tokens makes its gap count once, against the server sending it)."""
     import json
 
     import httpx
@@ -161,9 +162,10 @@ async def _burst(
     async with httpx.AsyncClient(base_url=base, timeout=900) as client:
 
         async def one(i: int) -> int:
+            text = text_of_tokens(prompt_len, 31 * i + streams)
             body = {
                 "model": "bench",
-                "prompt": text_of_tokens(prompt_len, 31 * i + streams),
+                "messages": [{"role": "user", "content": text}],
                 "max_tokens": max_tokens,
                 "temperature": 1.0,
                 "top_p": 0.85,
@@ -171,13 +173,16 @@ async def _burst(
             }
             events = 0
             last: float | None = None
-            async with client.stream("POST", "/v1/completions", json=body) as r:
+            async with client.stream("POST", "/v1/chat/completions", json=body) as r:
                 r.raise_for_status()
                 async for line in r.aiter_lines():
                     if not line.startswith("data:") or line.strip() == "data: [DONE]":
                         continue
                     chunk = json.loads(line[5:])
-                    if not any(c.get("text") for c in chunk.get("choices") or []):
+                    parts = [
+                        (c.get("delta") or {}).get("content") for c in chunk.get("choices") or []
+                    ]
+                    if not any(parts):
                         continue
                     now = time.perf_counter()
                     if last is not None:
