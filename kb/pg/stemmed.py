@@ -10,6 +10,8 @@ import threading
 import time
 from typing import Any
 
+from kb.sql.rebuild import RebuildThread
+
 __all__ = ["StemmedIndexMixin"]
 
 log = logging.getLogger("kb.pg")
@@ -22,14 +24,12 @@ _UNLOCK = "SELECT pg_advisory_unlock(hashtext('rwkv-rag-kb-stem'))"
 _RECHECK_S = 5.0
 
 
-class StemmedIndexMixin:
+class StemmedIndexMixin(RebuildThread):
     pool: Any
     _timeout: float
     _stem_ready_flag = False
     _stem_checked = 0.0
     _stem_cursor = 0
-    _stem_thread: threading.Thread | None = None
-    _stem_stop: threading.Event | None = None
 
     def stemmed_index_ready(self, conn: Any) -> bool:
         """Whether ``stem_tsv`` is filled and indexed (then it is the one searched)."""
@@ -79,13 +79,10 @@ class StemmedIndexMixin:
     def start_stemmed_rebuild(self, batch: int) -> None:
         """Start the background rebuild on this replica unless it is done, already
         running here, or another replica holds the rebuild lock."""
-        if self._stem_ready_flag or (
-            self._stem_thread is not None and self._stem_thread.is_alive()
-        ):
+        if self._stem_ready_flag or self.rebuild_running():
             return
-        stop = threading.Event()
 
-        def run() -> None:
+        def run(stop: threading.Event) -> None:
             try:
                 with self.pool.connection(timeout=self._timeout) as lock_conn:
                     if not lock_conn.execute(_LOCK).fetchone()["got"]:
@@ -100,15 +97,4 @@ class StemmedIndexMixin:
             except Exception:  # the database went away: the next start resumes
                 log.exception("stemmed keyword index rebuild stopped")
 
-        self._stem_stop = stop
-        self._stem_thread = threading.Thread(target=run, name="kb-stem-rebuild", daemon=True)
-        self._stem_thread.start()
-
-    def wait_stemmed_rebuild(self, timeout: float | None = None) -> None:
-        if self._stem_thread is not None:
-            self._stem_thread.join(timeout)
-
-    def stop_stemmed_rebuild(self) -> None:
-        if self._stem_stop is not None:
-            self._stem_stop.set()
-        self.wait_stemmed_rebuild(30)
+        self.start_rebuild_thread(run)

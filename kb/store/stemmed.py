@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import threading
 
+from kb.sql.rebuild import RebuildThread
 from kb.store.db import Database
 
 __all__ = ["StemmedIndexMixin"]
@@ -18,10 +19,8 @@ log = logging.getLogger("kb.store")
 _NAME = "chunks_stem"
 
 
-class StemmedIndexMixin(Database):
+class StemmedIndexMixin(RebuildThread, Database):
     _stem_ready_flag = False
-    _stem_thread: threading.Thread | None = None
-    _stem_stop: threading.Event | None = None
 
     def stemmed_index_ready(self) -> bool:
         """Whether ``chunks_stem`` holds every chunk (then it is the one searched)."""
@@ -55,13 +54,10 @@ class StemmedIndexMixin(Database):
 
     def start_stemmed_rebuild(self, batch: int) -> None:
         """Start the background copy (a no-op when the index is complete or it runs)."""
-        if self.stemmed_index_ready() or (
-            self._stem_thread is not None and self._stem_thread.is_alive()
-        ):
+        if self.stemmed_index_ready() or self.rebuild_running():
             return
-        stop = threading.Event()
 
-        def run() -> None:
+        def run(stop: threading.Event) -> None:
             try:
                 while not stop.is_set():
                     if self.stemmed_rebuild_step(batch):
@@ -71,15 +67,4 @@ class StemmedIndexMixin(Database):
             except Exception:  # a closed store or a full disk: the next start resumes
                 log.exception("stemmed keyword index rebuild stopped")
 
-        self._stem_stop = stop
-        self._stem_thread = threading.Thread(target=run, name="kb-stem-rebuild", daemon=True)
-        self._stem_thread.start()
-
-    def wait_stemmed_rebuild(self, timeout: float | None = None) -> None:
-        if self._stem_thread is not None:
-            self._stem_thread.join(timeout)
-
-    def stop_stemmed_rebuild(self) -> None:
-        if self._stem_stop is not None:
-            self._stem_stop.set()
-        self.wait_stemmed_rebuild(30)
+        self.start_rebuild_thread(run)
