@@ -110,8 +110,13 @@ async def run_chat(app: App, turns: int, words: int, restart_at: set[int]) -> li
 
 
 async def run_responses(
-    app: App, turns: int, words: int, restart_at: set[int]
+    app: App, turns: int, words: int, restart_at: set[int], *, conversation: bool = False
 ) -> list[dict[str, Any]]:
+    """Each turn names the previous response, or (``conversation``) one conversation."""
+    system = {"type": "message", "role": "system", "content": "You answer briefly."}
+    conv: str | None = None
+    if conversation:
+        conv = (await app.http.post("/v1/conversations", json={"items": [system]})).json()["id"]
     previous: str | None = None
     rows = []
     for t in range(1, turns + 1):
@@ -124,11 +129,10 @@ async def run_responses(
             "max_output_tokens": 1,
             "temperature": 0,
         }
-        if previous is None:
-            body["input"] = [
-                {"role": "system", "content": "You answer briefly."},
-                {"role": "user", "content": user_turn(t, words)},
-            ]
+        if conv is not None:
+            body["conversation"] = conv
+        elif previous is None:
+            body["input"] = [system, {"role": "user", "content": user_turn(t, words)}]
         else:
             body["previous_response_id"] = previous
         s, got = await timed(app.http, "/v1/responses", body)
@@ -142,28 +146,7 @@ async def run_responses(
 async def run_conversation(
     app: App, turns: int, words: int, restart_at: set[int]
 ) -> list[dict[str, Any]]:
-    r = await app.http.post(
-        "/v1/conversations",
-        json={"items": [{"type": "message", "role": "system", "content": "You answer briefly."}]},
-    )
-    conversation = r.json()["id"]
-    rows = []
-    for t in range(1, turns + 1):
-        if t in restart_at:
-            await app.stop()
-            await app.start()
-        body: dict[str, Any] = {
-            "model": "m",
-            "input": user_turn(t, words),
-            "max_output_tokens": 1,
-            "temperature": 0,
-            "conversation": conversation,
-        }
-        s, got = await timed(app.http, "/v1/responses", body)
-        usage = got["usage"]
-        cached = usage["input_tokens_details"]["cached_tokens"]
-        rows.append({"turn": t, "ttft_s": s, "prompt": usage["input_tokens"], "cached": cached})
-    return rows
+    return await run_responses(app, turns, words, restart_at, conversation=True)
 
 
 async def measure(args: argparse.Namespace, model: Path, tmp: Path) -> dict[str, Any]:
