@@ -293,7 +293,12 @@ class Ingestor:
             page = await fetch_url(url, self.settings.url)
         except FetchError as exc:
             raise LoaderError(f"{exc.message} ({exc.code})") from None
-        self.files_check(len(page.body))
+        if len(page.body) > self.settings.max_upload_bytes:
+            raise LoaderError(
+                f"the page is larger than {self.settings.max_upload_bytes} bytes "
+                "(knowledge.max_upload_bytes)",
+                "file_too_large",
+            )
         part = self.backend.upload_path(record.id)
         await asyncio.to_thread(part.write_bytes, page.body)
         filled = dataclasses.replace(
@@ -307,14 +312,6 @@ class Ingestor:
         finally:
             part.unlink(missing_ok=True)
         return filled, page.content_type
-
-    def files_check(self, size: int) -> None:
-        if size > self.settings.max_upload_bytes:
-            raise LoaderError(
-                f"the page is larger than {self.settings.max_upload_bytes} bytes "
-                "(knowledge.max_upload_bytes)",
-                "file_too_large",
-            )
 
     async def _ingest(self, job: _Job) -> _Outcome:
         sf = job.sf
