@@ -2,8 +2,10 @@
 
 A batch that raises fails exactly its own futures with an ``EngineError`` (a 500-class
 OpenAI error) and marks the batcher unhealthy until a later batch succeeds; nothing waits
-forever. The compute function runs on one dedicated thread per engine, so the event loop
-never blocks and a model is never entered by two threads at once.
+forever. The compute function runs off the event loop, one batch at a time, so a model is
+never entered by two threads at once: each batch on a thread that ends with it (no
+OpenMP team of an idle embedder outlives its batch to slow the chat step, see
+``core.threads``), or on a given executor.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from dataclasses import dataclass
 from typing import Generic, Protocol, TypeVar
 
 from core.errors import EngineError, EngineUnavailableError, QueueFullError
+from core.threads import in_new_thread
 
 __all__ = ["BatchObserver", "DynamicBatcher"]
 
@@ -58,8 +61,7 @@ class DynamicBatcher(Generic[I, R]):
         self.max_wait = max_wait_ms / 1000.0
         self.max_queue = max_queue
         self._observer = observer
-        self._own_executor = executor is None
-        self._executor = executor or ThreadPoolExecutor(1, thread_name_prefix=f"engine-{name}")
+        self._executor = executor
         self._queue: deque[_Item[I, R]] = deque()
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -89,8 +91,6 @@ class DynamicBatcher(Generic[I, R]):
             item = self._queue.popleft()
             if not item.future.done():
                 item.future.set_exception(EngineUnavailableError(f"{self.name} is shutting down"))
-        if self._own_executor:
-            self._executor.shutdown(wait=False, cancel_futures=True)
 
     async def submit(self, items: Sequence[I]) -> list[R]:
         """Queue ``items`` and wait for all their results (in order)."""
@@ -145,7 +145,10 @@ class DynamicBatcher(Generic[I, R]):
         started = time.perf_counter()
         values = [b.value for b in batch]
         try:
-            results = await loop.run_in_executor(self._executor, self._fn, values)
+            if self._executor is not None:
+                results = await loop.run_in_executor(self._executor, self._fn, values)
+            else:
+                results = await in_new_thread(self._fn, values, name=f"engine-{self.name}")
             if len(results) != len(batch):
                 raise RuntimeError(f"engine returned {len(results)} results for {len(batch)}")
         except asyncio.CancelledError:

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 from core.errors import APIError, EngineUnavailableError, InvalidRequestError, ModelNotFoundError
+from core.threads import in_new_thread
 from engines.base import Embedder, ModelInfo, Reranker
 from engines.batching import BatchObserver, DynamicBatcher
 from engines.config import ModelConfig, RegistryConfig
@@ -191,7 +192,9 @@ class EngineRegistry:
             model.status = "loading"
             started = time.perf_counter()
             try:
-                await asyncio.to_thread(self._build, model)
+                # A thread that ends with the load: no OpenMP team of the loading thread
+                # outlives it to slow the engines' own threads (core.threads).
+                await in_new_thread(self._build, model, name=f"load-{model.info.id}")
             except Exception as exc:
                 model.status = "failed"
                 model.error = f"{type(exc).__name__}: {exc}"

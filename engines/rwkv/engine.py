@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from core.errors import EngineError, InvalidRequestError, QueueFullError
+from core.threads import call_in_new_thread
 from engines.base import ModelInfo
 from engines.constraint import Constraint
 from engines.generation import FinishEvent, GenerationRequest, TokenEvent, TopLogprob
@@ -93,6 +94,14 @@ class _Seq:
 
 class RWKVChatEngine:
     def __init__(self, info: ModelInfo, path: Path, options: dict[str, Any]) -> None:
+        # Loading runs torch ops on a thread that ends with it: whichever thread calls
+        # this keeps no OpenMP team of its own that would slow the scheduler's steps
+        # (``core.threads``).
+        call_in_new_thread(self._load, info, path, options, name=f"rwkv-load-{info.id}")
+        self._thread = threading.Thread(target=self._run, name=f"rwkv-{info.id}", daemon=True)
+        self._thread.start()
+
+    def _load(self, info: ModelInfo, path: Path, options: dict[str, Any]) -> None:
         import torch
 
         raw = dict(options)
@@ -182,8 +191,6 @@ class RWKVChatEngine:
         self._batch: list[_Seq] = []
         self._cond = threading.Condition()
         self._stopping = False
-        self._thread = threading.Thread(target=self._run, name=f"rwkv-{info.id}", daemon=True)
-        self._thread.start()
 
     # -- set-up ----------------------------------------------------------------------------
 

@@ -1,0 +1,76 @@
+"""Where torch's CPU work runs: one long-lived thread per engine, everything else on
+threads that end with their work.
+
+torch's CPU build parallelises an op through OpenMP (libgomp). Every thread that runs a
+parallel op becomes the master of its own team of workers, and the team lives as long as
+that thread. libgomp's workers wait for the next parallel region by spinning, but once
+the process holds more OpenMP threads than the machine has CPUs they stop spinning almost
+at once and sleep, so every parallel region of every team then pays a futex wake-up. On a
+2-core machine one extra idle team (the thread that loaded a model, a persistent worker
+that embedded one batch) made each of the chat step's ~600 parallel regions ~70 µs
+slower: a 4-row decode step went from 32 to 49 ms (``docs/benchmarks.md``).
+
+So: an engine's hot loop keeps its thread (the RWKV scheduler), and one-off torch work
+(loading a model, an embedding batch) runs on a fresh thread that exits when it is done,
+taking its team with it. (``torch.set_num_threads`` is no way to keep a side thread out
+of this: it also sets the process-wide count every new thread starts from.)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+__all__ = ["call_in_new_thread", "in_new_thread"]
+
+R = TypeVar("R")
+
+
+def call_in_new_thread(fn: Callable[..., R], *args: Any, name: str = "torch-once") -> R:
+    """``fn(*args)`` on a new thread, waited for; its result, or its exception re-raised."""
+    box: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            box["result"] = fn(*args)
+        except BaseException as exc:  # noqa: BLE001 - re-raised on the caller's thread
+            box["error"] = exc
+
+    thread = threading.Thread(target=run, name=name, daemon=True)
+    thread.start()
+    thread.join()
+    if "error" in box:
+        raise box["error"]
+    return box["result"]  # type: ignore[no-any-return]
+
+
+async def in_new_thread(fn: Callable[..., R], *args: Any, name: str = "torch-once") -> R:
+    """``fn(*args)`` on a new thread that ends with it, awaited without blocking the loop.
+    Cancelling the await does not stop ``fn`` (no thread can be stopped); its result is
+    dropped."""
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[R] = loop.create_future()
+
+    def settle(ok: bool, value: Any) -> None:
+        if future.done():
+            return
+        if ok:
+            future.set_result(value)
+        else:
+            future.set_exception(value)
+
+    def run() -> None:
+        try:
+            result = fn(*args)
+        except BaseException as exc:  # noqa: BLE001 - handed to the awaiting task
+            outcome: tuple[bool, Any] = (False, exc)
+        else:
+            outcome = (True, result)
+        with contextlib.suppress(RuntimeError):  # the loop closed meanwhile: nobody waits
+            loop.call_soon_threadsafe(settle, *outcome)
+
+    threading.Thread(target=run, name=name, daemon=True).start()
+    return await future

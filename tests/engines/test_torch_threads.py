@@ -1,0 +1,199 @@
+"""Where torch's CPU work runs (``core.threads``): loading and embedding batches run on
+threads that end with the work, so no OpenMP team outlives them to slow the chat step;
+the RWKV scheduler is the one long-lived thread that computes."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from core.threads import call_in_new_thread, in_new_thread
+from engines.base import ModelInfo
+from engines.batching import DynamicBatcher
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_call_in_new_thread_returns_and_raises_on_a_thread_that_has_ended() -> None:
+    seen: list[threading.Thread] = []
+
+    def work(a: int, b: int) -> int:
+        seen.append(threading.current_thread())
+        return a * b
+
+    assert call_in_new_thread(work, 6, 7) == 42
+    assert seen[0] is not threading.current_thread()
+    assert not seen[0].is_alive()
+
+    def fail() -> None:
+        raise KeyError("boom")
+
+    with pytest.raises(KeyError, match="boom"):
+        call_in_new_thread(fail)
+
+
+async def test_in_new_thread_keeps_the_loop_running_and_passes_errors() -> None:
+    release = threading.Event()
+    seen: list[threading.Thread] = []
+
+    def work() -> str:
+        seen.append(threading.current_thread())
+        release.wait(5)
+        return "done"
+
+    task = asyncio.create_task(in_new_thread(work))
+    await asyncio.sleep(0.05)
+    assert not task.done()  # the loop ran this coroutine while work() waited
+    release.set()
+    assert await asyncio.wait_for(task, 5) == "done"
+    seen[0].join(5)
+    assert not seen[0].is_alive()
+
+    def fail() -> None:
+        raise ValueError("bad batch")
+
+    with pytest.raises(ValueError, match="bad batch"):
+        await in_new_thread(fail)
+
+
+async def test_each_batch_runs_on_a_thread_that_ends_with_it() -> None:
+    threads: list[threading.Thread] = []
+
+    def embed(values: list[int]) -> list[int]:
+        threads.append(threading.current_thread())
+        return [v * 2 for v in values]
+
+    batcher = DynamicBatcher("t", embed, max_batch_size=4, max_wait_ms=1, max_queue=16)
+    batcher.start()
+    try:
+        assert await batcher.submit([1, 2, 3]) == [2, 4, 6]
+        assert await batcher.submit([5]) == [10]
+    finally:
+        await batcher.stop()
+    assert len(threads) == 2 and threads[0] is not threads[1]
+    for t in threads:
+        t.join(5)
+        assert not t.is_alive()
+
+
+@pytest.fixture
+def loads(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[threading.Thread]]:
+    from engines.rwkv import engine as rwkv_engine
+
+    seen: list[threading.Thread] = []
+    real = rwkv_engine.load_rwkv
+
+    def recording(*args: Any, **kwargs: Any) -> Any:
+        seen.append(threading.current_thread())
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(rwkv_engine, "load_rwkv", recording)
+    yield seen
+
+
+def test_the_rwkv_engine_loads_on_a_thread_that_ends(
+    tiny_dir: Path, loads: list[threading.Thread]
+) -> None:
+    from engines.rwkv.engine import RWKVChatEngine
+
+    engine = RWKVChatEngine(
+        ModelInfo("t", "chat", "rwkv"),
+        tiny_dir / "rwkv7-tiny-random.pth",
+        {"strategy": "cpu fp32", "prefix_cache_bytes": 0},
+    )
+    try:
+        assert len(loads) == 1
+        assert loads[0] is not threading.current_thread()
+        assert loads[0] is not engine._thread
+        assert not loads[0].is_alive()
+        assert engine._thread.is_alive()
+    finally:
+        engine.close()
+
+
+async def test_the_registry_builds_models_on_threads_that_end(
+    tiny_dir: Path, loads: list[threading.Thread]
+) -> None:
+    from engines.config import ModelConfig, RegistryConfig
+    from engines.registry import EngineRegistry
+
+    cfg = RegistryConfig(
+        models=[
+            ModelConfig(
+                id="chat",
+                kind="chat",
+                engine="rwkv",
+                path=str(tiny_dir / "rwkv7-tiny-random.pth"),
+                options={"strategy": "cpu fp32", "prefix_cache_bytes": 0},
+            )
+        ],
+        data_dir=tiny_dir,
+    )
+    registry = EngineRegistry(cfg)
+    await registry.load()
+    try:
+        assert registry.ready
+        assert len(loads) == 1
+        assert loads[0] is not threading.current_thread()
+        assert not loads[0].is_alive()
+    finally:
+        await registry.close()
+
+
+_TEAMS = """
+import json, os, threading, time
+from concurrent.futures import ThreadPoolExecutor
+import torch
+from core.threads import call_in_new_thread
+
+torch.set_num_threads(2)
+
+def native():  # OS threads Python did not start: libgomp's workers
+    return len(os.listdir("/proc/self/task")) - threading.active_count()
+
+def work():
+    x = torch.randn(1_000_000)
+    for _ in range(3):
+        x = x.exp().clamp(max=1.0)
+
+def settled(want):  # an ended thread's workers leave a moment after it (bounded)
+    deadline = time.monotonic() + 10
+    while native() != want and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return native()
+
+base = native()
+call_in_new_thread(work)
+after_new = settled(base)
+pool = ThreadPoolExecutor(1)
+pool.submit(work).result()
+time.sleep(0.5)
+after_pool = native()
+print(json.dumps({"base": base, "after_new": after_new, "after_pool": after_pool}))
+"""
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="needs /proc")
+def test_one_off_torch_work_leaves_no_openmp_team_behind() -> None:
+    """The mechanism itself, in a fresh interpreter: parallel torch work on a thread that
+    ends leaves no OpenMP worker running; the same work on a persistent thread keeps one
+    (what slowed the chat step)."""
+    out = subprocess.run(
+        [sys.executable, "-c", _TEAMS],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    counts = json.loads(out.stdout.strip().splitlines()[-1])
+    assert counts["after_new"] == counts["base"]
+    assert counts["after_pool"] > counts["base"]
