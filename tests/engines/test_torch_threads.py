@@ -86,16 +86,15 @@ async def test_each_batch_runs_on_a_thread_that_ends_with_it() -> None:
 
 @pytest.fixture
 def loads(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[threading.Thread]]:
-    from engines.rwkv import engine as rwkv_engine
+    from engines.rwkv.model import load_rwkv as real
 
     seen: list[threading.Thread] = []
-    real = rwkv_engine.load_rwkv
 
     def recording(*args: Any, **kwargs: Any) -> Any:
         seen.append(threading.current_thread())
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(rwkv_engine, "load_rwkv", recording)
+    monkeypatch.setattr("engines.rwkv.engine.load_rwkv", recording)
     yield seen
 
 
