@@ -62,7 +62,12 @@ def sampler_pool(rows: int, vocab: int, kind: str) -> _Pool:
     from engines.rwkv import sampler
 
     fields = sampler.fields(rows, vocab, "cpu")
-    params = SamplingParams(max_tokens=64, temperature=0 if kind == "greedy" else 1.0, top_p=0.85)
+    params = SamplingParams(
+        max_tokens=64,
+        temperature=0 if kind == "greedy" else 1.0,
+        top_p=1.0 if kind == "topk" else 0.85,
+        top_k=40 if kind == "topk" else 0,
+    )
     for r in range(rows):
         for name, value in sampler.row_values(params, r).items():
             fields[name][r].copy_(value)
@@ -116,7 +121,7 @@ def step_part(args: argparse.Namespace, path: Path) -> dict[str, Any]:
             name: [torch.zeros((rows, *t.shape), dtype=t.dtype) for t in lm.zero_state()]
             for name in variants
         }
-        pools = {k: sampler_pool(rows, vocab, k) for k in ("cut", "greedy")}
+        pools = {k: sampler_pool(rows, vocab, k) for k in ("cut", "topk", "greedy")}
         logits = variants[base](tokens, states[base])
         x = torch.randn(rows, lm.n_embd)
 
@@ -127,7 +132,7 @@ def step_part(args: argparse.Namespace, path: Path) -> dict[str, Any]:
                 penalised=False,
                 want_logprobs=False,
                 kinds=frozenset({kind}),
-                max_top_k=0,
+                max_top_k=40 if kind == "topk" else 0,
             )
 
         for f, st in ((variants[n], states[n]) for n in variants):
@@ -136,7 +141,12 @@ def step_part(args: argparse.Namespace, path: Path) -> dict[str, Any]:
         # Interleaved repeats: each round runs every variant once, so load drift on a
         # shared machine falls on all of them alike.
         times: dict[str, list[float]] = {n: [] for n in variants}
-        extra: dict[str, list[float]] = {"head": [], "sample top-p": [], "sample greedy": []}
+        extra: dict[str, list[float]] = {
+            "head": [],
+            "sample top-p": [],
+            "sample top-k": [],
+            "sample greedy": [],
+        }
         with torch.inference_mode():
             for _ in range(args.repeats):
                 for n, f in variants.items():
@@ -146,6 +156,7 @@ def step_part(args: argparse.Namespace, path: Path) -> dict[str, Any]:
                 for label, fn in (
                     ("head", lambda x=x: x @ head),
                     ("sample top-p", lambda: sample("cut")),
+                    ("sample top-k", lambda: sample("topk")),
                     ("sample greedy", lambda: sample("greedy")),
                 ):
                     started = clock()

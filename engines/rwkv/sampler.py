@@ -97,10 +97,13 @@ def set_row(pool: Any, row: int, params: SamplingParams, choice: int) -> None:
 
 
 def kind(params: SamplingParams) -> str:
-    """How a row samples: greedy, from its whole distribution, or truncated (top-k/p)."""
+    """How a row samples: greedy, from its whole distribution (full), within its top-k
+    alone (topk), or within a nucleus (cut: top-p, with or without top-k)."""
     if params.temperature <= 0:
         return "greedy"
-    return "cut" if params.top_p < 1.0 or params.top_k > 0 else "full"
+    if params.top_p < 1.0:
+        return "cut"
+    return "topk" if params.top_k > 0 else "full"
 
 
 def sample(
@@ -109,14 +112,17 @@ def sample(
     *,
     penalised: bool,
     want_logprobs: bool,
-    kinds: frozenset[str] = frozenset({"greedy", "full", "cut"}),
+    kinds: frozenset[str] = frozenset({"greedy", "full", "topk", "cut"}),
     max_top_k: int | None = None,
 ) -> tuple[Any, Any | None]:
     """Tokens ``[B]`` for the first ``B = len(logits)`` rows (device tensor) and, when
     asked, their log-probabilities ``[B, V]`` (before temperature, after penalties).
-    ``kinds`` (what the rows need, known on the host) skips the work no row needs;
-    ``max_top_k``, the rows' largest ``top_k`` (known on the host; None: read from the
-    pool), sizes the candidates of truncated sampling."""
+    ``kinds`` (what the rows need, known on the host) skips the work no row needs: greedy
+    rows take the argmax, top-k rows draw among their candidates straight from the logits
+    (no softmax or sort over the vocabulary), and only full and nucleus rows normalise
+    the whole vocabulary. ``max_top_k``, the rows' largest ``top_k`` (known on the host;
+    None: read from the pool), sizes the candidates. Each row's draw is computed the same
+    way whatever its neighbours are."""
     import torch
 
     B = logits.shape[0]
@@ -132,16 +138,22 @@ def sample(
     temp = view("temperature")
     tokens = x.argmax(dim=-1)
     if kinds - {"greedy"}:
-        probs = torch.softmax(x / temp.clamp(min=1e-6)[:, None], dim=-1)
         u = uniform(view("seed"), view("step")).to(torch.float32)
-        needs_cut = (view("top_p") < 1.0) | (view("top_k") > 0)
-        drawn = (
-            _truncated(probs, u, view("top_p"), view("top_k"), max_top_k)
-            if "cut" in kinds
-            else _inverse_cdf(probs, u)
-        )
-        if "cut" in kinds and "full" in kinds:
-            drawn = torch.where(needs_cut, drawn, _inverse_cdf(probs, u))
+        top_p, top_k = view("top_p"), view("top_k")
+        if max_top_k is None:
+            max_top_k = int(top_k.max())
+        drawn = tokens
+        if "topk" in kinds:
+            only_k = (top_p >= 1.0) & (top_k > 0)
+            drawn = torch.where(only_k, _top_k(x, temp, u, top_k, max_top_k), drawn)
+        if kinds & {"full", "cut"}:
+            probs = torch.softmax(x / temp.clamp(min=1e-6)[:, None], dim=-1)
+            if "cut" in kinds:
+                cut = _truncated(probs, u, top_p, top_k, max_top_k)
+                drawn = torch.where(top_p < 1.0, cut, drawn)
+            if "full" in kinds:
+                whole = (top_p >= 1.0) & (top_k <= 0)
+                drawn = torch.where(whole, _inverse_cdf(probs, u), drawn)
         tokens = torch.where(temp <= 0, tokens, drawn)
     if penalised:
         counts = view("counts")
@@ -157,6 +169,23 @@ def _inverse_cdf(probs: Any, u: Any) -> Any:
     cum = torch.cumsum(probs, dim=-1)
     idx = torch.searchsorted(cum, (u * cum[:, -1]).unsqueeze(-1)).squeeze(-1)
     return idx.clamp(max=probs.shape[-1] - 1)
+
+
+def _top_k(x: Any, temp: Any, u: Any, top_k: Any, max_top_k: int) -> Any:
+    """Inverse-CDF sampling within each row's ``top_k`` most likely tokens, from the
+    logits: the candidates' weights relative to the row's best, ``exp((x - x_max) / T)``,
+    need no normaliser over the vocabulary (the draw scales ``u`` by the kept total).
+    A row's weights involve its own top ``top_k`` candidates alone, so its draw does not
+    depend on how many candidates its neighbours asked for."""
+    import torch
+
+    k = max(1, min(x.shape[-1], max_top_k))
+    cand_x, cand_i = torch.topk(x, k, dim=-1)
+    weights = ((cand_x - cand_x[:, :1]) / temp.clamp(min=1e-6)[:, None]).exp()
+    rank = torch.arange(k, device=x.device)[None, :]
+    weights = weights * (rank < top_k[:, None])
+    pick = _inverse_cdf(weights, u)
+    return cand_i.gather(-1, pick.unsqueeze(-1)).squeeze(-1)
 
 
 def _truncated(probs: Any, u: Any, top_p: Any, top_k: Any, max_top_k: int | None) -> Any:

@@ -106,6 +106,56 @@ def test_a_rows_draw_is_the_same_alone_or_beside_others() -> None:
     assert [int(t) for t in tokens] == batched
 
 
+def test_top_k_rows_draw_from_the_logits_without_normalising_the_vocabulary(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Rows truncated by top-k alone draw what a full sort draws, with no softmax over the
+    vocabulary and candidates sized by their own largest top_k (not the nucleus' 1,024);
+    a top-k of 1 is the argmax."""
+    g = torch.Generator().manual_seed(9)
+    cases = [
+        SamplingParams(temperature=1.0, top_k=40, seed=11),
+        SamplingParams(temperature=0.6, top_k=5, seed=12),
+        SamplingParams(temperature=1.7, top_k=200, seed=13),
+        SamplingParams(temperature=1.0, top_k=1, seed=14),
+        SamplingParams(temperature=0.0, seed=15),  # greedy beside them
+    ]
+    logits = torch.stack([torch.randn(V, generator=g) * s for s in (0.3, 4.0, 1.0, 2.0, 1.0)])
+    softmaxes: list[tuple[int, ...]] = []
+    topks: list[int] = []
+    real_softmax, real_topk = torch.softmax, torch.topk
+
+    def spy_softmax(t: torch.Tensor, *a: Any, **kw: Any) -> torch.Tensor:
+        softmaxes.append(tuple(t.shape))
+        return real_softmax(t, *a, **kw)
+
+    def spy_topk(t: torch.Tensor, k: int, *a: Any, **kw: Any) -> Any:
+        topks.append(k)
+        return real_topk(t, k, *a, **kw)
+
+    for step in range(8):
+        pool = _pool(cases)
+        pool.tensors["step"].fill_(step)
+        u = sampler.uniform(pool.tensors["seed"], pool.tensors["step"]).tolist()
+        want = [_full_sort(logits[i], p, u[i]) for i, p in enumerate(cases[:4])]
+        want.append(int(logits[4].argmax()))
+        monkeypatch.setattr(torch, "softmax", spy_softmax)
+        monkeypatch.setattr(torch, "topk", spy_topk)
+        got, _ = sampler.sample(
+            pool,
+            logits,
+            penalised=False,
+            want_logprobs=False,
+            kinds=frozenset(sampler.kind(p) for p in cases),
+            max_top_k=max(p.top_k for p in cases),
+        )
+        monkeypatch.undo()
+        assert [int(t) for t in got] == want
+        assert int(got[3]) == int(logits[3].argmax())
+    assert softmaxes == []
+    assert topks and set(topks) == {200}
+
+
 @pytest.fixture(scope="module")
 def engine(tiny_dir: Path) -> Any:
     e = RWKVChatEngine(
