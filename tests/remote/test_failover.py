@@ -145,6 +145,27 @@ async def test_streams_on_a_killed_worker_end_with_an_error_event(
             return all(u["in_flight"] > 0 for u in await _upstreams(http))
 
         assert await _until(both_busy, 20)
+        # The victim decodes every stream it holds (none queued), and has generated
+        # several tokens for each since: what the kill breaks has streamed.
+        label = '{model="rwkv7-tiny"}'
+
+        async def victim(name: str) -> float:
+            async with httpx.AsyncClient(base_url=servers[0].base_url, timeout=10) as w:
+                return metric((await w.get("/metrics")).text, name)
+
+        async def all_decoding() -> bool:
+            queued = await victim(f"rwkv_rag_chat_queued_requests{label}")
+            return queued == 0 and await victim(f"rwkv_rag_chat_active_sequences{label}") > 0
+
+        assert await _until(all_decoding, 20)
+        generated = 'rwkv_rag_chat_tokens_total{model="rwkv7-tiny",phase="generated"}'
+        start = await victim(generated)
+        active = await victim(f"rwkv_rag_chat_active_sequences{label}")
+
+        async def streamed() -> bool:
+            return await victim(generated) >= start + 8 * active
+
+        assert await _until(streamed, 20)
         servers[0].proc.kill()
         servers[0].proc.wait(timeout=10)
         ends = await asyncio.wait_for(asyncio.gather(*tasks), 120)
