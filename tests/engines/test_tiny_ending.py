@@ -13,7 +13,7 @@ from engines.rwkv.engine import RWKVChatEngine
 
 
 async def _finish(
-    engine: RWKVChatEngine, temperature: float, seed: int, budget: int = 400
+    engine: RWKVChatEngine, temperature: float, seed: int, budget: int = 250
 ) -> tuple[str, int]:
     params = SamplingParams(max_tokens=budget, temperature=temperature, seed=seed)
     async for ev in engine.generate(GenerationRequest([1, 2, 3, seed + 10], params)):

@@ -130,7 +130,7 @@ async def test_streams_on_a_killed_worker_end_with_an_error_event(
                 json={
                     "model": "rwkv7-tiny",
                     "messages": [{"role": "user", "content": "Go on and on."}],
-                    "max_tokens": 4000,
+                    "max_tokens": 1500,
                     "seed": i,
                     "stream": True,
                 },
