@@ -3,9 +3,9 @@
 A batch that raises fails exactly its own futures with an ``EngineError`` (a 500-class
 OpenAI error) and marks the batcher unhealthy until a later batch succeeds; nothing waits
 forever. The compute function runs off the event loop, one batch at a time, so a model is
-never entered by two threads at once: each batch on a thread that ends with it (no
-OpenMP team of an idle embedder outlives its batch to slow the chat step, see
-``core.threads``), or on a given executor.
+never entered by two threads at once: on an ``IdleWorker`` whose thread ends after a short
+idle spell (no OpenMP team of an idle embedder outlives its burst to slow the chat step,
+see ``core.threads``), or on a given executor.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Generic, Protocol, TypeVar
 
 from core.errors import EngineError, EngineUnavailableError, QueueFullError
-from core.threads import in_new_thread
+from core.threads import IdleWorker
 
 __all__ = ["BatchObserver", "DynamicBatcher"]
 
@@ -54,6 +54,7 @@ class DynamicBatcher(Generic[I, R]):
         max_queue: int,
         observer: BatchObserver | None = None,
         executor: ThreadPoolExecutor | None = None,
+        worker_idle_s: float = 0.5,
     ) -> None:
         self.name = name
         self._fn = fn
@@ -62,6 +63,7 @@ class DynamicBatcher(Generic[I, R]):
         self.max_queue = max_queue
         self._observer = observer
         self._executor = executor
+        self._worker = IdleWorker(f"engine-{name}", worker_idle_s)
         self._queue: deque[_Item[I, R]] = deque()
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -148,7 +150,7 @@ class DynamicBatcher(Generic[I, R]):
             if self._executor is not None:
                 results = await loop.run_in_executor(self._executor, self._fn, values)
             else:
-                results = await in_new_thread(self._fn, values, name=f"engine-{self.name}")
+                results = await self._worker.run(self._fn, values)
             if len(results) != len(batch):
                 raise RuntimeError(f"engine returned {len(results)} results for {len(batch)}")
         except asyncio.CancelledError:

@@ -28,6 +28,17 @@ class BatchingSettings(BaseModel):
     max_queue: int = Field(
         4096, ge=1, description="Items waiting beyond this answer 429 (queue full)."
     )
+    worker_idle_s: float = Field(
+        0.5,
+        ge=0,
+        le=3600,
+        description=(
+            "Seconds a model's batch thread waits for the next batch before it ends (the next "
+            "batch starts another). An idle thread that has run torch keeps an OpenMP team "
+            "that slows the chat step on small machines; a new one costs a few ms at its "
+            "first batch."
+        ),
+    )
 
 
 class ModelConfig(BaseModel):

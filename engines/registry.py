@@ -296,6 +296,7 @@ class EngineRegistry:
             max_wait_ms=batching.max_wait_ms,
             max_queue=batching.max_queue,
             observer=self.observer,
+            worker_idle_s=batching.worker_idle_s,
         )
         model.batcher.start()
 

@@ -1,6 +1,7 @@
-"""Where torch's CPU work runs (``core.threads``): loading and embedding batches run on
-threads that end with the work, so no OpenMP team outlives them to slow the chat step;
-the RWKV scheduler is the one long-lived thread that computes."""
+"""Where torch's CPU work runs (``core.threads``): loading runs on threads that end with
+it, embedding batches on a thread that ends after an idle spell, so no OpenMP team
+outlives them to slow the chat step; the RWKV scheduler is the one long-lived thread that
+computes."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from core.threads import call_in_new_thread, in_new_thread
+from core.threads import IdleWorker, call_in_new_thread, in_new_thread
 from engines.base import ModelInfo
 from engines.batching import DynamicBatcher
 
@@ -64,24 +65,48 @@ async def test_in_new_thread_keeps_the_loop_running_and_passes_errors() -> None:
         await in_new_thread(fail)
 
 
-async def test_each_batch_runs_on_a_thread_that_ends_with_it() -> None:
+async def test_batches_share_a_thread_that_ends_after_an_idle_spell() -> None:
     threads: list[threading.Thread] = []
 
     def embed(values: list[int]) -> list[int]:
         threads.append(threading.current_thread())
         return [v * 2 for v in values]
 
-    batcher = DynamicBatcher("t", embed, max_batch_size=4, max_wait_ms=1, max_queue=16)
+    batcher = DynamicBatcher(
+        "t", embed, max_batch_size=4, max_wait_ms=1, max_queue=16, worker_idle_s=0.2
+    )
     batcher.start()
     try:
+        # A burst: one thread serves it, not the event loop's.
         assert await batcher.submit([1, 2, 3]) == [2, 4, 6]
         assert await batcher.submit([5]) == [10]
+        assert threads[0] is threads[1] is not threading.current_thread()
+        threads[0].join(5)  # idle past worker_idle_s: it ends
+        assert not threads[0].is_alive()
+        assert await batcher.submit([7]) == [14]  # the next burst starts another
+        assert threads[2] is not threads[0]
     finally:
         await batcher.stop()
-    assert len(threads) == 2 and threads[0] is not threads[1]
-    for t in threads:
-        t.join(5)
-        assert not t.is_alive()
+
+
+async def test_an_idle_worker_runs_calls_in_order_and_passes_errors() -> None:
+    worker = IdleWorker("w", idle_s=0.2)
+    order: list[int] = []
+
+    def step(i: int) -> int:
+        order.append(i)
+        return i
+
+    assert await asyncio.gather(*(worker.run(step, i) for i in range(20))) == list(range(20))
+    assert order == list(range(20))
+    assert worker.threads_started == 1
+
+    def fail() -> None:
+        raise ValueError("bad batch")
+
+    with pytest.raises(ValueError, match="bad batch"):
+        await worker.run(fail)
+    assert await worker.run(step, 99) == 99  # a failed call leaves the worker working
 
 
 @pytest.fixture
