@@ -52,10 +52,11 @@ def call_in_new_thread(fn: Callable[..., R], *args: Any, name: str = "torch-once
     return box["result"]  # type: ignore[no-any-return]
 
 
-async def in_new_thread(fn: Callable[..., R], *args: Any, name: str = "torch-once") -> R:
-    """``fn(*args)`` on a new thread that ends with it, awaited without blocking the loop.
-    Cancelling the await does not stop ``fn`` (no thread can be stopped); its result is
-    dropped."""
+def _bridge(fn: Callable[..., R], args: tuple[Any, ...]) -> tuple[asyncio.Future[R], Any]:
+    """A future on the running loop and the call that settles it from another thread.
+    The call does nothing once the future is cancelled (an await given up before the call
+    started); a ``StopIteration`` from ``fn`` becomes a ``RuntimeError`` (a future cannot
+    hold one, and the awaiter would wait forever)."""
     loop = asyncio.get_running_loop()
     future: asyncio.Future[R] = loop.create_future()
 
@@ -67,17 +68,31 @@ async def in_new_thread(fn: Callable[..., R], *args: Any, name: str = "torch-onc
         else:
             future.set_exception(value)
 
-    def run() -> None:
+    def call() -> None:
+        if future.cancelled():
+            return
         try:
             result = fn(*args)
+        except StopIteration as exc:
+            error = RuntimeError(f"{getattr(fn, '__name__', fn)!r} raised StopIteration")
+            error.__cause__ = exc
+            outcome: tuple[bool, Any] = (False, error)
         except BaseException as exc:  # noqa: BLE001 - handed to the awaiting task
-            outcome: tuple[bool, Any] = (False, exc)
+            outcome = (False, exc)
         else:
             outcome = (True, result)
         with contextlib.suppress(RuntimeError):  # the loop closed meanwhile: nobody waits
             loop.call_soon_threadsafe(settle, *outcome)
 
-    threading.Thread(target=run, name=name, daemon=True).start()
+    return future, call
+
+
+async def in_new_thread(fn: Callable[..., R], *args: Any, name: str = "torch-once") -> R:
+    """``fn(*args)`` on a new thread that ends with it, awaited without blocking the loop.
+    Cancelling the await does not stop ``fn`` once it runs (no thread can be stopped);
+    its result is dropped."""
+    future, call = _bridge(fn, args)
+    threading.Thread(target=call, name=name, daemon=True).start()
     return await future
 
 
@@ -94,37 +109,23 @@ class IdleWorker:
         self.threads_started = 0
 
     async def run(self, fn: Callable[..., R], *args: Any) -> R:
-        """``fn(*args)`` on the worker, awaited without blocking the loop. Cancelling the
-        await does not stop ``fn``; its result is dropped."""
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[R] = loop.create_future()
-
-        def settle(ok: bool, value: Any) -> None:
-            if future.done():
-                return
-            if ok:
-                future.set_result(value)
-            else:
-                future.set_exception(value)
-
-        def call() -> None:
-            try:
-                result = fn(*args)
-            except BaseException as exc:  # noqa: BLE001 - handed to the awaiting task
-                outcome: tuple[bool, Any] = (False, exc)
-            else:
-                outcome = (True, result)
-            with contextlib.suppress(RuntimeError):  # the loop closed: nobody waits
-                loop.call_soon_threadsafe(settle, *outcome)
-
+        """``fn(*args)`` on the worker, awaited without blocking the loop. A call whose
+        await is cancelled before it starts is skipped; once it runs, it runs out and its
+        result is dropped."""
+        future, call = _bridge(fn, args)
         with self._cond:
             self._calls.append(call)
             if self._running:
                 self._cond.notify()
             else:
+                thread = threading.Thread(target=self._loop, name=self.name, daemon=True)
+                try:
+                    thread.start()
+                except BaseException:  # no thread (none left, or shutting down): not queued
+                    self._calls.pop()
+                    raise
                 self._running = True
                 self.threads_started += 1
-                threading.Thread(target=self._loop, name=self.name, daemon=True).start()
         return await future
 
     def _loop(self) -> None:

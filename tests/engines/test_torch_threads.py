@@ -73,7 +73,7 @@ async def test_batches_share_a_thread_that_ends_after_an_idle_spell() -> None:
         return [v * 2 for v in values]
 
     batcher = DynamicBatcher(
-        "t", embed, max_batch_size=4, max_wait_ms=1, max_queue=16, worker_idle_s=0.2
+        "t", embed, max_batch_size=4, max_wait_ms=1, max_queue=16, worker_idle_s=1.0
     )
     batcher.start()
     try:
@@ -107,6 +107,55 @@ async def test_an_idle_worker_runs_calls_in_order_and_passes_errors() -> None:
     with pytest.raises(ValueError, match="bad batch"):
         await worker.run(fail)
     assert await worker.run(step, 99) == 99  # a failed call leaves the worker working
+
+    def stray_next() -> None:
+        next(iter(()))
+
+    # A future cannot hold StopIteration: it arrives as a RuntimeError, never a hang.
+    with pytest.raises(RuntimeError, match="StopIteration"):
+        await asyncio.wait_for(worker.run(stray_next), 5)
+    with pytest.raises(RuntimeError, match="StopIteration"):
+        await asyncio.wait_for(in_new_thread(stray_next), 5)
+
+
+async def test_a_call_given_up_before_it_starts_is_skipped() -> None:
+    worker = IdleWorker("w", idle_s=1.0)
+    release = threading.Event()
+    ran: list[str] = []
+
+    def block() -> None:
+        release.wait(5)
+        ran.append("block")
+
+    def later() -> None:
+        ran.append("later")
+
+    first = asyncio.create_task(worker.run(block))
+    second = asyncio.create_task(worker.run(later))
+    await asyncio.sleep(0.05)
+    second.cancel()
+    release.set()
+    await asyncio.wait_for(first, 5)
+    assert await worker.run(lambda: "after") == "after"
+    assert ran == ["block"]
+
+
+async def test_a_worker_whose_thread_cannot_start_fails_that_call_and_not_the_next(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    worker = IdleWorker("w", idle_s=1.0)
+    real_start = threading.Thread.start
+    failures = [RuntimeError("can't start new thread")]
+
+    def start(self: threading.Thread) -> None:
+        if failures:
+            raise failures.pop()
+        real_start(self)
+
+    monkeypatch.setattr(threading.Thread, "start", start)
+    with pytest.raises(RuntimeError, match="start new thread"):
+        await worker.run(lambda: 1)
+    assert await asyncio.wait_for(worker.run(lambda: 2), 5) == 2
 
 
 @pytest.fixture
@@ -144,10 +193,19 @@ def test_the_rwkv_engine_loads_on_a_thread_that_ends(
 
 
 async def test_the_registry_builds_models_on_threads_that_end(
-    tiny_dir: Path, loads: list[threading.Thread]
+    tiny_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from engines.config import ModelConfig, RegistryConfig
     from engines.registry import EngineRegistry
+
+    builds: list[threading.Thread] = []
+    real_build = EngineRegistry._build
+
+    def build(self: EngineRegistry, model: Any) -> None:
+        builds.append(threading.current_thread())
+        real_build(self, model)
+
+    monkeypatch.setattr(EngineRegistry, "_build", build)
 
     cfg = RegistryConfig(
         models=[
@@ -165,9 +223,10 @@ async def test_the_registry_builds_models_on_threads_that_end(
     await registry.load()
     try:
         assert registry.ready
-        assert len(loads) == 1
-        assert loads[0] is not threading.current_thread()
-        assert not loads[0].is_alive()
+        assert len(builds) == 1
+        assert builds[0] is not threading.current_thread()
+        builds[0].join(5)
+        assert not builds[0].is_alive()  # not a pool thread that stays
     finally:
         await registry.close()
 
