@@ -5,7 +5,7 @@ OpenAI error) and marks the batcher unhealthy until a later batch succeeds; noth
 forever. The compute function runs off the event loop, one batch at a time, so a model is
 never entered by two threads at once: on an ``IdleWorker`` whose thread ends after a short
 idle spell (no OpenMP team of an idle embedder outlives its burst to slow the chat step,
-see ``core.threads``), or on a given executor.
+see ``core.threads``).
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Generic, Protocol, TypeVar
 
@@ -53,7 +52,6 @@ class DynamicBatcher(Generic[I, R]):
         max_wait_ms: float,
         max_queue: int,
         observer: BatchObserver | None = None,
-        executor: ThreadPoolExecutor | None = None,
         worker_idle_s: float = 0.5,
     ) -> None:
         self.name = name
@@ -62,7 +60,6 @@ class DynamicBatcher(Generic[I, R]):
         self.max_wait = max_wait_ms / 1000.0
         self.max_queue = max_queue
         self._observer = observer
-        self._executor = executor
         self._worker = IdleWorker(f"engine-{name}", worker_idle_s)
         self._queue: deque[_Item[I, R]] = deque()
         self._wakeup = asyncio.Event()
@@ -141,16 +138,13 @@ class DynamicBatcher(Generic[I, R]):
             self._report_depth()
             if batch:
                 self._last_batch_size = len(batch)
-                await self._execute(loop, batch)
+                await self._execute(batch)
 
-    async def _execute(self, loop: asyncio.AbstractEventLoop, batch: list[_Item[I, R]]) -> None:
+    async def _execute(self, batch: list[_Item[I, R]]) -> None:
         started = time.perf_counter()
         values = [b.value for b in batch]
         try:
-            if self._executor is not None:
-                results = await loop.run_in_executor(self._executor, self._fn, values)
-            else:
-                results = await self._worker.run(self._fn, values)
+            results = await self._worker.run(self._fn, values)
             if len(results) != len(batch):
                 raise RuntimeError(f"engine returned {len(results)} results for {len(batch)}")
         except asyncio.CancelledError:

@@ -188,7 +188,7 @@ def _top_k(x: Any, temp: Any, u: Any, top_k: Any, max_top_k: int) -> Any:
     return cand_i.gather(-1, pick.unsqueeze(-1)).squeeze(-1)
 
 
-def _truncated(probs: Any, u: Any, top_p: Any, top_k: Any, max_top_k: int | None) -> Any:
+def _truncated(probs: Any, u: Any, top_p: Any, top_k: Any, max_top_k: int) -> Any:
     """Inverse-CDF sampling within each row's top-k / nucleus, over a top-k preselection
     of ``max(CANDIDATES, largest top_k)`` candidates rather than a sort of the whole
     vocabulary. Exact: a row that truncates by top-p alone and whose nucleus is wider than
@@ -196,8 +196,6 @@ def _truncated(probs: Any, u: Any, top_p: Any, top_k: Any, max_top_k: int | None
     import torch
 
     V = probs.shape[-1]
-    if max_top_k is None:
-        max_top_k = int(top_k.max())
     k = min(V, max(CANDIDATES, max_top_k))
     cand_p, cand_i = torch.topk(probs, k, dim=-1)
     if k < V:

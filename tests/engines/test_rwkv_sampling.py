@@ -61,8 +61,16 @@ def _cases() -> tuple[list[SamplingParams], torch.Tensor]:
     return cases, logits
 
 
-def _sample(cases: list[SamplingParams], logits: torch.Tensor) -> list[int]:
+def _uniforms(cases: list[SamplingParams], step: int) -> list[float]:
+    """Each row's uniform draw at ``step`` (what its token is the inverse CDF at)."""
     pool = _pool(cases)
+    pool.tensors["step"].fill_(step)
+    return [float(v) for v in sampler.uniform(pool.tensors["seed"], pool.tensors["step"])]
+
+
+def _sample(cases: list[SamplingParams], logits: torch.Tensor, step: int = 0) -> list[int]:
+    pool = _pool(cases)
+    pool.tensors["step"].fill_(step)
     tokens, _ = sampler.sample(
         pool,
         logits,
@@ -77,19 +85,9 @@ def _sample(cases: list[SamplingParams], logits: torch.Tensor) -> list[int]:
 def test_truncated_sampling_over_candidates_equals_a_full_sort() -> None:
     cases, logits = _cases()
     for step in range(6):
-        pool = _pool(cases)
-        pool.tensors["step"].fill_(step)
-        u = sampler.uniform(pool.tensors["seed"], pool.tensors["step"]).tolist()
+        u = _uniforms(cases, step)
         want = [_full_sort(logits[i], p, u[i]) for i, p in enumerate(cases)]
-        got, _ = sampler.sample(
-            pool,
-            logits,
-            penalised=False,
-            want_logprobs=False,
-            kinds=frozenset(sampler.kind(p) for p in cases),
-            max_top_k=max(p.top_k for p in cases),
-        )
-        assert [int(t) for t in got] == want
+        assert _sample(cases, logits, step) == want
     # The flat row's nucleus is wider than the candidates (its full sort was needed).
     flat = torch.softmax(logits[0], dim=-1)
     assert float(torch.topk(flat, sampler.CANDIDATES).values.sum()) < cases[0].top_p
@@ -134,24 +132,15 @@ def test_top_k_rows_draw_from_the_logits_without_normalising_the_vocabulary(
         return real_topk(t, k, *a, **kw)
 
     for step in range(8):
-        pool = _pool(cases)
-        pool.tensors["step"].fill_(step)
-        u = sampler.uniform(pool.tensors["seed"], pool.tensors["step"]).tolist()
+        u = _uniforms(cases, step)
         want = [_full_sort(logits[i], p, u[i]) for i, p in enumerate(cases[:4])]
         want.append(int(logits[4].argmax()))
         monkeypatch.setattr(torch, "softmax", spy_softmax)
         monkeypatch.setattr(torch, "topk", spy_topk)
-        got, _ = sampler.sample(
-            pool,
-            logits,
-            penalised=False,
-            want_logprobs=False,
-            kinds=frozenset(sampler.kind(p) for p in cases),
-            max_top_k=max(p.top_k for p in cases),
-        )
+        got = _sample(cases, logits, step)
         monkeypatch.undo()
-        assert [int(t) for t in got] == want
-        assert int(got[3]) == int(logits[3].argmax())
+        assert got == want
+        assert got[3] == int(logits[3].argmax())
     assert softmaxes == []
     assert topks and set(topks) == {200}
 
