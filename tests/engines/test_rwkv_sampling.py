@@ -10,6 +10,8 @@ from typing import Any
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from engines.base import ModelInfo
 from engines.generation import GenerationRequest, SamplingParams, TokenEvent
@@ -143,6 +145,31 @@ def test_top_k_rows_draw_from_the_logits_without_normalising_the_vocabulary(
         assert got[3] == int(logits[3].argmax())
     assert softmaxes == []
     assert topks and set(topks) == {200}
+
+
+_ROW = st.builds(
+    SamplingParams,
+    temperature=st.sampled_from([0.0, 0.5, 1.0, 1.6]),
+    top_p=st.sampled_from([1.0, 1.0, 0.9, 0.5]),
+    top_k=st.sampled_from([0, 0, 1, 7, 60, 1500]),
+    seed=st.integers(0, 2**31),
+)
+
+
+@settings(max_examples=30, derandomize=True, deadline=None)
+@given(rows=st.lists(st.tuples(_ROW, st.sampled_from([0.05, 1.0, 5.0])), min_size=2, max_size=6))
+def test_any_rows_draw_alone_what_they_draw_batched(
+    rows: list[tuple[SamplingParams, float]],
+) -> None:
+    """The sampler's promise over random batches (greedy, full, top-k, nucleus and mixes,
+    flat to peaked logits): a row's token is its own, batched or alone."""
+    g = torch.Generator().manual_seed(len(rows))
+    cases = [p for p, _ in rows]
+    logits = torch.stack([torch.randn(V, generator=g) * scale for _, scale in rows])
+    for step in (0, 3):
+        batched = _sample(cases, logits, step)
+        alone = [_sample([p], logits[i : i + 1], step)[0] for i, p in enumerate(cases)]
+        assert batched == alone
 
 
 @pytest.fixture(scope="module")
